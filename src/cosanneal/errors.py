@@ -1,0 +1,35 @@
+"""Exception types that users of cosanneal can catch.
+
+Every error a user can cause carries a one-line message naming the field, the value received and
+what is allowed, so a CLI can print it as is and exit 2.
+"""
+
+from __future__ import annotations
+
+
+class CosannealError(Exception):
+    """Base class of every error cosanneal raises on purpose."""
+
+
+class ScheduleError(CosannealError, ValueError):
+    """A schedule's configuration or a step given to it is invalid.
+
+    Example:
+        >>> from cosanneal import Cosine
+        >>> Cosine(peak_lr=0.1, cycle_steps=0)
+        Traceback (most recent call last):
+        ...
+        cosanneal.errors.ScheduleError: cycle_steps must be > 0, got 0
+    """
+
+
+class SpecError(CosannealError, ValueError):
+    """A schedule spec file or a ``--set key=value`` pair cannot be read or is invalid."""
+
+
+class StateError(CosannealError, ValueError):
+    """A saved scheduler state cannot be loaded into the scheduler it is given to."""
+
+
+class SchedulerUsageError(CosannealError, RuntimeError):
+    """A scheduler is used in a way that would silently corrupt the schedule (e.g. a double step)."""

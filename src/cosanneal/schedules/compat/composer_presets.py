@@ -1,0 +1,3 @@
+"""Presets reproducing composer schedules (being written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Presets reproducing hf schedules (being written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Presets reproducing keras schedules (being written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Presets reproducing optax schedules (being written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Presets reproducing timm schedules (being written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Presets reproducing torch schedules (being written)."""
+
+__all__: list[str] = []
