@@ -1,8 +1,12 @@
-"""Shared test configuration."""
+"""Shared test configuration: hypothesis profiles and importable test helpers (tests/ on sys.path)."""
 
 import os
+import sys
+from pathlib import Path
 
 from hypothesis import HealthCheck, settings
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 settings.register_profile(
     "default", deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow]

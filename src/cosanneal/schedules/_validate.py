@@ -59,9 +59,9 @@ def integer(name: str, value: Any, *, ge: int = 0) -> int:
         >>> integer("warmup_steps", 5.0)
         5
     """
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        ivalue = int(value)
-    elif _is_real(value) and math.isfinite(float(value)) and float(value).is_integer():
+    if (isinstance(value, numbers.Integral) and not isinstance(value, bool)) or (
+        _is_real(value) and math.isfinite(float(value)) and float(value).is_integer()
+    ):
         ivalue = int(value)
     else:
         raise ScheduleError(f"{name} must be an integer >= {ge}, got {value!r}")

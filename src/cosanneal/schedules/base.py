@@ -51,7 +51,7 @@ def kinds() -> list[str]:
 class CycleInfo(NamedTuple):
     """Where a step falls: the cycle's ``index``, its first step ``start`` and its ``length`` in steps."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: the documented field name
     start: float
     length: float
 
@@ -74,7 +74,7 @@ def as_number(value: float) -> int | float:
     return value
 
 
-def check_step(t: float) -> float:
+def check_step(t: Any) -> float:
     """Validate a scalar step and return it as a float."""
     if isinstance(t, bool) or not isinstance(t, numbers.Real):
         raise ScheduleError(f"step must be a number >= 0, got {t!r}")
@@ -86,10 +86,10 @@ def check_step(t: float) -> float:
 
 def check_steps(t: StepArray) -> FloatArray:
     """Validate an array of steps and return it as float64."""
-    try:
-        arr = np.asarray(t, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ScheduleError(f"steps must be numbers >= 0, got {t!r}") from exc
+    raw = np.asarray(t)
+    if raw.dtype == np.bool_ or raw.dtype.kind not in "iuf":
+        raise ScheduleError(f"steps must be numbers >= 0, got an array of {raw.dtype}")
+    arr = np.array(raw, dtype=np.float64)  # always a fresh array: _vector may work in place
     if arr.size and not (np.isfinite(arr).all() and (arr >= 0.0).all()):
         bad = arr[~(np.isfinite(arr) & (arr >= 0.0))].flat[0]
         raise ScheduleError(f"step must be a finite number >= 0, got {bad!r}")
@@ -132,7 +132,8 @@ class Schedule(ABC):
         self.require_bound()
         if isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, bool):
             return self._scalar(check_step(t))
-        return self._vector(check_steps(t))
+        arr = check_steps(t)
+        return self._vector(arr.reshape(-1)).reshape(arr.shape)
 
     def _scalar(self, t: float) -> float:
         """LR at one validated step. Subclasses may override with a faster pure-Python path."""
@@ -190,7 +191,7 @@ class Schedule(ABC):
             elif isinstance(value, tuple) and value and isinstance(value[0], Schedule):
                 out[f.name] = [v.canonical() for v in value]
             else:
-                out[f.name] = _plain(value)
+                out[f.name] = as_number(_plain(value))
         return out
 
     def fingerprint(self) -> str:

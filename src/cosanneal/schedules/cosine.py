@@ -42,7 +42,7 @@ _TABLE_LIMIT = 2.0**62  # boundaries beyond this are never needed (steps are < 2
 _TABLE_LOCK = threading.Lock()
 
 
-def _decimal(value: float) -> Decimal:
+def _decimal(value: Any) -> Decimal:
     """The decimal the user wrote: ``repr`` round-trips floats as their shortest decimal."""
     return Decimal(value) if isinstance(value, int) else Decimal(repr(float(value)))
 
@@ -152,9 +152,9 @@ class Cosine(Schedule):
             return
         self._check_lengths()
         self._check_exponential()
-        object.__setattr__(self, "_bounds", [0.0])
+        object.__setattr__(self, "_bounds", [self.origin])
         object.__setattr__(self, "_lengths", [])
-        object.__setattr__(self, "_dec_next", (Decimal(0), _decimal(self.cycle_steps)))
+        object.__setattr__(self, "_dec_next", (Decimal(int(self.origin)), _decimal(self.cycle_steps)))
 
     def _check_lengths(self) -> None:
         warmup, cw = int(self.warmup_steps), int(self.cycle_warmup_steps)
@@ -188,7 +188,11 @@ class Cosine(Schedule):
         return float(self.warmup_steps) if self.warmup_prefix else 0.0
 
     def _extend(self, x: float) -> None:
-        """Grow the boundary table (m != 1) until it covers offset ``x`` or the last cycle."""
+        """Grow the table of absolute cycle starts (m != 1) until it covers step ``x`` or the last cycle.
+
+        Starts are summed in 60-digit decimal arithmetic and rounded once to float64, so a start
+        that is a whole step is exactly that step.
+        """
         bounds: list[float] = self._bounds  # type: ignore[attr-defined]
         if bounds[-1] > x or (self.max_cycles is not None and len(bounds) > self.max_cycles):
             return
@@ -208,11 +212,20 @@ class Cosine(Schedule):
             object.__setattr__(self, "_bounds", new_bounds)
 
     def _locate_scalar(self, x: float) -> tuple[int, float, float]:
-        """Cycle index, local step and cycle length at offset ``x >= 0`` from the origin."""
-        c = float(self.cycle_steps)
+        """Cycle index, local step and cycle length at absolute step ``x >= origin``.
+
+        With ``m = 1`` cycle ``i`` starts at ``origin + i * c`` (float64), located by floor division
+        and corrected against exactly those starts, so ``cycle_start``, ``horizon`` and evaluation
+        always agree.
+        """
+        c, origin = float(self.cycle_steps), self.origin
         if self.cycle_mult == 1:
-            i = int(x // c)
-            return i, x - i * c, c
+            i = max(int((x - origin) // c), 0)
+            if origin + (i + 1) * c <= x:
+                i += 1
+            elif i and origin + i * c > x:
+                i -= 1
+            return i, x - (origin + i * c), c
         self._extend(x)
         bounds: list[float] = self._bounds  # type: ignore[attr-defined]
         i = bisect.bisect_right(bounds, x) - 1
@@ -222,10 +235,14 @@ class Cosine(Schedule):
         return i, x - bounds[i], lengths[i]
 
     def _locate_vector(self, x: FloatArray) -> tuple[np.ndarray, FloatArray, Any]:
-        c = float(self.cycle_steps)
+        c, origin = float(self.cycle_steps), self.origin
         if self.cycle_mult == 1:
-            i = np.floor_divide(x, c)
+            i = np.floor_divide(x - origin, c)
+            np.maximum(i, 0.0, out=i)
+            i += origin + (i + 1.0) * c <= x
+            i -= (i > 0) & (origin + i * c > x)
             u = i * c
+            u += origin
             np.subtract(x, u, out=u)
             return i.astype(np.int64), u, c
         if x.size:
@@ -236,12 +253,20 @@ class Cosine(Schedule):
         return i, x - bounds[i], lengths[np.minimum(i, len(lengths) - 1)]
 
     def cycle_peak(self, i: int) -> float:
-        """Peak LR of cycle ``i``: ``peak_lr * peak_decay**i`` (or the amplitude form)."""
+        """Peak LR of cycle ``i``: ``max(peak_lr * peak_decay**i, min_lr)`` (or the amplitude form).
+
+        A peak that decays below an absolute floor is held at the floor, so the LR never rises
+        inside a cycle.
+        """
         decay = float(self.peak_decay) ** i
         if self.peak_decay_mode == "amplitude":
             base = self._fixed_floor()
             return base + (float(self.peak_lr) - base) * decay
-        return float(self.peak_lr) * decay
+        return max(float(self.peak_lr) * decay, self.cycle_floor_fixed_part())
+
+    def cycle_floor_fixed_part(self) -> float:
+        """The absolute floor a decayed peak never drops below (``min_lr``; 0 with ``min_ratio``)."""
+        return 0.0 if self.min_ratio is not None else float(self.min_lr)
 
     def _fixed_floor(self) -> float:
         if self.min_ratio is not None:
@@ -267,7 +292,7 @@ class Cosine(Schedule):
             return float(
                 _warmup_curve(self.warmup_shape, t / warmup, float(self.warmup_start_lr), peak, math)
             )
-        i, u, length = self._locate_scalar(t - self.origin)
+        i, u, length = self._locate_scalar(t)
         if self.max_cycles is not None and i >= self.max_cycles:
             return self.cycle_floor(self.max_cycles - 1)
         top, bottom = self.cycle_peak(i), self.cycle_floor(i)
@@ -281,18 +306,17 @@ class Cosine(Schedule):
 
     def _vector(self, t: FloatArray) -> FloatArray:
         warmup, origin, last = int(self.warmup_steps), self.origin, self.max_cycles
-        x = t - origin
-        if origin:
-            np.maximum(x, 0.0, out=x)
+        x = np.maximum(t, origin) if origin else t
         held: np.ndarray | None
         i: np.ndarray | None
         if last == 1:  # a single decay: no cycle lookup at all
-            i, u, length = None, x, float(self.cycle_steps)
-            held = x >= length
+            i, u, length = None, x - origin, float(self.cycle_steps)
+            held = x >= origin + length
         else:
             i, u, length = self._locate_vector(x)
-            held = None if last is None else i >= last
-            if held is not None:
+            held = None
+            if last is not None:
+                held = i >= last
                 i = np.minimum(i, last - 1)
         top: Any
         bottom: Any
@@ -304,7 +328,7 @@ class Cosine(Schedule):
                 bottom = self._fixed_floor()
                 top = bottom + (float(self.peak_lr) - bottom) * decay
             else:
-                top = float(self.peak_lr) * decay
+                top = np.maximum(float(self.peak_lr) * decay, self.cycle_floor_fixed_part())
                 bottom = float(self.min_ratio) * top if self.min_ratio is not None else self._fixed_floor()
         cw_steps = int(self.cycle_warmup_steps) if i is not None else 0
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -336,7 +360,9 @@ class Cosine(Schedule):
             in_w = t < warmup
             if in_w.any():
                 frac = t[in_w] / warmup
-                out[in_w] = _warmup_curve(self.warmup_shape, frac, float(self.warmup_start_lr), float(self.peak_lr), np)
+                out[in_w] = _warmup_curve(
+                    self.warmup_shape, frac, float(self.warmup_start_lr), float(self.peak_lr), np
+                )
         return out
 
     # ---- introspection ----------------------------------------------------------------------
@@ -371,7 +397,7 @@ class Cosine(Schedule):
             bounds = self._bounds  # type: ignore[attr-defined]
             if len(bounds) == before:
                 raise ScheduleError(f"cycle {i} does not exist (max_cycles={self.max_cycles})")
-        return self.origin + bounds[i]
+        return bounds[i]
 
     def cycle_length(self, i: int) -> float:
         """Length in steps of cycle ``i``, counting the initial warmup in cycle 0."""
@@ -391,7 +417,7 @@ class Cosine(Schedule):
         t = check_step(t)
         if t < int(self.warmup_steps):
             return "warmup"
-        i, u, _ = self._locate_scalar(t - self.origin)
+        i, u, _ = self._locate_scalar(max(t, self.origin))
         if self.max_cycles is not None and i >= self.max_cycles:
             return "hold"
         if i and u < int(self.cycle_warmup_steps):
@@ -407,7 +433,7 @@ class Cosine(Schedule):
         """
         self.require_bound()
         t = check_step(t)
-        i, _, _ = self._locate_scalar(max(t - self.origin, 0.0))
+        i, _, _ = self._locate_scalar(max(t, self.origin))
         if self.max_cycles is not None and i >= self.max_cycles:
             return CycleInfo(self.max_cycles, as_number(self.cycle_start(self.max_cycles)), math.inf)
         return CycleInfo(i, as_number(self.cycle_start(i)), as_number(self.cycle_length(i)))

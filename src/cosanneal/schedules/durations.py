@@ -105,5 +105,5 @@ def resolve(
 def round_steps(value: Any) -> Any:
     """Round a resolved length to whole steps (for parameters that must be integers)."""
     if isinstance(value, float):
-        return int(round(value))
+        return round(value)
     return value

@@ -1,5 +1,7 @@
-"""Peer-exact presets: constructors that reproduce PyTorch, timm, Hugging Face, optax, Keras and Composer
-learning-rate curves with cosanneal schedules, under the peers' own parameter names.
+"""Peer-exact presets: the peers' learning-rate curves as cosanneal schedules.
+
+Constructors that reproduce PyTorch, timm, Hugging Face, optax, Keras and Composer learning-rate
+curves under the peers' own parameter names.
 
 Within each peer's horizon the values agree with the real library to 1e-12 relative (1e-15 absolute
 near zero); past it, where a peer climbs back up, the preset holds its floor. See ``docs/compat.md``.
