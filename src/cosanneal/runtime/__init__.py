@@ -1,0 +1,1 @@
+"""Runtime for training jobs: run store, telemetry, checkpoints, preemption, guards, early stopping."""

@@ -1,0 +1,1 @@
+"""Telemetry sinks beyond the run store: TensorBoard, MLflow, Prometheus."""
