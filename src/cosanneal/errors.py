@@ -33,3 +33,7 @@ class StateError(CosannealError, ValueError):
 
 class SchedulerUsageError(CosannealError, RuntimeError):
     """A scheduler is used in a way that would silently corrupt the schedule (e.g. a double step)."""
+
+
+class ConfigError(CosannealError, ValueError):
+    """A training config (file or ``--set`` override) is invalid; the message names the key and the fix."""
