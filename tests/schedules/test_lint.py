@@ -1,0 +1,329 @@
+"""Lint: one crafted schedule per warning code, with the numbers in the message checked."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cosanneal import Cosine, ScheduleError, from_dict
+from cosanneal.schedules.lint import DTYPE_SMALLEST_NORMAL, LintWarning, lint, timeline
+
+SGDR = Cosine(0.1, min_lr=1e-4, warmup_steps=200, cycle_steps=400, cycle_mult=2, peak_decay=0.7, max_cycles=3)
+
+
+def codes(warnings: list[LintWarning]) -> list[str]:
+    return [w.code for w in warnings]
+
+
+def only(warnings: list[LintWarning], code: str) -> LintWarning:
+    found = [w for w in warnings if w.code == code]
+    assert len(found) == 1, warnings
+    assert "\n" not in found[0].message
+    return found[0]
+
+
+# ---- clean schedules ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("schedule", "steps"),
+    [
+        (SGDR, 3000),
+        (Cosine(0.1, cycle_steps=1000), 1000),
+        (Cosine(0.1, min_lr=1e-5, warmup_steps=100, cycle_steps=900), 1000),
+        (Cosine(1.0, warmup_steps=50, warmup_shape="cosine", cycle_steps=1000), 1050),
+        (
+            Cosine(1.0, warmup_steps=8, warmup_start_lr=1e-4, warmup_shape="exponential", cycle_steps=992),
+            1000,
+        ),
+        (Cosine(0.1, min_ratio=0.01, cycle_steps=100, max_cycles=None), 1000),
+        (Cosine(0.1, warmup_steps="0.05dur", cycle_steps="0.95dur"), 3000),
+        (
+            from_dict(
+                {
+                    "kind": "wsd",
+                    "peak_lr": 3e-4,
+                    "warmup_steps": 200,
+                    "stable_steps": 2200,
+                    "decay_steps": 600,
+                    "min_lr_ratio": 0.1,
+                }
+            ),
+            3000,
+        ),
+        (from_dict({"kind": "onecycle", "max_lr": 0.1, "total_steps": 3000}), 3000),
+    ],
+)
+def test_clean_schedules_have_no_warnings(schedule: Cosine, steps: int) -> None:
+    assert lint(schedule, steps) == []
+
+
+def test_clean_sgdr_is_clean_under_bf16_but_not_fp16() -> None:
+    assert lint(SGDR, 3000, dtype="bf16") == []
+    assert codes(lint(SGDR, 3000, dtype="fp16")) == ["CA007"]
+
+
+# ---- CA001 --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("steps", [400, 500])
+def test_ca001_warmup_as_long_as_the_run(steps: int) -> None:
+    warnings = lint(Cosine(0.1, warmup_steps=500, cycle_steps=1000), steps)
+    assert codes(warnings) == ["CA001"]
+    w = warnings[0]
+    assert "warmup lasts 500 steps" in w.message and f"run of {steps} steps" in w.message
+    assert f"about {steps // 20}" in w.message
+
+
+def test_ca001_uses_bound_durations() -> None:
+    warnings = lint(Cosine(0.1, warmup_steps="2ep", cycle_steps=1000), 150, steps_per_epoch=100)
+    assert "warmup lasts 200 steps" in only(warnings, "CA001").message
+
+
+def test_warmup_one_step_shorter_than_the_run_is_not_ca001() -> None:
+    assert "CA001" not in codes(lint(Cosine(0.1, warmup_steps=499, cycle_steps=1), 500))
+
+
+# ---- CA002 --------------------------------------------------------------------------------------
+def test_ca002_last_cycle_cut_says_which_restart_and_fraction() -> None:
+    w = only(lint(SGDR, 2500), "CA002")
+    assert w.step == 1400
+    assert "restart 2 at step 1400 begins a 1600-step cycle" in w.message
+    assert "only 1100 steps (68.8%)" in w.message
+    assert "cycle_steps=328.571" in w.message and "cycle_mult=1.73607" in w.message
+
+
+def _number_after(text: str, key: str) -> float:
+    match = re.search(rf"{key}=([0-9.e+-]+)", text)
+    assert match is not None, text
+    return float(match.group(1))
+
+
+@given(
+    budget=st.integers(1500, 20_000),
+    mult=st.sampled_from([1.0, 1.5, 2.0, 3.0]),
+    first=st.integers(100, 400),
+)
+def test_ca002_suggestions_end_exactly_at_the_budget(budget: int, mult: float, first: int) -> None:
+    s = Cosine(1.0, warmup_steps=50, cycle_steps=first, cycle_mult=mult, max_cycles=None)
+    found = [w for w in lint(s, budget) if w.code == "CA002"]
+    if not found:  # the budget happens to end (nearly) at a cycle end
+        end = s.cycle(budget - 1).start + s.cycle(budget - 1).length
+        assert s(budget) - 0.0 <= 0.01 or end == budget
+        return
+    msg = found[0].message
+    n = int(re.search(r"end (\d+) cycles", msg).group(1))  # type: ignore[union-attr]
+    fit_c = _number_after(msg, "cycle_steps")
+    assert Cosine(
+        1.0, warmup_steps=50, cycle_steps=fit_c, cycle_mult=mult, max_cycles=n
+    ).horizon == pytest.approx(budget, rel=1e-5)
+    if "cycle_mult=" in msg:
+        fit_m = _number_after(msg, "cycle_mult")
+        total = 50 + first * sum(fit_m**i for i in range(n))
+        assert total == pytest.approx(budget, rel=5e-4)  # m is printed with 6 significant digits
+
+
+def test_ca002_not_reported_when_under_1pct_of_the_drop_is_left() -> None:
+    assert lint(SGDR, 2995) == []  # 99.7% of the last cycle runs
+
+
+def test_ca002_for_a_join_of_cosines() -> None:
+    joined = from_dict(
+        {
+            "kind": "join",
+            "schedules": [{"kind": "cosine", "peak_lr": 0.1, "cycle_steps": 100}] * 3,
+            "boundaries": [100, 200],
+        }
+    )
+    w = only(lint(joined, 250), "CA002")
+    assert "restart 2 at step 200 begins a" in w.message and "50 steps (" in w.message
+
+
+# ---- CA003 --------------------------------------------------------------------------------------
+def test_ca003_first_decay_never_reaches_the_floor() -> None:
+    s = Cosine(0.1, warmup_steps=100, cycle_steps=5000, min_lr=1e-3)
+    w = only(lint(s, 3000), "CA003")
+    assert "ends at step 5100" in w.message and "run ends at step 3000" in w.message
+    assert f"falls to {s(2999):.4g}" in w.message and "floor 0.001" in w.message
+    assert "58.0% of the decay" in w.message and "cycle_steps=2900" in w.message
+
+
+def test_ca003_generic_schedule_ending_after_the_run() -> None:
+    s = from_dict({"kind": "onecycle", "max_lr": 0.1, "total_steps": 3000})
+    w = only(lint(s, 2000), "CA003")
+    assert "at step 2999" in w.message and "run ends at step 2000" in w.message
+    assert f"falls to {s(1999):.4g}" in w.message
+
+
+# ---- CA004 --------------------------------------------------------------------------------------
+def test_ca004_short_restart_cycles() -> None:
+    w = only(lint(Cosine(0.1, cycle_steps=5, max_cycles=None), 100), "CA004")
+    assert "cycle 0 lasts only 5 steps" in w.message
+
+
+def test_ca004_shrinking_cycles_report_the_shortest() -> None:
+    s = Cosine(0.1, min_lr=1e-3, cycle_steps=100, cycle_mult=0.5, max_cycles=6)
+    w = only(lint(s, 197), "CA004")
+    assert "cycle 5 lasts only 3.125 steps" in w.message and "cycle_mult" in w.message
+    assert w.step == pytest.approx(193.75)
+
+
+def test_single_short_decay_is_not_a_restart_problem() -> None:
+    assert "CA004" not in codes(lint(Cosine(0.1, cycle_steps=5, min_lr=0.01), 5))
+
+
+# ---- CA005 --------------------------------------------------------------------------------------
+def test_ca005_growing_peaks() -> None:
+    w = only(lint(Cosine(0.1, cycle_steps=100, peak_decay=1.2, max_cycles=4), 400), "CA005")
+    assert "peak_decay=1.2" in w.message and "cycle 3 peaks at 0.1728, 1.73x" in w.message
+    assert w.step == 300
+
+
+# ---- CA006 --------------------------------------------------------------------------------------
+def test_ca006_timm_overlaid_warmup_drops_at_hand_off() -> None:
+    s = Cosine(0.1, warmup_steps=50, cycle_steps=100, warmup_prefix=False)
+    w = only(lint(s, 100), "CA006")
+    assert w.step == 50
+    assert "drops from 0.098 (step 49) to 0.05 (step 50), 24x" in w.message
+    assert "warmup_prefix=true" in w.message
+
+
+def test_short_overlaid_warmup_is_fine() -> None:
+    assert lint(Cosine(0.1, warmup_steps=5, cycle_steps=1000, warmup_prefix=False), 1000) == []
+
+
+def test_ca006_join_warmup_ending_below_the_peak() -> None:
+    s = from_dict(
+        {
+            "kind": "join",
+            "schedules": [
+                {"kind": "linear", "start_lr": 0.0, "end_lr": 0.05, "total_steps": 100},
+                {"kind": "cosine", "peak_lr": 0.1, "min_lr": 1e-3, "cycle_steps": 400},
+            ],
+            "boundaries": [100],
+        }
+    )
+    w = only(lint(s, 500), "CA006")
+    assert "jumps from 0.0495 (step 99) to 0.1 (step 100)" in w.message
+
+
+# ---- CA007 --------------------------------------------------------------------------------------
+def test_ca007_fp16_underflow_counts_the_steps() -> None:
+    s = Cosine(0.1, cycle_steps=1000, min_lr=1e-6)
+    lr = s(np.arange(1000))
+    under = (lr > 0) & (lr * 1e-3 < 6.103515625e-05)
+    w = only(lint(s, 1000, dtype="fp16"), "CA007")
+    assert f"at {int(under.sum())} of the 1000 steps" in w.message
+    assert w.step == int(np.argmax(under))
+    assert "6.1e-05" in w.message and ">= 0.061" in w.message
+    assert "CA007" not in codes(lint(s, 1000, dtype="bfloat16"))
+    assert "CA007" not in codes(lint(s, 1000))
+
+
+def test_ca007_typical_gradient_is_configurable() -> None:
+    s = Cosine(0.1, cycle_steps=1000, min_lr=1e-3)
+    assert "CA007" in codes(lint(s, 1000, dtype="fp16"))
+    assert "CA007" not in codes(lint(s, 1000, dtype="fp16", typical_grad=1.0))
+
+
+def test_dtype_table() -> None:
+    assert DTYPE_SMALLEST_NORMAL["fp16"] == float(np.finfo(np.float16).smallest_normal)
+    assert DTYPE_SMALLEST_NORMAL["fp32"] == float(np.finfo(np.float32).smallest_normal)
+    assert DTYPE_SMALLEST_NORMAL["bf16"] == DTYPE_SMALLEST_NORMAL["bfloat16"] == 2.0**-126
+
+
+# ---- CA008 / CA009 ------------------------------------------------------------------------------
+def test_ca008_and_ca009_schedule_ends_at_zero_long_before_the_run() -> None:
+    warnings = lint(Cosine(0.1, cycle_steps=1000), 3000)
+    assert codes(warnings) == ["CA008", "CA009"]
+    zero, hold = warnings
+    assert "exactly 0 at 2000 steps" in zero.message and "first at step 1000" in zero.message
+    assert "66.7%" in zero.message and zero.step == 1000
+    assert "ends at step 1000 and holds 0 for the last 2000 steps" in hold.message
+    assert "cycle_steps=3000" in hold.message
+
+
+def test_ca008_restart_warmups_from_a_zero_floor() -> None:
+    s = Cosine(1.0, warmup_steps=50, cycle_steps=100, cycle_warmup_steps=20, max_cycles=3)
+    w = only(lint(s, 350), "CA008")
+    assert "exactly 0 at 2 steps" in w.message and "first at step 150" in w.message
+
+
+def test_ca009_short_hold_is_fine() -> None:
+    assert lint(Cosine(0.1, min_lr=1e-3, cycle_steps=950), 1000) == []
+    assert codes(lint(Cosine(0.1, min_lr=1e-3, cycle_steps=850), 1000)) == ["CA009"]
+
+
+# ---- arguments ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("steps", [0, -5, 2.5, True, "100"])
+def test_bad_total_steps(steps: object) -> None:
+    with pytest.raises(ScheduleError, match="total_steps must be an integer >= 1"):
+        lint(SGDR, steps)  # type: ignore[arg-type]
+
+
+def test_bad_dtype() -> None:
+    with pytest.raises(ScheduleError, match="dtype must be one of fp16"):
+        lint(SGDR, 3000, dtype="int8")
+
+
+def test_unbound_duration_needs_steps_per_epoch() -> None:
+    with pytest.raises(ScheduleError, match="steps_per_epoch"):
+        lint(Cosine(0.1, warmup_steps="1ep", cycle_steps=100), 1000)
+
+
+def test_warning_str() -> None:
+    assert str(LintWarning("CA001", "text", 3)) == "CA001 text"
+
+
+# ---- timeline -----------------------------------------------------------------------------------
+def expand(schedule: object, n: int) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for g in timeline(schedule, n):  # type: ignore[arg-type]
+        out += [(g.phase, g.cycle)] * (g.end - g.start)
+    return out
+
+
+@given(
+    warmup=st.integers(0, 20),
+    cycle=st.floats(3.0, 40.0).map(lambda x: round(x, 2)),
+    mult=st.sampled_from([0.7, 1.0, 1.5, 2.0]),
+    cw=st.integers(0, 2),
+    cycles=st.integers(1, 5),
+    prefix=st.booleans(),
+    n=st.integers(1, 300),
+)
+def test_timeline_matches_phase_and_cycle_at_every_step(
+    warmup: int, cycle: float, mult: float, cw: int, cycles: int, prefix: bool, n: int
+) -> None:
+    if not prefix and warmup >= cycle:
+        warmup = 0
+    if cycles == 1 or cycle * min(mult, 1.0) ** (cycles - 1) <= cw + 1:
+        cw = 0
+    s = Cosine(
+        1.0,
+        warmup_steps=warmup,
+        cycle_steps=cycle,
+        cycle_mult=mult,
+        cycle_warmup_steps=cw,
+        max_cycles=cycles,
+        warmup_prefix=prefix,
+        min_lr=0.01,
+    )
+    assert expand(s, n) == [(s.phase(t), s.cycle(t).index) for t in range(n)]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "wsd", "peak_lr": 1.0, "warmup_steps": 7, "stable_steps": 30, "decay_steps": 20},
+        {"kind": "onecycle", "max_lr": 1.0, "total_steps": 90},
+        {
+            "kind": "join",
+            "schedules": [{"kind": "cosine", "peak_lr": 1.0, "cycle_steps": 13}] * 4,
+            "boundaries": [13, 26, 39],
+        },
+    ],
+)
+def test_timeline_of_other_kinds_matches_every_step(spec: dict[str, object]) -> None:
+    s = from_dict(spec)
+    assert expand(s, 100) == [(s.phase(t), s.cycle(t).index) for t in range(100)]
