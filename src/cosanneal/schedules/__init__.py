@@ -1,11 +1,39 @@
 """Pure learning-rate schedules: step -> lr, numpy only, no I/O and no torch.
 
 Every schedule is an immutable value whose LR at step ``t`` depends only on its configuration and
-``t``; that is what makes resume exact and traces verifiable.
+``t``; that is what makes resume exact and traces verifiable. Importing this package registers every
+kind (``cosine``, the baselines, ``join``, ``onecycle``, ``wsd`` and the peer-specific kinds of
+``cosanneal.compat``) with :func:`from_dict`.
 """
 
-from cosanneal.schedules import baselines, join, onecycle, wsd  # noqa: F401  (registers their kinds)
+from cosanneal.schedules import baselines, compat, join, onecycle, wsd  # noqa: F401  (register kinds)
 from cosanneal.schedules.base import CycleInfo, Schedule, from_dict, kinds, register
+from cosanneal.schedules.baselines import Constant, Cyclic, Exponential, Linear, MultiStep, Polynomial, Step
 from cosanneal.schedules.cosine import Cosine
+from cosanneal.schedules.join import Join
+from cosanneal.schedules.lint import LintWarning, lint
+from cosanneal.schedules.onecycle import OneCycle
+from cosanneal.schedules.spec import load_spec
+from cosanneal.schedules.wsd import WarmupStableDecay
 
-__all__ = ["Cosine", "CycleInfo", "Schedule", "from_dict", "kinds", "register"]
+__all__ = [
+    "Constant",
+    "Cosine",
+    "CycleInfo",
+    "Cyclic",
+    "Exponential",
+    "Join",
+    "Linear",
+    "LintWarning",
+    "MultiStep",
+    "OneCycle",
+    "Polynomial",
+    "Schedule",
+    "Step",
+    "WarmupStableDecay",
+    "from_dict",
+    "kinds",
+    "lint",
+    "load_spec",
+    "register",
+]

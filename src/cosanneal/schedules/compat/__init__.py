@@ -7,28 +7,50 @@ Within each peer's horizon the values agree with the real library to 1e-12 relat
 near zero); past it, where a peer climbs back up, the preset holds its floor. See ``docs/compat.md``.
 """
 
-from cosanneal.schedules.compat import (
-    composer_presets,
-    hf_presets,
-    keras_presets,
-    optax_presets,
-    timm_presets,
-    torch_presets,
+from cosanneal.schedules.compat.composer_presets import (
+    composer_cosine_with_warmup,
 )
-from cosanneal.schedules.compat.composer_presets import *  # noqa: F403
-from cosanneal.schedules.compat.hf_presets import *  # noqa: F403
-from cosanneal.schedules.compat.keras_presets import *  # noqa: F403
-from cosanneal.schedules.compat.optax_presets import *  # noqa: F403
-from cosanneal.schedules.compat.timm_presets import *  # noqa: F403
-from cosanneal.schedules.compat.torch_presets import *  # noqa: F403
+from cosanneal.schedules.compat.hf_presets import (
+    HfCosineCycles,
+    hf_cosine_with_hard_restarts,
+    hf_cosine_with_min_lr,
+    hf_cosine_with_warmup,
+    hf_wsd,
+)
+from cosanneal.schedules.compat.keras_presets import (
+    keras_cosine_decay,
+    keras_cosine_decay_restarts,
+)
+from cosanneal.schedules.compat.optax_presets import (
+    OptaxCosine,
+    optax_sgdr,
+    optax_warmup_cosine_decay,
+)
+from cosanneal.schedules.compat.timm_presets import (
+    timm_cosine,
+)
+from cosanneal.schedules.compat.torch_presets import (
+    torch_cosine_annealing_lr,
+    torch_cosine_annealing_warm_restarts,
+    torch_linear_warmup_cosine,
+    torch_one_cycle_lr,
+)
 
-__all__ = sorted(
-    {
-        *composer_presets.__all__,
-        *hf_presets.__all__,
-        *keras_presets.__all__,
-        *optax_presets.__all__,
-        *timm_presets.__all__,
-        *torch_presets.__all__,
-    }
-)
+__all__ = [
+    "HfCosineCycles",
+    "OptaxCosine",
+    "composer_cosine_with_warmup",
+    "hf_cosine_with_hard_restarts",
+    "hf_cosine_with_min_lr",
+    "hf_cosine_with_warmup",
+    "hf_wsd",
+    "keras_cosine_decay",
+    "keras_cosine_decay_restarts",
+    "optax_sgdr",
+    "optax_warmup_cosine_decay",
+    "timm_cosine",
+    "torch_cosine_annealing_lr",
+    "torch_cosine_annealing_warm_restarts",
+    "torch_linear_warmup_cosine",
+    "torch_one_cycle_lr",
+]
