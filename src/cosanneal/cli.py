@@ -25,7 +25,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,7 +53,7 @@ app = typer.Typer(
 _MAX_TABLE_ROWS = 200
 
 
-class DType(str, Enum):
+class DType(StrEnum):
     """Precisions ``lint`` can check the floor against (the keys of ``lint.DTYPE_SMALLEST_NORMAL``)."""
 
     fp16 = "fp16"
@@ -64,7 +64,7 @@ class DType(str, Enum):
     float32 = "float32"
 
 
-class TraceFormat(str, Enum):
+class TraceFormat(StrEnum):
     """Output formats of ``trace``."""
 
     csv = "csv"

@@ -19,11 +19,10 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from cosanneal.errors import ScheduleError, SpecError
 from cosanneal.schedules.base import Schedule, from_dict, kinds
