@@ -1,0 +1,601 @@
+"""The run store: a run's params, per-step scalars and events in one SQLite file (``run_dir/run.db``).
+
+The training thread only appends rows to in-memory queues (a few hundred nanoseconds a row, no I/O,
+no host-device synchronisation: values may be torch tensors, CUDA ones included, and are converted
+with ``.item()`` later). A background thread writes the queued rows every ``flush_rows`` rows or
+``flush_seconds`` seconds, one transaction per flush, then hands the same converted batch to the
+attached sinks (TensorBoard, ...). The database is in WAL mode, so readers in other processes
+(:func:`cosanneal.runs.open`) read while the run writes, and a ``kill -9`` loses at most the rows
+queued since the last flush; committed rows are never lost or corrupted.
+
+Schema (version :data:`SCHEMA_VERSION`)::
+
+    schema_version(version INTEGER, created REAL)
+    sessions(id INTEGER PRIMARY KEY, pid INTEGER, host TEXT, started REAL, ended REAL)
+    params(key TEXT PRIMARY KEY, value TEXT /* JSON */, wall REAL)
+    scalars(step INTEGER, name TEXT, grp INTEGER /* NULL: no group */, value REAL /* NULL: NaN */,
+            wall REAL, session INTEGER)
+    events(step INTEGER, kind TEXT, payload TEXT /* JSON object */, wall REAL, session INTEGER)
+
+Rows are appended, never updated: when a resumed run logs a step again both rows stay, and readers
+take the one written last (the larger ``rowid``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import getpass
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import socket
+import sqlite3
+import sys
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+#: Version of the table layout written by this module; readers refuse newer files.
+SCHEMA_VERSION = 1
+#: File name of the database inside a run directory.
+DB_NAME = "run.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, started REAL NOT NULL, ended REAL
+);
+CREATE TABLE IF NOT EXISTS params (key TEXT PRIMARY KEY, value TEXT NOT NULL, wall REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS scalars (
+    step INTEGER NOT NULL, name TEXT NOT NULL, grp INTEGER, value REAL, wall REAL NOT NULL,
+    session INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS scalars_by_series ON scalars (name, grp, step);
+CREATE TABLE IF NOT EXISTS events (
+    step INTEGER NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL, wall REAL NOT NULL,
+    session INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_kind ON events (kind, step);
+"""
+
+
+class ScalarRow(NamedTuple):
+    """One scalar as the writer thread hands it to sinks (``value`` already a Python float)."""
+
+    step: int
+    name: str
+    group: int | None
+    value: float
+    wall: float
+
+
+class EventRow(NamedTuple):
+    """One event as the writer thread hands it to sinks (``payload`` JSON-ready)."""
+
+    step: int
+    kind: str
+    payload: dict[str, Any]
+    wall: float
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Something that receives every flushed batch, on the writer thread (never the training thread)."""
+
+    def write(self, scalars: Sequence[ScalarRow], events: Sequence[EventRow]) -> None:
+        """Consume one batch; called once per flush, in step order of logging."""
+
+    def flush(self) -> None:
+        """Make everything written so far durable/visible."""
+
+    def close(self) -> None:
+        """Flush and release resources; no call follows."""
+
+
+def to_float(value: Any) -> float:
+    """Convert a logged value to a Python float (tensors and numpy scalars via ``.item()``).
+
+    Example:
+        >>> import numpy as np
+        >>> to_float(np.float32(0.5)), to_float(3)
+        (0.5, 3.0)
+    """
+    if type(value) is float:
+        return value
+    item = getattr(value, "item", None)
+    if item is not None:
+        if hasattr(value, "detach"):  # a torch tensor: drop autograd before .item()
+            value = value.detach()
+            item = value.item
+        return float(item())
+    return float(value)
+
+
+def _safe_float(value: Any, name: str) -> float:
+    """:func:`to_float`, but a value that cannot be converted becomes NaN with a warning.
+
+    One bad value (a multi-element tensor, a failing ``expected`` function) must not stop its whole
+    batch from being written.
+    """
+    try:
+        return to_float(value)
+    except Exception as exc:
+        warnings.warn(
+            f"cosanneal: scalar {name!r} value {value!r} is not a number ({exc}); stored NaN", stacklevel=1
+        )
+        return math.nan
+
+
+def _tensors_to_floats(values: list[Any], names: list[str]) -> list[float]:
+    """Convert many values at once; CUDA tensors are stacked per device so each device syncs once."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return [_safe_float(v, n) for v, n in zip(values, names, strict=True)]
+    out: list[float] = [math.nan] * len(values)
+    by_device: dict[Any, list[int]] = {}
+    for i, v in enumerate(values):
+        if isinstance(v, torch.Tensor) and v.numel() == 1 and v.device.type != "cpu":
+            by_device.setdefault(v.device, []).append(i)
+        else:
+            out[i] = _safe_float(v, names[i])
+    for idx in by_device.values():
+        try:
+            stacked = torch.stack([values[i].detach().reshape(()).to(torch.float64) for i in idx])
+            for i, f in zip(idx, stacked.cpu().tolist(), strict=True):
+                out[i] = float(f)
+        except (RuntimeError, TypeError):  # exotic dtypes: fall back to one sync per value
+            for i in idx:
+                out[i] = _safe_float(values[i], names[i])
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    """JSON fallback for payload values: tensors/numpy scalars -> numbers, paths -> str."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        item = value.item()
+        return item if isinstance(item, (bool, int, float)) else to_float(item)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return repr(value)
+
+
+def _plain(obj: Any) -> Any:
+    """Make a payload JSON-ready (round trip through :mod:`json` with the fallback above)."""
+    return json.loads(json.dumps(obj, default=_json_default, allow_nan=True))
+
+
+def environment() -> dict[str, Any]:
+    """The environment worth recording with a run: versions, host, user, pid, platform, devices.
+
+    Torch's version comes from its installed metadata (torch is not imported); CUDA details are added
+    when the job has imported torch and CUDA is available.
+
+    Example:
+        >>> env = environment()
+        >>> sorted(k for k in ("python", "cosanneal", "host", "numpy") if k in env)
+        ['cosanneal', 'host', 'numpy', 'python']
+    """
+    from cosanneal import __version__
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "cosanneal": __version__,
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "argv": list(sys.argv),
+    }
+    try:
+        env["user"] = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry in some containers
+        env["user"] = None
+    try:
+        import numpy
+
+        env["numpy"] = numpy.__version__
+    except ImportError:  # pragma: no cover - numpy is a hard dependency
+        pass
+    try:
+        env["torch"] = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        env["torch"] = None
+    torch = sys.modules.get("torch")  # CUDA details only if the job already imported torch
+    if torch is not None and torch.cuda.is_available():
+        env["cuda"] = torch.version.cuda
+        env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return env
+
+
+def run_params(
+    config: Mapping[str, Any] | None = None, *, schedule: Any = None, seed: int | None = None
+) -> dict[str, Any]:
+    """The standard params of a run: ``config``, ``schedule`` (dict), ``schedule_fingerprint``, ``seed``, ``env``.
+
+    Args:
+        config: The whole job configuration (JSON-ready mapping), or ``None``.
+        schedule: A :class:`cosanneal.Schedule` (stored as ``to_dict()`` and ``fingerprint()``), or ``None``.
+        seed: The run's seed, or ``None``.
+
+    Example:
+        >>> from cosanneal import Cosine
+        >>> p = run_params({"epochs": 3}, schedule=Cosine(0.1, cycle_steps=10), seed=7)
+        >>> p["schedule"]["kind"], p["seed"], len(p["schedule_fingerprint"])
+        ('cosine', 7, 16)
+    """
+    out: dict[str, Any] = {"config": dict(config) if config is not None else None, "seed": seed}
+    if schedule is not None:
+        out["schedule"] = schedule.to_dict()
+        out["schedule_fingerprint"] = schedule.fingerprint()
+    out["env"] = environment()
+    return out
+
+
+def resolve_db(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself if it names a file ending in ``.db``, else ``path / run.db``."""
+    p = Path(path)
+    return p if p.suffix == ".db" else p / DB_NAME
+
+
+_RESERVED = frozenset(("step", "kind", "wall"))
+_LIVE: weakref.WeakSet[RunStore] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    for store in list(_LIVE):
+        try:
+            store.close()
+        except Exception as exc:  # never let one store stop the others from flushing
+            print(f"cosanneal: could not flush run store {store.path}: {exc}", file=sys.stderr)
+
+
+class RunStore:
+    """Buffered, crash-safe recorder of one run's params, scalars and events.
+
+    Args:
+        run_dir: The run directory (created if missing); the database is ``run_dir/run.db``.
+            A path ending in ``.db`` is used as the database file itself.
+        flush_rows: Wake the writer thread when this many rows are queued.
+        flush_seconds: Flush at least this often while rows are queued (``<= 0``: only on
+            ``flush_rows``, :meth:`flush` and :meth:`close`).
+        enabled: ``False`` makes every method a no-op and touches no file (DDP ranks other than 0).
+        synchronous: SQLite ``synchronous`` level, ``"NORMAL"`` (default: a kill -9 loses no committed
+            flush; a power cut may lose the last ones) or ``"FULL"`` (fsync every flush).
+        sinks: Sinks that receive every flushed batch on the writer thread.
+
+    Appending is thread-safe and never blocks on I/O; :meth:`flush` blocks until every row queued
+    before the call is committed. The store is flushed and closed at interpreter exit, by :meth:`close`
+    and when a ``with`` block ends (normally or by an exception).
+
+    Example:
+        >>> import tempfile
+        >>> from cosanneal import runs
+        >>> d = tempfile.mkdtemp()
+        >>> with RunStore(d) as store:
+        ...     store.log_params({"seed": 1})
+        ...     for step in range(3):
+        ...         store.log_scalar(step, "loss", 1.0 / (step + 1))
+        ...     store.log_event(2, "run_finished", reason="done")
+        >>> run = runs.open(d)
+        >>> run.scalar("loss")[1].tolist()
+        [1.0, 0.5, 0.3333333333333333]
+        >>> run.events()[0]["reason"]
+        'done'
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str] | None,
+        *,
+        flush_rows: int = 1000,
+        flush_seconds: float = 1.0,
+        enabled: bool = True,
+        synchronous: str = "NORMAL",
+        sinks: Iterable[Sink] = (),
+    ) -> None:
+        if isinstance(flush_rows, bool) or not isinstance(flush_rows, int) or flush_rows < 1:
+            raise ValueError(f"flush_rows must be an int >= 1, got {flush_rows!r}")
+        if not isinstance(flush_seconds, (int, float)) or math.isnan(flush_seconds):
+            raise ValueError(f"flush_seconds must be a number of seconds, got {flush_seconds!r}")
+        if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be 'NORMAL', 'FULL' or 'EXTRA', got {synchronous!r}")
+        self.enabled = bool(enabled)
+        self.flush_rows = flush_rows
+        self.flush_seconds = float(flush_seconds)
+        self._scalars: collections.deque[tuple[int, str | None, int | None, Any, float]] = collections.deque()
+        self._events: collections.deque[tuple[int, str, dict[str, Any], float]] = collections.deque()
+        self._sinks: list[Sink] = []
+        self._io_lock = threading.RLock()
+        self._io_owner: int | None = None
+        self._wake = threading.Event()
+        self._closed = False
+        self._error: BaseException | None = None
+        self._retry: tuple[list[ScalarRow], list[EventRow]] | None = None
+        self._pid = os.getpid()
+        self._conn: sqlite3.Connection | None = None
+        self._thread: threading.Thread | None = None
+        self.path: Path | None = None
+        self.session = 0
+        if not self.enabled:
+            return
+        if run_dir is None:
+            raise ValueError("run_dir must be a directory path when enabled=True, got None")
+        self.path = resolve_db(run_dir)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = self._connect(self.path, synchronous.upper())
+        self._sinks.extend(sinks)
+        self._thread = threading.Thread(
+            target=self._run, name=f"cosanneal-runstore-{self.session}", daemon=True
+        )
+        self._thread.start()
+        _LIVE.add(self)
+
+    @classmethod
+    def disabled(cls) -> RunStore:
+        """A store that records nothing (for DDP ranks other than 0).
+
+        Example:
+            >>> s = RunStore.disabled()
+            >>> s.log_scalar(0, "loss", 1.0); s.flush(); s.enabled
+            False
+        """
+        return cls(None, enabled=False)
+
+    # ---- setup ------------------------------------------------------------------------------
+    def _connect(self, path: Path, synchronous: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            if row[0] is None:
+                conn.execute("INSERT INTO schema_version VALUES (?, ?)", (SCHEMA_VERSION, time.time()))
+            elif row[0] > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{path} has run-store schema version {row[0]}; this cosanneal writes version "
+                    f"{SCHEMA_VERSION}; upgrade cosanneal to append to it"
+                )
+            cur = conn.execute(
+                "INSERT INTO sessions (pid, host, started) VALUES (?, ?, ?)",
+                (os.getpid(), socket.gethostname(), time.time()),
+            )
+            self.session = int(cur.lastrowid or 0)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
+        return conn
+
+    def add_sink(self, sink: Sink) -> None:
+        """Attach a sink; it receives every batch flushed from now on (ignored when disabled)."""
+        if self.enabled:
+            with self._io_lock:
+                self._sinks.append(sink)
+
+    # ---- appending (training thread) ----------------------------------------------------------
+    def log_scalar(self, step: int, name: str, value: Any, group: int | None = None) -> None:
+        """Queue one scalar. ``value`` may be a float, a numpy scalar or a 1-element tensor (any device)."""
+        if self.enabled:
+            self._scalars.append((step, name, group, value, time.time()))
+            if len(self._scalars) >= self.flush_rows:
+                self._wake.set()
+
+    def log_scalars(self, step: int, values: Mapping[str, Any], group: int | None = None) -> None:
+        """Queue several scalars of one step (same rules as :meth:`log_scalar`)."""
+        if self.enabled:
+            wall = time.time()
+            append = self._scalars.append
+            for name, value in values.items():
+                append((step, name, group, value, wall))
+            if len(self._scalars) >= self.flush_rows:
+                self._wake.set()
+
+    def log_rows(self, step: int, rows: Sequence[tuple[str, int | None, Any]]) -> None:
+        """Queue several ``(name, group, value)`` scalars of one step with a single append (the cheapest).
+
+        The rows stay one queue entry until the writer thread expands them, so they count as one
+        towards ``flush_rows``.
+        """
+        if self.enabled:
+            self._scalars.append((step, None, None, rows, time.time()))
+            if len(self._scalars) >= self.flush_rows:
+                self._wake.set()
+
+    def log_event(self, step: int, kind: str, /, **payload: Any) -> None:
+        """Queue one event; ``payload`` must be JSON-ready after tensors/numpy values become numbers.
+
+        Raises:
+            ValueError: A payload field is named ``step``, ``kind`` or ``wall`` (the reader's own keys).
+        """
+        if self.enabled:
+            if _RESERVED.intersection(payload):
+                bad = sorted(_RESERVED.intersection(payload))[0]
+                raise ValueError(f"event payload field {bad!r} is reserved (step, kind, wall); rename it")
+            self._events.append((step, kind, payload, time.time()))
+            if len(self._events) >= self.flush_rows:
+                self._wake.set()
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Write params now (blocking; once per run): each top-level key is one row, its value JSON.
+
+        Logging a key again replaces its value (a resumed run re-logs its config).
+        """
+        if not self.enabled:
+            return
+        wall = time.time()
+        rows = [(str(k), json.dumps(_plain(v), sort_keys=True), wall) for k, v in params.items()]
+        with self._io_lock:
+            conn = self._require_conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT OR REPLACE INTO params VALUES (?, ?, ?)", rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    @property
+    def pending(self) -> int:
+        """Number of rows queued and not yet written."""
+        return len(self._scalars) + len(self._events)
+
+    # ---- writing (writer thread, or a blocking flush) -----------------------------------------
+    def _require_conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"run store {self.path} is closed")
+        return self._conn
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.flush_seconds if self.flush_seconds > 0 else None)
+            self._wake.clear()
+            if self._closed:
+                break
+            try:
+                self._flush_once()
+            except Exception as exc:  # kept and raised by the next flush()/close() on the caller's thread
+                self._error = exc
+
+    def _drain(self) -> tuple[list[ScalarRow], list[EventRow]]:
+        """Take every queued row (thread-safe against concurrent appends) and convert it."""
+        raw_s: list[tuple[int, str, int | None, Any, float]] = []
+        for _ in range(len(self._scalars)):
+            step, name, group, value, wall = self._scalars.popleft()
+            if name is None:  # a log_rows entry: expand it
+                raw_s.extend((step, n, g, v, wall) for n, g, v in value)
+            else:
+                raw_s.append((step, name, group, value, wall))
+        raw_e = [self._events.popleft() for _ in range(len(self._events))]
+        values = _tensors_to_floats([r[3] for r in raw_s], [r[1] for r in raw_s])
+        scalars = [
+            ScalarRow(int(s), n, None if g is None else int(g), v, w)
+            for (s, n, g, _, w), v in zip(raw_s, values, strict=True)
+        ]
+        events = [EventRow(int(s), k, _plain(p), w) for s, k, p, w in raw_e]
+        return scalars, events
+
+    def _flush_once(self) -> None:
+        if os.getpid() != self._pid:  # a forked child must never write through the parent's handle
+            return
+        with self._io_lock:
+            if self._io_owner == threading.get_ident():  # re-entered (e.g. from a signal handler)
+                return
+            self._io_owner = threading.get_ident()
+            try:
+                self._write_batch()
+            finally:
+                self._io_owner = None
+
+    def _write_batch(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        if self._retry is not None:
+            scalars, events = self._retry
+            more_s, more_e = self._drain()
+            scalars, events = scalars + more_s, events + more_e
+        else:
+            scalars, events = self._drain()
+        if not scalars and not events:
+            return
+        sid = self.session
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO scalars VALUES (?, ?, ?, ?, ?, ?)",
+                    [(s, n, g, None if v != v else v, w, sid) for s, n, g, v, w in scalars],
+                )
+                conn.executemany(
+                    "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                    [(s, k, json.dumps(p, sort_keys=True), w, sid) for s, k, p, w in events],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except Exception:
+            self._retry = (scalars, events)  # keep the batch; the next flush tries again
+            raise
+        self._retry = None
+        for sink in list(self._sinks):
+            try:
+                sink.write(scalars, events)
+            except Exception as exc:  # a broken sink must not lose run-store rows
+                warnings.warn(f"cosanneal: sink {type(sink).__name__} failed: {exc}", stacklevel=1)
+
+    def flush(self) -> None:
+        """Write every row queued so far, in one transaction, and flush the sinks; blocks until done.
+
+        Safe from any thread at any time; a call made while the same thread is already flushing (a
+        signal handler interrupting a flush) returns at once and the outer flush completes. Raises the
+        error of a failed background flush, if any (its rows are kept and retried).
+        """
+        if not self.enabled or self._conn is None or self._io_owner == threading.get_ident():
+            return
+        self._flush_once()
+        with self._io_lock:
+            for sink in list(self._sinks):
+                try:
+                    sink.flush()
+                except Exception as exc:
+                    warnings.warn(f"cosanneal: sink {type(sink).__name__} failed: {exc}", stacklevel=2)
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def close(self) -> None:
+        """Flush, stop the writer thread, close the sinks and the database (idempotent)."""
+        if not self.enabled or self._closed or os.getpid() != self._pid:
+            return
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        try:
+            self.flush()
+        finally:
+            with self._io_lock:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    try:
+                        conn.execute(
+                            "UPDATE sessions SET ended = ? WHERE id = ?", (time.time(), self.session)
+                        )
+                    finally:
+                        conn.close()
+                for sink in self._sinks:
+                    try:
+                        sink.close()
+                    except Exception as exc:
+                        warnings.warn(f"cosanneal: sink {type(sink).__name__} failed: {exc}", stacklevel=2)
+            _LIVE.discard(self)
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if not self.enabled:
+            return "RunStore(disabled)"
+        return f"RunStore({str(self.path)!r}, session={self.session}, pending={self.pending})"
