@@ -21,9 +21,7 @@ import csv
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -35,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cosanneal.errors import CosannealError, ScheduleError, SpecError
+from cosanneal.io import atomic_write_bytes
 from cosanneal.schedules.base import Schedule
 from cosanneal.schedules.cosine import Cosine
 from cosanneal.schedules.lint import LintWarning, lint, timeline
@@ -138,37 +137,11 @@ def _load(spec: Path | None, sets: list[str] | None) -> Schedule:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a fsynced temporary file renamed over it (never half a file)."""
-    folder = path.parent if str(path.parent) else Path(".")
-    tmp: str | None = None
+    """Write ``data`` atomically (:func:`cosanneal.io.atomic_write_bytes`); an OS error is a user error."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(folder)
+        atomic_write_bytes(path, data)
     except OSError as exc:
         raise CosannealError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (best effort: some filesystems cannot fsync a directory)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _fmt(x: float) -> str:
@@ -388,6 +361,72 @@ def trace(
 
 
 # ---- entry point --------------------------------------------------------------------------------
+def _summary(result: Any) -> Table:
+    table = Table(title=f"run {result.run_dir}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    rows = [
+        ("status", result.status + (f" ({result.message})" if result.message else "")),
+        ("updates", f"{result.steps} of {result.total_steps} ({result.epochs_done:.1f} epochs)"),
+        *((name, f"{value:.4f}") for name, value in sorted(result.final_metrics.items())),
+        ("best val metric", "-" if result.best_metric is None else f"{result.best_metric:.4f}"),
+        ("restarts", str(result.restarts)),
+        ("checkpoints kept", str(result.checkpoints_kept)),
+        ("non-finite updates / rollbacks", f"{result.nonfinite} / {result.rollbacks}"),
+        ("wall time", f"{result.wall_seconds:.1f} s"),
+    ]
+    for what, value in rows:
+        table.add_row(what, value)
+    return table
+
+
+def _run_training(config: Any, run_dir: Path, fresh: bool, progress: bool) -> None:
+    from cosanneal.runtime.trainer import Trainer
+
+    console = Console(stderr=True)
+    result = Trainer(config, run_dir, fresh=fresh, log=console.print, progress=progress).run()
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        Console().print(_summary(result))
+        png = run_dir / "lr_loss.png"
+        if png.exists():
+            Console().print(f"wrote {run_dir}/ (run.db, checkpoints/, tb/) and {png}")
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Training config (TOML, YAML or JSON).")],
+    sets: SetOpt = None,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Run directory (default: runs/<config name>).")
+    ] = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Start over (an existing run dir is moved aside).")
+    ] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Train a config-driven job; resumes from its run directory unless --fresh. Works under torchrun."""
+    from cosanneal.runtime.config import load_config
+
+    cfg = load_config(config, sets or [])
+    _run_training(cfg, run_dir or Path("runs") / cfg.name, fresh, progress)
+
+
+@app.command()
+def demo(
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="Where the demo run goes.")] = Path("runs/demo"),
+    sets: SetOpt = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Train the built-in example (CNN on 8x8 digits, warmup + SGDR) end to end, from scratch."""
+    from importlib.resources import files
+
+    from cosanneal.runtime.config import load_config
+
+    path = Path(str(files("cosanneal.examples").joinpath("configs/digits_sgdr.toml")))
+    _run_training(load_config(path, sets or []), run_dir, True, progress)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the CLI; a cosanneal error prints ``error: <one line>`` to stderr and exits 2."""
     try:

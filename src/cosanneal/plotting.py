@@ -17,7 +17,7 @@ import numpy as np
 from cosanneal.schedules.base import FloatArray, Schedule
 from cosanneal.schedules.lint import timeline
 
-__all__ = ["DPI", "FIGSIZE", "Curve", "curve", "plot_curves", "png_bytes"]
+__all__ = ["DPI", "FIGSIZE", "Curve", "curve", "plot_curves", "plot_run", "png_bytes"]
 
 #: Figure size in inches and resolution: PNGs are 1200 x 540 pixels.
 FIGSIZE = (10.0, 4.5)
@@ -131,3 +131,49 @@ def png_bytes(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
+
+
+def plot_run(run_dir: Any, path: Any) -> None:
+    """Write a PNG of a training run: LR used vs expected (per group) above, train/val loss below.
+
+    Restart events from the run store are marked; the file is written atomically.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from cosanneal import runs
+    from cosanneal.io import atomic_write_bytes
+
+    run = runs.open(run_dir)
+    try:
+        names = set(run.scalar_names())
+        fig = Figure(figsize=(FIGSIZE[0], FIGSIZE[1] * 1.6), dpi=DPI, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax_lr, ax_loss = fig.subplots(2, 1, sharex=True)
+        for k, group in enumerate(run.groups("lr") if "lr" in names else []):
+            steps, lr = run.scalar("lr", group)
+            ax_lr.plot(steps, lr, color=f"C{k}", lw=1.4, label=f"lr group {group}")
+            if "lr_expected" in names and group in run.groups("lr_expected"):
+                e_steps, expected = run.scalar("lr_expected", group)
+                ax_lr.plot(e_steps, expected, color="black", lw=0.8, ls=":", label=f"expected {group}")
+        for j, event in enumerate(run.events("restart")):
+            for ax in (ax_lr, ax_loss):
+                ax.axvline(event["step"], color="tab:red", ls="--", lw=0.7, alpha=0.6,
+                           label="restart" if j == 0 and ax is ax_lr else None)  # fmt: skip
+        ax_lr.set_ylabel("learning rate")
+        ax_lr.legend(loc="best", fontsize="small")
+        if "loss" in names:
+            steps, loss = run.scalar("loss")
+            ax_loss.plot(steps, loss, color="C0", lw=0.8, alpha=0.7, label="train loss")
+        if "val_loss" in names:
+            steps, loss = run.scalar("val_loss")
+            ax_loss.plot(steps, loss, "o-", color="C3", ms=3, lw=1.2, label="val loss")
+        ax_loss.set_yscale("log")
+        ax_loss.set_xlabel("optimizer update")
+        ax_loss.set_ylabel("loss")
+        ax_loss.legend(loc="best", fontsize="small")
+        for ax in (ax_lr, ax_loss):
+            ax.grid(True, alpha=0.3)
+        atomic_write_bytes(path, png_bytes(fig))
+    finally:
+        run.close()

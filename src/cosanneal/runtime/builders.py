@@ -1,0 +1,113 @@
+"""Build the pieces a config names: model, data, optimizer with param groups, device.
+
+Models and data are built-in examples (:mod:`cosanneal.examples`) or a user's ``module:function``
+entry point; an entry that cannot be imported is a :class:`~cosanneal.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from cosanneal.errors import ConfigError
+from cosanneal.examples import load_dataset
+from cosanneal.examples.models import build_model as build_builtin_model
+from cosanneal.runtime.config import DataConfig, ModelConfig, OptimizerConfig
+
+
+def resolve_entry(entry: str, key: str) -> Callable[..., Any]:
+    """Import ``"package.module:function"`` and return the function.
+
+    Example:
+        >>> resolve_entry("math:sqrt", "model.entry")(9.0)
+        3.0
+    """
+    module_name, sep, attr = entry.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{key}: must look like 'package.module:function', got {entry!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{key}: cannot import module {module_name!r} ({exc}); check PYTHONPATH") from exc
+    func = getattr(module, attr, None)
+    if not callable(func):
+        raise ConfigError(f"{key}: {module_name!r} has no function {attr!r}")
+    return func  # type: ignore[no-any-return]
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """The model a ``[model]`` section names."""
+    if cfg.entry is not None:
+        model = resolve_entry(cfg.entry, "model.entry")(**cfg.options)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(
+                f"model.entry: {cfg.entry!r} must return a torch.nn.Module, got {type(model).__name__}"
+            )
+        return model
+    return build_builtin_model(cfg.name, **cfg.options)
+
+
+def build_data(cfg: DataConfig) -> tuple[Any, Any]:
+    """``(train, val)`` datasets of ``(input, label)`` pairs from a ``[data]`` section."""
+    if cfg.entry is not None:
+        out = resolve_entry(cfg.entry, "data.entry")(**cfg.options)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise ConfigError(f"data.entry: {cfg.entry!r} must return (train_dataset, val_dataset)")
+        return out
+    return load_dataset(cfg.name, **cfg.options)
+
+
+def param_groups(model: nn.Module, cfg: OptimizerConfig, peak_lr: float) -> list[dict[str, Any]]:
+    """Split parameters into groups by the ``[[optimizer.groups]]`` regexes.
+
+    The first regex that matches a parameter's name claims it; the rest form the default group. A
+    group's LR is ``peak_lr * lr_scale`` (the schedule's shape then multiplies it), its weight decay
+    the group's or the optimizer's.
+    """
+    claimed: list[list[nn.Parameter]] = [[] for _ in cfg.groups]
+    default: list[nn.Parameter] = []
+    patterns = [re.compile(g.match) for g in cfg.groups]
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        for i, pattern in enumerate(patterns):
+            if pattern.search(name):
+                claimed[i].append(param)
+                break
+        else:
+            default.append(param)
+    groups: list[dict[str, Any]] = [{"params": default, "lr": peak_lr, "weight_decay": cfg.weight_decay}]
+    for i, (group, params) in enumerate(zip(cfg.groups, claimed, strict=True)):
+        if not params:
+            raise ConfigError(f"optimizer.groups[{i}].match: {group.match!r} matches no parameter")
+        wd = cfg.weight_decay if group.weight_decay is None else group.weight_decay
+        groups.append({"params": params, "lr": peak_lr * group.lr_scale, "weight_decay": wd})
+    for g in groups:
+        g["initial_lr"] = g["lr"]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig, peak_lr: float) -> torch.optim.Optimizer:
+    """SGD or AdamW over :func:`param_groups`."""
+    groups = param_groups(model, cfg, peak_lr)
+    if cfg.name == "sgd":
+        if cfg.nesterov and cfg.momentum <= 0:
+            raise ConfigError("optimizer.nesterov: needs optimizer.momentum > 0")
+        return torch.optim.SGD(groups, lr=peak_lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=peak_lr, betas=cfg.betas, eps=cfg.eps)
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available (this rank's ``LOCAL_RANK`` device under torchrun)."""
+    import os
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

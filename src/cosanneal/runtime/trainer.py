@@ -1,0 +1,569 @@
+"""The config-driven trainer: every runtime piece composed into one preemption-safe training job.
+
+``Trainer(config, run_dir).run()`` trains, evaluates, checkpoints and records telemetry; it resumes from
+the run directory automatically (model, optimizer, schedule counter, RNG states, data position and
+tracker states), so a job interrupted at any step ends bit-identical on CPU to one that was not.
+Under ``torchrun`` every rank computes the same LR at every step (the LR is a pure function of the
+update counter) and only rank 0 writes the run store and checkpoints.
+
+Each piece used here (:class:`~cosanneal.torch.Scheduler`, :class:`~cosanneal.runtime.runstore.RunStore`,
+:class:`~cosanneal.runtime.telemetry.Telemetry`, :class:`~cosanneal.runtime.checkpoints.Checkpoints`,
+:class:`~cosanneal.runtime.preemption.Preemption`, :class:`~cosanneal.runtime.guard.NonFiniteGuard`,
+:class:`~cosanneal.runtime.stopping.RestartAwareEarlyStopping`) is usable alone from your own loop; see
+``examples/custom_loop.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from cosanneal.errors import ConfigError, ScheduleError
+from cosanneal.runtime import distributed
+from cosanneal.runtime.builders import build_data, build_model, build_optimizer, pick_device
+from cosanneal.runtime.checkpoints import Checkpoints, is_cycle_end
+from cosanneal.runtime.config import TrainConfig
+from cosanneal.runtime.data import EpochBatches
+from cosanneal.runtime.guard import NonFiniteGuard
+from cosanneal.runtime.preemption import Preemption
+from cosanneal.runtime.runstore import RunStore, run_params
+from cosanneal.runtime.stopping import RestartAwareEarlyStopping
+from cosanneal.runtime.telemetry import Telemetry
+from cosanneal.schedules import Schedule, from_dict, lint
+from cosanneal.torch import Scheduler
+
+Log = Callable[[str], None]
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a training job did; ``exit_code`` is what ``cosanneal train`` exits with.
+
+    ``status`` is ``finished``, ``early_stopped``, ``preempted`` (exit 143/130) or ``stopped_nonfinite``
+    (exit 1, the guard ran out of rollbacks).
+    """
+
+    run_dir: Path
+    status: str
+    exit_code: int
+    steps: int
+    total_steps: int
+    epochs_done: float
+    final_metrics: dict[str, float]
+    best_metric: float | None
+    restarts: int
+    checkpoints_kept: int
+    nonfinite: int
+    rollbacks: int
+    wall_seconds: float
+    message: str = ""
+
+
+@dataclasses.dataclass
+class _Position:
+    """Where the loop is: ``updates`` done, and the next batch ``batch`` of ``epoch``."""
+
+    updates: int = 0
+    epoch: int = 0
+    batch: int = 0
+    attempts: int = 0  # forward passes so far, skipped updates included (fault injection counts these)
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _fresh_run_dir(run_dir: Path, log: Log) -> None:
+    """Move an existing run directory aside (never delete it) so a ``--fresh`` run starts empty."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(str(run_dir), str(aside))
+        log(f"--fresh: moved the previous run to {aside}")
+
+
+def _evaluate(
+    model: nn.Module, data: EpochBatches, device: torch.device, batch_size: int
+) -> dict[str, float]:
+    """Mean cross-entropy loss and accuracy over the validation set."""
+    was_training = model.training
+    model.eval()
+    total, correct, loss_sum = 0, 0, 0.0
+    with torch.no_grad():
+        for x, y in data.sequential(batch_size):
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss_sum += float(functional.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == y).sum())
+            total += len(y)
+    model.train(was_training)
+    return {"loss": loss_sum / max(total, 1), "acc": correct / max(total, 1)}
+
+
+class Trainer:
+    """Run one training job described by a :class:`~cosanneal.runtime.config.TrainConfig`.
+
+    Args:
+        config: the validated config.
+        run_dir: the run directory (``run.db``, ``checkpoints/``, ``tb/``, ``lr_loss.png``).
+        fresh: start over: an existing run directory is moved aside, never deleted.
+        log: where one-line messages go (the CLI passes a rich console; default: ``print``).
+        progress: show a rich progress bar (default: the config's ``telemetry.progress``).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        *,
+        fresh: bool = False,
+        log: Log | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.fresh = fresh
+        self.log: Log = log or print
+        self.show_progress = config.telemetry.progress if progress is None else progress
+
+    # ---- setup ----------------------------------------------------------------------------
+    def _schedule(self, total_steps: int, steps_per_epoch: int) -> Schedule:
+        try:
+            return from_dict(self.config.schedule).bind(
+                total_steps=total_steps, steps_per_epoch=steps_per_epoch
+            )
+        except ScheduleError as exc:
+            raise ConfigError(f"schedule.{exc}") from exc
+
+    def _make_scheduler(
+        self, optimizer: torch.optim.Optimizer, schedule: Schedule, scales: list[float]
+    ) -> Scheduler:
+        """A scheduler whose group ``g`` follows ``schedule * scales[g]`` (absolute schedule, per-group scale)."""
+        for group, scale in zip(optimizer.param_groups, scales, strict=True):
+            group["initial_lr"] = schedule.peak * scale
+        cfg = self.config.scheduler
+        return Scheduler(optimizer, schedule, count=cfg.count, momentum=cfg.momentum)
+
+    # ---- the job --------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        """Train to the end of the budget, an early stop, a preemption signal or a guard stop."""
+        cfg = self.config
+        started = time.time()
+        device = pick_device(cfg.device)
+        world = distributed.init_from_env(device)
+        if world.is_main and self.fresh:
+            _fresh_run_dir(self.run_dir, self.log)
+        distributed.barrier(world)
+        _seed_everything(cfg.seed)
+
+        train_set, val_set = build_data(cfg.data)
+        train = EpochBatches(train_set, cfg.batch_size, seed=cfg.seed, rank=world.rank, world=world.size)
+        val = EpochBatches(val_set, cfg.eval.batch_size)
+        steps_per_epoch = train.batches_per_epoch
+        if steps_per_epoch < 1:
+            raise ConfigError(
+                f"batch_size: {cfg.batch_size} x {world.size} rank(s) is more than the {len(train_set)} training "
+                "samples; lower batch_size"
+            )
+        total = (
+            cfg.epochs * steps_per_epoch
+            if cfg.max_steps is None
+            else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+        )
+        schedule = self._schedule(total, steps_per_epoch)
+        if world.is_main:
+            for warning in lint(schedule, total, steps_per_epoch=steps_per_epoch):
+                self.log(f"lint {warning.code}: {warning.message}")
+
+        model = build_model(cfg.model).to(device)
+        train_model: nn.Module = model
+        if world.size > 1:
+            train_model = nn.parallel.DistributedDataParallel(model)
+        optimizer = build_optimizer(model, cfg.optimizer, schedule.peak)
+        scales = [g["lr"] / schedule.peak for g in optimizer.param_groups]
+        scheduler = self._make_scheduler(optimizer, schedule, scales)
+
+        store = (
+            RunStore(
+                self.run_dir, flush_rows=cfg.telemetry.flush_rows, flush_seconds=cfg.telemetry.flush_seconds
+            )
+            if world.is_main
+            else RunStore.disabled()
+        )
+        sinks = []
+        if world.is_main and cfg.telemetry.tensorboard:
+            from cosanneal.sinks.tensorboard import TensorBoardSink
+
+            sinks.append(TensorBoardSink(self.run_dir / "tb"))
+        telemetry = Telemetry(store, schedule=schedule, expected=lambda t: scheduler.lrs_at(t), sinks=sinks)
+
+        def on_event(kind: str, **payload: Any) -> None:
+            at = int(payload.pop("step", position.updates))
+            store.log_event(at, kind, **{k: v for k, v in payload.items() if k not in ("kind", "wall")})
+
+        ck_cfg = cfg.checkpoint
+        ckpts = (
+            Checkpoints(
+                self.run_dir / "checkpoints",
+                keep_last=ck_cfg.keep_last,
+                best=(ck_cfg.best_metric, ck_cfg.best_mode),
+                keep_cycle_ends=ck_cfg.keep_cycle_ends,
+                every_steps=ck_cfg.every_steps,
+                every_seconds=ck_cfg.every_seconds,
+                at_restarts=ck_cfg.at_restarts,
+                async_write=ck_cfg.async_write,
+                on_event=on_event,
+            )
+            if ck_cfg.enabled
+            else None
+        )
+        g_cfg = cfg.guard
+        guard = (
+            NonFiniteGuard(
+                max_consecutive=g_cfg.max_consecutive,
+                on_exhausted=g_cfg.on_exhausted,
+                lr_factor=g_cfg.lr_factor,
+                adjust=g_cfg.adjust,
+                max_rollbacks=g_cfg.max_rollbacks,
+                schedule=schedule,
+                on_event=on_event,
+            )
+            if g_cfg.enabled
+            else None
+        )
+        es_cfg = cfg.early_stopping
+        stopper = (
+            RestartAwareEarlyStopping(
+                es_cfg.metric,
+                mode=es_cfg.mode,
+                patience_cycles=es_cfg.patience_cycles,
+                min_delta=es_cfg.min_delta,
+            )
+            if es_cfg.enabled
+            else None
+        )
+        use_scaler = cfg.amp == "fp16"
+        if use_scaler and cfg.scheduler.count != "optimizer":
+            raise ConfigError(
+                "scheduler.count: amp = 'fp16' needs count = 'optimizer' so updates GradScaler skips do not advance the schedule"
+            )
+        scaler = torch.amp.GradScaler(device.type) if use_scaler else None
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+
+        position = _Position()
+        last_metrics: dict[str, float] = {}
+        initial_state = {
+            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+        }
+
+        def trackers() -> dict[str, Any]:
+            return {
+                "guard": guard.state_dict() if guard else None,
+                "early_stopping": stopper.state_dict() if stopper else None,
+                "attempts": position.attempts,
+                "last_metrics": last_metrics,
+            }
+
+        def save(cycle_end: bool = False, metrics: dict[str, float] | None = None) -> None:
+            if ckpts is None:
+                return
+            ckpts.save(
+                max(position.updates - 1, 0),
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                epoch=position.epoch,
+                batch_index=position.batch,
+                metrics=metrics,
+                trackers=trackers(),
+                cycle_end=cycle_end,
+                extra={"updates": position.updates},
+            )
+
+        def rebuild_scheduler(at: int) -> None:
+            """A fresh scheduler on the current ``schedule`` at update count ``at``."""
+            nonlocal scheduler
+            scheduler.close()
+            scheduler = self._make_scheduler(optimizer, schedule, scales)
+            if at:
+                scheduler.load_state_dict({"version": 1, "step": at, "schedule": schedule.to_dict()})
+            telemetry.schedule = schedule
+
+        def restore_position(loaded: Any) -> dict[str, Any]:
+            """Data position, metrics and early stopping from a loaded checkpoint; returns its trackers."""
+            tracked: dict[str, Any] = dict(loaded.trackers or {})
+            position.updates = int((loaded.extra or {}).get("updates", loaded.step + 1))
+            position.epoch, position.batch = loaded.epoch, loaded.batch_index
+            last_metrics.clear()
+            last_metrics.update(tracked.get("last_metrics") or {})
+            if stopper is not None and tracked.get("early_stopping"):
+                stopper.load_state_dict(tracked["early_stopping"])
+            return tracked
+
+        def resume(loaded: Any) -> None:
+            """Continue an interrupted run: position, trackers, and the schedule it was really using."""
+            nonlocal schedule
+            tracked = restore_position(loaded)
+            position.attempts = int(tracked.get("attempts", position.updates))
+            state = loaded.scheduler_state
+            saved = (
+                from_dict(state["schedule"])
+                if state and isinstance(state.get("schedule"), dict)
+                else schedule
+            )
+            if saved != schedule:
+                if not (tracked.get("guard") or {}).get("rollbacks"):
+                    raise ConfigError(
+                        f"schedule: the run in {self.run_dir} was trained with another schedule "
+                        f"(fingerprint {saved.fingerprint()} vs {schedule.fingerprint()}); "
+                        "use --fresh or a new --run-dir"
+                    )
+                schedule = saved  # the guard lowered it before the interruption
+            if guard is not None and tracked.get("guard"):
+                guard.load_state_dict(tracked["guard"])
+                guard.schedule = schedule
+            rebuild_scheduler(position.updates)
+
+        if ckpts is not None:
+            loaded = ckpts.load_latest(model, optimizer, None)
+            if loaded is not None:
+                resume(loaded)
+                store.log_event(
+                    position.updates, "resumed", checkpoint_step=loaded.step, epoch=position.epoch
+                )
+                self.log(
+                    f"resumed from update {position.updates} (epoch {position.epoch}, batch {position.batch})"
+                )
+        if position.updates == 0:
+            store.log_params(run_params(cfg.to_dict(), schedule=schedule, seed=cfg.seed))
+
+        status, message, exit_code = "finished", "", 0
+        bar = _Progress(self.show_progress and world.is_main, total)
+        preempt = Preemption()
+        try:
+            preempt.install()
+        except Exception:  # not the main thread (e.g. a notebook worker): run without signal handling
+            preempt = None  # type: ignore[assignment]
+        train_model.train()
+        try:
+            while position.updates < total:
+                if position.batch >= steps_per_epoch:
+                    position.epoch, position.batch = position.epoch + 1, 0
+                    if cfg.eval.every_steps is None:
+                        last_metrics = self._eval_and_record(model, val, device, telemetry, position)
+                        if stopper is not None and stopper.update(
+                            position.updates, _val(last_metrics), schedule
+                        ):
+                            status, message = "early_stopped", stopper.reason
+                            break
+                        save(metrics=_val(last_metrics))
+                    continue
+                if distributed.any_rank(preempt is not None and preempt.requested, world):
+                    save(metrics=_val(last_metrics) or None)
+                    signum = preempt.signal if preempt is not None else None
+                    exit_code = preempt.exit_code if preempt is not None and preempt.exit_code else 143
+                    store.log_event(position.updates, "preempted", signal=str(signum), exit_code=exit_code)
+                    status, message = "preempted", f"preempted by {signum}; resume with the same command"
+                    break
+
+                x, y = train.batch(position.epoch, position.batch)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                lrs = [g["lr"] for g in optimizer.param_groups]
+                t0 = time.perf_counter()
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss = functional.cross_entropy(train_model(x), y)
+                if position.attempts in cfg.debug.inject_nan_at:
+                    loss = loss * float("nan")
+                position.attempts += 1
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                grads = [p.grad for p in model.parameters() if p.grad is not None]
+                grad_norm = (
+                    torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else None
+                )
+                if cfg.optimizer.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optimizer.grad_clip)
+                position.batch += 1
+                if guard is not None:
+                    decision = guard.check(loss, None if scaler is not None else model, step=position.updates)
+                    if decision.action == "skip":
+                        continue
+                    if decision.action == "rollback":
+                        # back to the last good checkpoint, on the schedule the guard just lowered
+                        self.log(f"guard: {decision.message}")
+                        schedule = guard.schedule or schedule
+                        loaded = (
+                            ckpts.load_latest(model, optimizer, None, restore_rng=False) if ckpts else None
+                        )
+                        if loaded is not None:
+                            restore_position(loaded)
+                        else:
+                            model.load_state_dict(initial_state["model"])
+                            optimizer.load_state_dict(initial_state["optimizer"])
+                            position.updates = position.epoch = position.batch = 0
+                        rebuild_scheduler(position.updates)
+                        continue
+                    if decision.action == "stop":
+                        status, message, exit_code = "stopped_nonfinite", decision.message, 1
+                        store.log_event(position.updates, "run_failed", reason=decision.message)
+                        break
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                if cfg.scheduler.count == "manual":
+                    scheduler.step()
+                step = position.updates
+                if scheduler.last_epoch == step:  # GradScaler skipped the update: the schedule did not move
+                    continue
+                position.updates += 1
+                momentum = _momenta(optimizer) if cfg.scheduler.momentum else None
+                telemetry.on_update(
+                    step, lrs, loss=loss.detach(), grad_norm=grad_norm, samples=len(y),
+                    step_time=time.perf_counter() - t0, momentum=momentum,
+                )  # fmt: skip
+                bar.update(position.updates, lrs[0], schedule, step)
+                if cfg.debug.sleep_per_step:
+                    time.sleep(cfg.debug.sleep_per_step)
+
+                cycle_end = is_cycle_end(step, schedule)
+                eval_due = cycle_end or (
+                    cfg.eval.every_steps is not None and position.updates % cfg.eval.every_steps == 0
+                )
+                if eval_due:
+                    last_metrics = self._eval_and_record(model, val, device, telemetry, position)
+                    if stopper is not None and stopper.update(position.updates, _val(last_metrics), schedule):
+                        save(cycle_end, _val(last_metrics))
+                        status, message = "early_stopped", stopper.reason
+                        break
+                if ckpts is not None and (eval_due or ckpts.should_save(step, schedule)):
+                    save(cycle_end, _val(last_metrics) if eval_due else None)
+            if status == "finished":
+                if position.batch >= steps_per_epoch:
+                    position.epoch, position.batch = position.epoch + 1, 0
+                last_metrics = self._eval_and_record(model, val, device, telemetry, position)
+                save(metrics=_val(last_metrics))
+                store.log_event(position.updates, "run_finished", updates=position.updates)
+            elif status == "early_stopped":
+                store.log_event(position.updates, "early_stop", reason=message)
+        except BaseException as exc:
+            store.log_event(position.updates, "run_failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            bar.close()
+            if preempt is not None:
+                preempt.uninstall()
+            if ckpts is not None:
+                ckpts.close()
+            scheduler.close()
+            store.close()
+            distributed.shutdown(world)
+
+        result = TrainResult(
+            run_dir=self.run_dir,
+            status=status,
+            exit_code=exit_code,
+            steps=position.updates,
+            total_steps=total,
+            epochs_done=position.updates / steps_per_epoch,
+            final_metrics=_val(last_metrics),
+            best_metric=(
+                ckpts.best.metrics.get(ck_cfg.best_metric) if ckpts is not None and ckpts.best else None
+            ),
+            restarts=len(schedule.restarts(position.updates)),
+            checkpoints_kept=len(ckpts.list()) if ckpts is not None else 0,
+            nonfinite=guard.nonfinite if guard else 0,
+            rollbacks=guard.rollbacks if guard else 0,
+            wall_seconds=time.time() - started,
+            message=message,
+        )
+        if world.is_main and status != "preempted":
+            try:
+                from cosanneal.plotting import plot_run
+
+                plot_run(self.run_dir, self.run_dir / "lr_loss.png")
+            except ImportError:  # matplotlib is an optional extra
+                pass
+        return result
+
+    def _eval_and_record(
+        self,
+        model: nn.Module,
+        val: EpochBatches,
+        device: torch.device,
+        telemetry: Telemetry,
+        position: _Position,
+    ) -> dict[str, float]:
+        metrics = _evaluate(model, val, device, self.config.eval.batch_size)
+        telemetry.on_eval(position.updates, metrics)
+        return metrics
+
+
+def _val(metrics: dict[str, float]) -> dict[str, float]:
+    """``{"loss": .., "acc": ..}`` -> ``{"val_loss": .., "val_acc": ..}`` (the names checkpoints rank by)."""
+    return {f"val_{k}": v for k, v in metrics.items()}
+
+
+def _momenta(optimizer: torch.optim.Optimizer) -> list[float]:
+    out = []
+    for g in optimizer.param_groups:
+        out.append(float(g["betas"][0]) if "betas" in g else float(g.get("momentum", 0.0)))
+    return out
+
+
+class _Progress:
+    """A rich progress bar with LR, cycle and phase; updated a few times a second, not every step."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled = enabled
+        self._last = 0.0
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        self._task = self._progress.add_task("train", total=total, info="")
+        self._progress.start()
+
+    def update(self, done: int, lr: float, schedule: Schedule, step: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.2:
+            return
+        self._last = now
+        info = f"lr {lr:.3e}  cycle {schedule.cycle(step).index}  {schedule.phase(step)}"
+        self._progress.update(self._task, completed=done, info=info)
+
+    def close(self) -> None:
+        if self.enabled:
+            self._progress.stop()
+
+
+__all__ = ["TrainResult", "Trainer"]
