@@ -1,1 +1,5 @@
 """PyTorch adapter: an LRScheduler whose LR is a pure function of the update counter."""
+
+from cosanneal.torch.scheduler import Scheduler
+
+__all__ = ["Scheduler"]

@@ -1,0 +1,211 @@
+"""Cost of one scheduler step, ours vs the peers, and of a 10**7-step vectorised LR trace (issue #2).
+
+Every contender runs the same warmup + cosine schedule and is timed in interleaved rounds in one
+process (the median over rounds is reported), so machine noise hits every row alike. Ratios are
+against torch's ``CosineAnnealingLR``.
+
+Targets: ours <= 0.5x torch ``CosineAnnealingLR`` per ``step()`` at 1 and at 10 param groups; a
+10**7-step SGDR trace ``schedule(np.arange(10**7))`` in < 1 s.
+
+Usage::
+
+    python benchmarks/bench_step.py            # full run (~2-3 min)
+    python benchmarks/bench_step.py --quick    # short run (~10 s)
+    python benchmarks/bench_step.py --check    # exit 1 when a target is missed
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata as md
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+from cosanneal import Cosine
+from cosanneal.torch import Scheduler
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from peers import timm_scheduler_module
+
+PEAK = 0.1
+GROUPS = (1, 10)
+BASELINE = "torch CosineAnnealingLR"
+STEP_TARGET = 0.5  # ours / torch CosineAnnealingLR
+TRACE_STEPS = 10**7
+TRACE_TARGET_S = 1.0
+
+Stepper = Callable[[], None]
+
+
+def optimizer(groups: int) -> torch.optim.SGD:
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(groups)]
+    opt = torch.optim.SGD([{"params": [p]} for p in params], lr=PEAK)
+    return opt
+
+
+def make_contenders(total: int, warmup: int) -> dict[str, Callable[[torch.optim.Optimizer], Stepper]]:
+    """Factories: optimizer -> a zero-argument callable doing one scheduler step."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    timm_cosine = timm_scheduler_module("cosine_lr").CosineLRScheduler
+    ours_schedule = Cosine(PEAK, warmup_steps=warmup, cycle_steps=total - warmup)
+
+    def ours(opt: torch.optim.Optimizer) -> Stepper:
+        return Scheduler(opt, ours_schedule).step
+
+    def torch_cosine(opt: torch.optim.Optimizer) -> Stepper:
+        return CosineAnnealingLR(opt, T_max=total).step
+
+    def torch_sequential(opt: torch.optim.Optimizer) -> Stepper:
+        first = LinearLR(opt, start_factor=1e-3, total_iters=warmup)
+        second = CosineAnnealingLR(opt, T_max=total - warmup)
+        return SequentialLR(opt, [first, second], milestones=[warmup]).step
+
+    def hf(opt: torch.optim.Optimizer) -> Stepper:
+        return get_cosine_schedule_with_warmup(opt, num_warmup_steps=warmup, num_training_steps=total).step
+
+    def timm(opt: torch.optim.Optimizer) -> Stepper:
+        sched = timm_cosine(opt, t_initial=total, warmup_t=warmup, warmup_lr_init=1e-5, t_in_epochs=False)
+        counter = iter(range(1, 2**62))
+
+        def step() -> None:
+            sched.step_update(next(counter))
+
+        return step
+
+    return {
+        "cosanneal Scheduler(Cosine+warmup)": ours,
+        BASELINE: torch_cosine,
+        "torch SequentialLR(LinearLR, CosineAnnealingLR)": torch_sequential,
+        "transformers get_cosine_schedule_with_warmup": hf,
+        "timm CosineLRScheduler.step_update": timm,
+    }
+
+
+def time_steps(step: Stepper, n: int) -> float:
+    """CPU microseconds per call of ``step`` over ``n`` calls.
+
+    Process CPU time, not wall time: on a shared machine the time other processes hold the CPU
+    is not charged to whichever contender happened to be running (the loop is single-threaded,
+    so on an idle machine the two agree).
+    """
+    start = time.process_time_ns()
+    for _ in range(n):
+        step()
+    return (time.process_time_ns() - start) / n / 1e3
+
+
+def bench_steps(rounds: int, n: int) -> dict[tuple[str, int], float]:
+    """Median µs per step for every (contender, groups), in interleaved, shuffled rounds."""
+    contenders = make_contenders(total=100 * n, warmup=n // 2)  # each round covers warmup and decay
+    samples: dict[tuple[str, int], list[float]] = {(name, g): [] for name in contenders for g in GROUPS}
+    rng = random.Random(0)
+    for _ in range(rounds):
+        order = list(samples)
+        rng.shuffle(order)
+        for name, groups in order:
+            opt = optimizer(groups)
+            step = contenders[name](opt)
+            opt.step()  # the usual order: an update, then the scheduler step
+            samples[name, groups].append(time_steps(step, n))
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def bench_trace(repeats: int, torch_steps: int) -> tuple[float, float]:
+    """Best-of-``repeats`` seconds of a 10**7-step SGDR trace, and torch's extrapolated time."""
+    sgdr = Cosine(PEAK, warmup_steps=1000, cycle_steps=10_000, cycle_mult=2, peak_decay=0.9, max_cycles=None)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        trace = sgdr(np.arange(TRACE_STEPS))
+        best = min(best, time.perf_counter() - start)
+        assert trace.shape == (TRACE_STEPS,)
+    opt = optimizer(1)
+    step = CosineAnnealingLR(opt, T_max=TRACE_STEPS).step
+    opt.step()
+    per_step_us = time_steps(step, torch_steps)
+    return best, per_step_us * 1e-6 * TRACE_STEPS
+
+
+def versions() -> str:
+    names = ("cosanneal", "torch", "numpy", "transformers", "timm")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {md.version(name)}")
+        except md.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return f"Python {platform.python_version()}, " + ", ".join(found)
+
+
+def report(results: dict[tuple[str, int], float], trace_s: float, torch_trace_s: float, args: Any) -> bool:
+    """Print the markdown table and the PASS/FAIL line; return whether every target is met."""
+    print(
+        f"Date: {dt.date.today().isoformat()}; machine: {platform.machine()}, {os.cpu_count()} cores; {versions()}"
+    )
+    print(f"Command: python benchmarks/bench_step.py{' --quick' if args.quick else ''}")
+    print(
+        f"Rounds: {args.rounds} interleaved, shuffled x {args.steps} steps per contender; "
+        "median of the rounds' CPU µs per step.\n"
+    )
+    header = (
+        "| scheduler | "
+        + " | ".join(f"{g} group{'s' if g > 1 else ''}: µs/step (ratio)" for g in GROUPS)
+        + " |"
+    )
+    print(header)
+    print("|---|" + "---:|" * len(GROUPS))
+    names = dict.fromkeys(name for name, _ in results)
+    for name in names:
+        cells = [f"{results[name, g]:.2f} ({results[name, g] / results[BASELINE, g]:.2f}x)" for g in GROUPS]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    ours = next(iter(names))
+    print(
+        f"\n10^7-step SGDR trace, vectorised `schedule(np.arange(10**7))` (best of {args.trace_repeats}): "
+        f"{trace_s:.3f} s; torch CosineAnnealingLR stepped {args.torch_trace_steps} times, "
+        f"extrapolated to 10^7: {torch_trace_s:.1f} s ({torch_trace_s / trace_s:.0f}x slower).\n"
+    )
+    ok = True
+    for g in GROUPS:
+        ratio = results[ours, g] / results[BASELINE, g]
+        passed = ratio <= STEP_TARGET
+        ok &= passed
+        print(
+            f"{'PASS' if passed else 'FAIL'}: step() at {g} group(s) = {ratio:.2f}x torch (target <= {STEP_TARGET}x)"
+        )
+    passed = trace_s < TRACE_TARGET_S
+    ok &= passed
+    print(f"{'PASS' if passed else 'FAIL'}: 10^7-step trace = {trace_s:.3f} s (target < {TRACE_TARGET_S} s)")
+    print(f"OVERALL: {'PASS' if ok else 'FAIL'}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (fewer rounds and steps)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    args.rounds, args.steps = (15, 2_000) if args.quick else (41, 10_000)
+    args.trace_repeats, args.torch_trace_steps = (1, 20_000) if args.quick else (3, 100_000)
+    warnings.simplefilter("ignore")  # peers' deprecation chatter is not what is measured
+    results = bench_steps(args.rounds, args.steps)
+    trace_s, torch_trace_s = bench_trace(args.trace_repeats, args.torch_trace_steps)
+    ok = report(results, trace_s, torch_trace_s, args)
+    return 0 if ok or not args.check else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
