@@ -384,7 +384,11 @@ def _run_training(config: Any, run_dir: Path, fresh: bool, progress: bool) -> No
     from cosanneal.runtime.trainer import Trainer
 
     console = Console(stderr=True)
-    result = Trainer(config, run_dir, fresh=fresh, log=console.print, progress=progress).run()
+
+    def log(message: str) -> None:
+        console.print(message, soft_wrap=True, markup=False, highlight=False)
+
+    result = Trainer(config, run_dir, fresh=fresh, log=log, progress=progress).run()
     if int(__import__("os").environ.get("RANK", "0")) == 0:
         Console().print(_summary(result))
         png = run_dir / "lr_loss.png"

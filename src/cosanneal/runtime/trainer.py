@@ -184,9 +184,6 @@ class Trainer:
             else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
         )
         schedule = self._schedule(total, steps_per_epoch)
-        if world.is_main:
-            for warning in lint(schedule, total, steps_per_epoch=steps_per_epoch):
-                self.log(f"lint {warning.code}: {warning.message}")
 
         model = build_model(cfg.model).to(device)
         train_model: nn.Module = model
@@ -195,6 +192,9 @@ class Trainer:
         optimizer = build_optimizer(model, cfg.optimizer, schedule.peak)
         scales = [g["lr"] / schedule.peak for g in optimizer.param_groups]
         scheduler = self._make_scheduler(optimizer, schedule, scales)
+        if world.is_main:  # only once the whole config has been built without error
+            for warning in lint(schedule, total, steps_per_epoch=steps_per_epoch):
+                self.log(f"lint {warning.code}: {warning.message}")
 
         store = (
             RunStore(

@@ -148,6 +148,7 @@ class Cosine(Schedule):
                 else:
                     v.number(name, value, gt=0.0)
             object.__setattr__(self, name, value)
+        object.__setattr__(self, "_fast", None)
         if self.unbound_fields():
             return
         self._check_lengths()
@@ -155,6 +156,34 @@ class Cosine(Schedule):
         object.__setattr__(self, "_bounds", [self.origin])
         object.__setattr__(self, "_lengths", [])
         object.__setattr__(self, "_dec_next", (Decimal(int(self.origin)), _decimal(self.cycle_steps)))
+        object.__setattr__(self, "_fast", self._fast_constants())
+
+    def _fast_constants(self) -> tuple[Any, ...] | None:
+        """Plain constants for :meth:`_scalar`'s fast path, or ``None`` when it does not apply.
+
+        The fast path covers fixed-length cycles (``cycle_mult == 1``) with a constant peak and floor
+        (``peak_decay == 1``), ``k == 1`` and no restart warmup; it does the same float operations
+        as the general path, so results are bit-identical.
+        """
+        if not (
+            self.cycle_mult == 1
+            and float(self.peak_decay) == 1.0
+            and self.k == 1
+            and (int(self.cycle_warmup_steps) == 0 or self.max_cycles == 1)
+        ):
+            return None
+        linear = self.warmup_shape == "linear"
+        return (
+            int(self.warmup_steps),
+            linear,
+            float(self.warmup_start_lr),
+            float(self.peak_lr),
+            self.origin,
+            float(self.cycle_steps),
+            self.max_cycles,
+            self.cycle_peak(0),
+            self.cycle_floor(0),
+        )
 
     def _check_lengths(self) -> None:
         warmup, cw = int(self.warmup_steps), int(self.cycle_warmup_steps)
@@ -286,6 +315,21 @@ class Cosine(Schedule):
 
     # ---- evaluation -------------------------------------------------------------------------
     def _scalar(self, t: float) -> float:
+        fast = self._fast  # type: ignore[attr-defined]
+        if fast is not None:
+            warmup, linear, start, peak, origin, c, last, top, bottom = fast
+            if t >= warmup:
+                i = max(int((t - origin) // c), 0)
+                if origin + (i + 1) * c <= t:
+                    i += 1
+                elif i and origin + i * c > t:
+                    i -= 1
+                if last is not None and i >= last:
+                    return bottom  # type: ignore[no-any-return]
+                p = (t - (origin + i * c)) / c
+                return bottom + 0.5 * (top - bottom) * (1.0 + math.cos(math.pi * p))  # type: ignore[no-any-return]
+            if linear:
+                return start + (peak - start) * (t / warmup)  # type: ignore[no-any-return]
         warmup = int(self.warmup_steps)
         peak = float(self.peak_lr)
         if t < warmup:

@@ -445,6 +445,20 @@ class Scheduler(LRScheduler):
     def _last_lr(self, value: list[float | Tensor]) -> None:
         pass  # the LRs are a function of t; nothing to store
 
+    def lrs_at(self, t: int) -> list[float]:
+        """The closed-form LR of every group at update count ``t`` (what ``get_last_lr()`` will be then).
+
+        A pure function of ``t``: telemetry records it as the expected LR next to the LR really used.
+
+        Example:
+            >>> import torch
+            >>> from cosanneal import Cosine
+            >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+            >>> Scheduler(opt, Cosine(1.0, cycle_steps=10)).lrs_at(5)
+            [0.25]
+        """
+        return self._lrs(int(t))
+
     def _lrs(self, t: int) -> list[float]:
         """The closed-form LR of every group at ``t``."""
         # The schedules were checked bound at construction and t is a whole count >= 0, so the

@@ -1,0 +1,255 @@
+"""The trainer end to end: real training, real processes, real signals, real kills."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cosanneal import ConfigError, from_dict, runs
+from cosanneal.runtime.config import config_from_dict, load_config
+from cosanneal.runtime.trainer import Trainer
+
+BLOBS: dict[str, Any] = {
+    "name": "blobs",
+    "seed": 3,
+    "epochs": 8,
+    "batch_size": 32,
+    "device": "cpu",
+    "model": {"name": "mlp", "options": {"dropout": 0.1}},
+    "data": {"name": "blobs", "options": {"n": 800}},
+    "optimizer": {"name": "sgd", "momentum": 0.9, "weight_decay": 1e-4},
+    "schedule": {
+        "kind": "cosine", "peak_lr": 0.2, "min_ratio": 0.01, "warmup_steps": 10,
+        "cycle_steps": 30, "cycle_mult": 2, "max_cycles": 3, "peak_decay": 0.8,
+    },
+    "checkpoint": {"keep_last": 2, "every_steps": 10, "keep_cycle_ends": True},
+    "eval": {"every_steps": 20},
+    "telemetry": {"tensorboard": False, "flush_seconds": 0.2, "progress": False},
+}  # fmt: skip
+# 640 training samples / 32 = 20 updates per epoch, 160 in all: 10 warmup + 30 + 60 + 60 (cut by the budget)
+
+
+def _config(**changes: Any) -> Any:
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BLOBS.items()}
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return config_from_dict(data)
+
+
+def _write_config(path: Path, cfg: Any) -> Path:
+    import json
+
+    path.write_text(json.dumps(cfg.to_dict()))
+    return path
+
+
+def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    steps = sorted((run_dir / "checkpoints").glob("step-*"))
+    return load_file(str(steps[-1] / "model.safetensors"))
+
+
+def _lr_trace(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    run = runs.open(run_dir)
+    try:
+        return run.scalar("lr", 0)
+    finally:
+        run.close()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted run, shared by the parity tests."""
+    run_dir = tmp_path_factory.mktemp("ref") / "run"
+    result = Trainer(_config(), run_dir, progress=False, log=lambda _: None).run()
+    assert result.status == "finished" and result.steps == 160
+    return run_dir
+
+
+def test_lr_trace_is_the_closed_form(reference: Path) -> None:
+    steps, lr = _lr_trace(reference)
+    assert steps.tolist() == list(range(160))
+    schedule = from_dict(BLOBS["schedule"])
+    np.testing.assert_array_equal(lr, schedule(steps))  # group 0 scale 1: exactly the schedule
+    run = runs.open(reference)
+    try:
+        _, expected = run.scalar("lr_expected", 0)
+        np.testing.assert_array_equal(expected, lr)
+        assert [e["step"] for e in run.events("restart")] == schedule.restarts(160)
+        assert run.params["schedule_fingerprint"] == schedule.fingerprint()
+        assert run.events("run_finished")
+    finally:
+        run.close()
+    assert (reference / "lr_loss.png").stat().st_size > 10_000
+
+
+def test_best_and_cycle_end_checkpoints_are_kept(reference: Path) -> None:
+    names = {p.name for p in (reference / "checkpoints").glob("step-*")}
+    schedule = from_dict(BLOBS["schedule"])
+    cycle_ends = {f"step-{r - 1:09d}" for r in schedule.restarts(160)}
+    assert cycle_ends <= names
+    assert any((reference / "checkpoints" / "best").iterdir())
+
+
+def _spawn(cfg_path: Path, run_dir: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cosanneal",
+            "train",
+            str(cfg_path),
+            "--run-dir",
+            str(run_dir),
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for_updates(
+    run_dir: Path, at_least: int, proc: subprocess.Popen[bytes], timeout: float = 120
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        if (run_dir / "run.db").exists():
+            try:
+                steps, _ = _lr_trace(run_dir)
+                if len(steps) and steps.max() >= at_least:
+                    return
+            except (KeyError, Exception):  # the series may not exist yet
+                pass
+        time.sleep(0.05)
+    raise AssertionError("the child never got that far")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_interrupted_and_resumed_run_is_bit_identical(
+    reference: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    cfg = _config(debug__sleep_per_step=0.02)  # the delay widens the window; it changes no computation
+    cfg_path = _write_config(tmp_path / "cfg.json", cfg)
+    run_dir = tmp_path / "run"
+    proc = _spawn(cfg_path, run_dir)
+    _wait_for_updates(run_dir, random.Random(int(sig)).randint(25, 110), proc)
+    os.kill(proc.pid, sig)
+    code = proc.wait(timeout=60)
+    if sig == signal.SIGTERM:
+        assert code == 143, proc.stderr.read().decode() if proc.stderr else ""
+        run = runs.open(run_dir)
+        try:
+            assert run.events("preempted")
+        finally:
+            run.close()
+    else:
+        assert code == -signal.SIGKILL
+    resumed = Trainer(load_config(cfg_path), run_dir, progress=False, log=lambda _: None).run()
+    assert resumed.status == "finished" and resumed.steps == 160
+    ref_w, got_w = _final_weights(reference), _final_weights(run_dir)
+    assert ref_w.keys() == got_w.keys()
+    for name in ref_w:
+        assert torch.equal(ref_w[name], got_w[name]), name
+    ref_steps, ref_lr = _lr_trace(reference)
+    steps, lr = _lr_trace(run_dir)
+    np.testing.assert_array_equal(steps, ref_steps)
+    np.testing.assert_array_equal(lr, ref_lr)
+    run = runs.open(run_dir)
+    try:
+        assert run.events("resumed")
+    finally:
+        run.close()
+
+
+def test_nan_is_skipped_then_rolled_back_with_a_lower_peak(tmp_path: Path) -> None:
+    cfg = _config(debug__inject_nan_at=[45, 46, 47], guard__max_consecutive=3)
+    result = Trainer(cfg, tmp_path / "run", progress=False, log=lambda _: None).run()
+    assert result.status == "finished" and result.steps == 160
+    assert result.nonfinite == 3 and result.rollbacks == 1
+    run = runs.open(tmp_path / "run")
+    try:
+        kinds = [e["kind"] for e in run.events() if e["kind"] in ("nonfinite", "rollback")]
+        assert kinds == ["nonfinite", "nonfinite", "nonfinite", "rollback"]
+        steps, lr = run.scalar("lr", 0)
+        rollback = run.events("rollback")[0]
+    finally:
+        run.close()
+    # after the rollback the schedule's peak is halved: the last LR follows the lowered schedule
+    lowered = from_dict({**BLOBS["schedule"], "peak_lr": BLOBS["schedule"]["peak_lr"] * 0.5})
+    assert lr[-1] == pytest.approx(lowered(159), rel=1e-12)
+    assert rollback["step"] <= 45
+
+
+def test_out_of_rollbacks_stops_with_a_message(tmp_path: Path) -> None:
+    cfg = _config(
+        debug__inject_nan_at=list(range(20, 200)), guard__max_rollbacks=1, checkpoint__every_steps=5
+    )
+    result = Trainer(cfg, tmp_path / "run", progress=False, log=lambda _: None).run()
+    assert result.status == "stopped_nonfinite" and result.exit_code == 1
+    assert "peak" in result.message or "floor" in result.message
+    assert result.rollbacks == 1
+
+
+def test_early_stopping_waits_for_cycle_ends(tmp_path: Path) -> None:
+    cfg = _config(
+        early_stopping__enabled=True, early_stopping__patience_cycles=1, early_stopping__min_delta=10.0
+    )
+    result = Trainer(cfg, tmp_path / "run", progress=False, log=lambda _: None).run()
+    # nothing improves by 10.0: it stops at the second cycle end, never at a post-restart spike
+    assert result.status == "early_stopped"
+    assert result.steps == from_dict(BLOBS["schedule"]).restarts(160)[1]
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["optimizer.lrr=0.1"], "optimizer.lrr: unknown key; allowed:"),
+        (["epochs=ten"], "epochs: must be an integer, got 'ten'"),
+        (["batch_size=0"], "batch_size: must be > 0, got 0"),
+        (["model.entry=nowhere.mod:build"], "model.entry: cannot import module 'nowhere.mod'"),
+        (["schedule.cycle_steps=0"], "schedule.cycle_steps must be > 0, got 0"),
+        (["device=tpu"], "device: must be one of 'auto' | 'cpu' | 'cuda', got 'tpu'"),
+    ],
+)
+def test_config_errors_exit_2_with_one_line(tmp_path: Path, sets: list[str], message: str) -> None:
+    cfg_path = _write_config(tmp_path / "cfg.json", _config())
+    args = [sys.executable, "-m", "cosanneal", "train", str(cfg_path), "--run-dir", str(tmp_path / "run")]
+    for pair in sets:
+        args += ["--set", pair]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any(
+        (tmp_path / "run" / "checkpoints").iterdir()
+    )
+
+
+def test_changed_schedule_is_refused_on_resume(reference: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(reference, run_dir)
+    with pytest.raises(ConfigError, match="trained with another schedule"):
+        Trainer(_config(schedule__peak_lr=0.3), run_dir, progress=False, log=lambda _: None).run()
+    fresh = Trainer(
+        _config(schedule__peak_lr=0.3, epochs=1), run_dir, fresh=True, progress=False, log=lambda _: None
+    )
+    assert fresh.run().status == "finished"
+    assert list(tmp_path.glob("copy.old-*"))  # the previous run was moved aside, not deleted
