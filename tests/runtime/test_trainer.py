@@ -185,7 +185,7 @@ def test_nan_is_skipped_then_rolled_back_with_a_lower_peak(tmp_path: Path) -> No
     try:
         kinds = [e["kind"] for e in run.events() if e["kind"] in ("nonfinite", "rollback")]
         assert kinds == ["nonfinite", "nonfinite", "nonfinite", "rollback"]
-        steps, lr = run.scalar("lr", 0)
+        _, lr = run.scalar("lr", 0)
         rollback = run.events("rollback")[0]
     finally:
         run.close()
@@ -253,3 +253,30 @@ def test_changed_schedule_is_refused_on_resume(reference: Path, tmp_path: Path) 
     )
     assert fresh.run().status == "finished"
     assert list(tmp_path.glob("copy.old-*"))  # the previous run was moved aside, not deleted
+
+
+def test_torchrun_two_ranks_agree_and_resume(tmp_path: Path) -> None:
+    """torchrun --nproc-per-node 2 on CPU (gloo): same LR on every rank, rank 0 alone writes, resume works."""
+    import json
+    import shutil
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    assert torchrun is not None
+    trace_dir = tmp_path / "traces"
+    cfg = _config(epochs=3, debug__lr_trace_dir=str(trace_dir), checkpoint__every_steps=4)
+    cfg_path = _write_config(tmp_path / "cfg.json", cfg)
+    run_dir = tmp_path / "run"
+    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", str(29500 + os.getpid() % 1000),
+           "-m", "cosanneal", "train", str(cfg_path), "--run-dir", str(run_dir), "--no-progress"]  # fmt: skip
+    first = subprocess.run([*cmd, "--set", "max_steps=12"], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    rank0 = json.loads((trace_dir / "lr-rank0.json").read_text())
+    rank1 = json.loads((trace_dir / "lr-rank1.json").read_text())
+    assert rank0 == rank1 and len(rank0) > 0  # the resumed part: identical LRs on both ranks
+    assert rank0[0][0] == 12  # the second launch resumed after the 12 updates of the first
+    steps, lr = _lr_trace(run_dir)
+    assert steps.tolist() == list(range(30))  # 640 / (2 ranks x 32) = 10 updates per epoch, 3 epochs
+    np.testing.assert_array_equal(lr, from_dict(BLOBS["schedule"])(steps))
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith("run.db")]  # rank 0 wrote the store

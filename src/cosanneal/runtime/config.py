@@ -138,6 +138,7 @@ class DebugConfig:
 
     inject_nan_at: tuple[int, ...] = ()
     sleep_per_step: float = 0.0
+    lr_trace_dir: str | None = None  # every rank writes lr-rank<r>.json there (DDP agreement checks)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -264,6 +264,7 @@ class Trainer:
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
 
         position = _Position()
+        rank_trace: list[list[float]] = []
         last_metrics: dict[str, float] = {}
         initial_state = {
             "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
@@ -442,6 +443,8 @@ class Trainer:
                     step_time=time.perf_counter() - t0, momentum=momentum,
                 )  # fmt: skip
                 bar.update(position.updates, lrs[0], schedule, step)
+                if cfg.debug.lr_trace_dir is not None:
+                    rank_trace.append([step, *lrs])
                 if cfg.debug.sleep_per_step:
                     time.sleep(cfg.debug.sleep_per_step)
 
@@ -478,6 +481,12 @@ class Trainer:
             store.close()
             distributed.shutdown(world)
 
+        if cfg.debug.lr_trace_dir is not None:
+            from cosanneal.io import atomic_write_json
+
+            atomic_write_json(
+                Path(cfg.debug.lr_trace_dir) / f"lr-rank{world.rank}.json", rank_trace, indent=None
+            )
         result = TrainResult(
             run_dir=self.run_dir,
             status=status,
