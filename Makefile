@@ -19,9 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/cosanneal show examples/schedules/sgdr.toml --steps 3000
-	$(BIN)/cosanneal plot examples/schedules/sgdr.toml --steps 3000 --vs examples/schedules/warmup_cosine.toml -o sgdr.png
-	@echo "wrote sgdr.png"
+	$(BIN)/cosanneal demo --run-dir runs/demo
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 tests src/cosanneal
@@ -32,7 +30,10 @@ lint: setup
 	$(BIN)/mypy
 
 bench: setup
+	$(BIN)/python -m pip install -q pytorch-lightning==2.6.6
 	$(BIN)/python benchmarks/bench_step.py
+	$(BIN)/python benchmarks/bench_telemetry.py
+	$(BIN)/python benchmarks/bench_runtime.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

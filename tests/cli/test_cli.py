@@ -264,8 +264,16 @@ def test_no_spec_at_all() -> None:
 
 
 def test_unwritable_output(tmp_path: Path) -> None:
-    assert_user_error(cli("plot", SGDR, "-o", str(tmp_path / "missing" / "lr.png")), "cannot write")
-    assert_user_error(cli("trace", SGDR, "-o", str(tmp_path / "missing" / "t.csv")), "cannot write")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert_user_error(cli("plot", SGDR, "-o", str(blocker / "lr.png")), "cannot write")
+    assert_user_error(cli("trace", SGDR, "-o", str(blocker / "t.csv")), "cannot write")
+
+
+def test_output_directories_are_created(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "dir" / "lr.png"
+    assert cli("plot", SGDR, "-o", str(out)).returncode == 0
+    assert out.read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.mark.parametrize(

@@ -203,12 +203,23 @@ class Cosine(Schedule):
     def _check_exponential(self) -> None:
         if self.warmup_shape != "exponential":
             return
-        if int(self.warmup_steps) and float(self.warmup_start_lr) <= 0.0:
-            raise ScheduleError("warmup_start_lr must be > 0 for warmup_shape='exponential', got 0")
-        if int(self.cycle_warmup_steps) and self.max_cycles != 1 and self.cycle_floor(1) <= 0.0:
+        # the ramp is start * (end / start) ** frac: end / start must be a finite number
+        peak, start = float(self.peak_lr), float(self.warmup_start_lr)
+        if int(self.warmup_steps) and not (start > 0.0 and math.isfinite(peak / start)):
             raise ScheduleError(
-                "cycle_warmup_steps with warmup_shape='exponential' needs a floor > 0 (min_lr or min_ratio)"
+                "warmup_start_lr must be > 0 for warmup_shape='exponential' (and large enough that "
+                f"peak_lr / warmup_start_lr is finite), got {self.warmup_start_lr!r}"
             )
+        if int(self.cycle_warmup_steps) and self.max_cycles != 1:
+            last = self.max_cycles if self.max_cycles is not None else 64
+            floors = [self.cycle_floor(i) for i in range(1, last)]
+            if any(
+                f <= 0.0 or not math.isfinite(self.cycle_peak(i) / f) for i, f in enumerate(floors, start=1)
+            ):
+                raise ScheduleError(
+                    "cycle_warmup_steps with warmup_shape='exponential' needs a floor > 0 (min_lr or min_ratio), "
+                    f"got {self.min_lr!r}"
+                )
 
     # ---- cycle geometry ---------------------------------------------------------------------
     @property
