@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cosine_reference import reference_lr
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from cosanneal import Cosine, ScheduleError, from_dict
-from cosine_reference import reference_lr
 
 # ---------------------------------------------------------------------------------------------
 # golden values (hand-checkable: cos(pi/2) = 0, cos(pi/3) = 1/2, cos(2pi/3) = -1/2)
@@ -362,6 +362,14 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ),
     ({"warmup_shape": "exponential", "warmup_steps": 5}, "warmup_start_lr must be > 0 for warmup_shape"),
     ({"warmup_start_lr": 1.0}, "warmup_start_lr must be <= peak_lr"),
+    (
+        {"warmup_shape": "exponential", "warmup_steps": 5, "warmup_start_lr": 5e-324},
+        "peak_lr / warmup_start_lr is finite",
+    ),
+    (
+        {"warmup_shape": "exponential", "cycle_warmup_steps": 2, "max_cycles": 2, "min_lr": 5e-324},
+        "needs a floor > 0",
+    ),
     ({"cycle_mult": 0}, "cycle_mult must be > 0, got 0"),
     ({"cycle_mult": 0.5, "max_cycles": None}, "cycle_mult=0.5 < 1 shrinks the cycles towards nothing"),
     ({"peak_decay": 0}, "peak_decay must be > 0, got 0"),
