@@ -280,3 +280,19 @@ def test_torchrun_two_ranks_agree_and_resume(tmp_path: Path) -> None:
     assert steps.tolist() == list(range(30))  # 640 / (2 ranks x 32) = 10 updates per epoch, 3 epochs
     np.testing.assert_array_equal(lr, from_dict(BLOBS["schedule"])(steps))
     assert [p.name for p in run_dir.iterdir() if p.name.startswith("run.db")]  # rank 0 wrote the store
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_runs_and_counts_only_real_updates(tmp_path: Path, amp: str) -> None:
+    cfg = _config(amp=amp, epochs=2, checkpoint__enabled=False)
+    result = Trainer(cfg, tmp_path / "run", progress=False, log=lambda _: None).run()
+    assert result.status == "finished" and result.steps == 40
+    steps, lr = _lr_trace(tmp_path / "run")
+    np.testing.assert_array_equal(
+        lr, from_dict(BLOBS["schedule"])(steps)
+    )  # updates GradScaler skipped are not counted
+
+
+def test_fp16_needs_optimizer_counting() -> None:
+    with pytest.raises(ConfigError, match="scheduler.count: amp = 'fp16' needs count = 'optimizer'"):
+        _config(amp="fp16", scheduler__count="manual")

@@ -324,6 +324,10 @@ def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
     if not isinstance(data, Mapping):
         raise ConfigError(f"a training config must be a table of options, got {type(data).__name__}")
     cfg: TrainConfig = _build(TrainConfig, data)
+    if cfg.amp == "fp16" and cfg.scheduler.count != "optimizer":
+        raise ConfigError(
+            "scheduler.count: amp = 'fp16' needs count = 'optimizer', so updates GradScaler skips do not advance the schedule"
+        )
     if "kind" not in cfg.schedule:
         raise ConfigError('schedule.kind: required key is missing (e.g. kind = "cosine")')
     for i, group in enumerate(cfg.optimizer.groups):

@@ -256,10 +256,6 @@ class Trainer:
             else None
         )
         use_scaler = cfg.amp == "fp16"
-        if use_scaler and cfg.scheduler.count != "optimizer":
-            raise ConfigError(
-                "scheduler.count: amp = 'fp16' needs count = 'optimizer' so updates GradScaler skips do not advance the schedule"
-            )
         scaler = torch.amp.GradScaler(device.type) if use_scaler else None
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
 
