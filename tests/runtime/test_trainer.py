@@ -294,5 +294,5 @@ def test_mixed_precision_runs_and_counts_only_real_updates(tmp_path: Path, amp: 
 
 
 def test_fp16_needs_optimizer_counting() -> None:
-    with pytest.raises(ConfigError, match="scheduler.count: amp = 'fp16' needs count = 'optimizer'"):
+    with pytest.raises(ConfigError, match=r"scheduler\.count: amp = 'fp16' needs count = 'optimizer'"):
         _config(amp="fp16", scheduler__count="manual")
