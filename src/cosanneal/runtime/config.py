@@ -168,7 +168,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (tuples as lists), e.g. for the run store's params."""
-        return _plain(dataclasses.asdict(self))
+        out: dict[str, Any] = _plain(dataclasses.asdict(self))
+        return out
 
 
 _POSITIVE = {

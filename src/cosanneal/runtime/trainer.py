@@ -365,7 +365,10 @@ class Trainer:
                         if stopper is not None and stopper.update(
                             position.updates, _val(last_metrics), schedule
                         ):
-                            status, message = "early_stopped", stopper.reason
+                            status, message = (
+                                "early_stopped",
+                                stopper.reason or "no improvement at cycle ends",
+                            )
                             break
                         save(metrics=_val(last_metrics))
                     continue
@@ -388,10 +391,10 @@ class Trainer:
                 position.attempts += 1
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
-                    scaler.scale(loss).backward()
+                    scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
                     scaler.unscale_(optimizer)
                 else:
-                    loss.backward()
+                    loss.backward()  # type: ignore[no-untyped-call]
                 grads = [p.grad for p in model.parameters() if p.grad is not None]
                 grad_norm = (
                     torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else None
@@ -452,7 +455,7 @@ class Trainer:
                     last_metrics = self._eval_and_record(model, val, device, telemetry, position)
                     if stopper is not None and stopper.update(position.updates, _val(last_metrics), schedule):
                         save(cycle_end, _val(last_metrics))
-                        status, message = "early_stopped", stopper.reason
+                        status, message = "early_stopped", stopper.reason or "no improvement at cycle ends"
                         break
                 if ckpts is not None and (eval_due or ckpts.should_save(step, schedule)):
                     save(cycle_end, _val(last_metrics) if eval_due else None)
