@@ -40,6 +40,7 @@ _DECAY_MODES = ("peak", "amplitude")
 _DEC = Context(prec=60)
 _TABLE_LIMIT = 2.0**62  # boundaries beyond this are never needed (steps are < 2**53)
 _TABLE_LOCK = threading.Lock()
+_PEAK_TABLE_LIMIT = 4096  # below this many cycles, per-cycle peaks are looked up rather than computed
 
 
 def _decimal(value: Any) -> Decimal:
@@ -377,6 +378,10 @@ class Cosine(Schedule):
         bottom: Any
         if i is None or float(self.peak_decay) == 1.0:
             top, bottom = self.cycle_peak(0), self.cycle_floor(0)
+        elif i.size and int(i.max()) < _PEAK_TABLE_LIMIT:  # few cycles: look the peaks and floors up
+            n = int(i.max()) + 1
+            top = np.array([self.cycle_peak(j) for j in range(n)])[i]
+            bottom = np.array([self.cycle_floor(j) for j in range(n)])[i]
         else:
             decay = float(self.peak_decay) ** i.astype(np.float64)
             if self.peak_decay_mode == "amplitude":
