@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from enum import StrEnum
@@ -389,10 +390,13 @@ def _run_training(config: Any, run_dir: Path, fresh: bool, progress: bool) -> No
         console.print(message, soft_wrap=True, markup=False, highlight=False)
 
     result = Trainer(config, run_dir, fresh=fresh, log=log, progress=progress).run()
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         Console().print(_summary(result))
-        png = run_dir / "lr_loss.png"
-        if png.exists():
+        if result.status != "preempted":
+            from cosanneal.plotting import plot_run
+
+            png = run_dir / "lr_loss.png"
+            plot_run(run_dir, png)
             Console().print(f"wrote {run_dir}/ (run.db, checkpoints/, tb/) and {png}")
     raise typer.Exit(result.exit_code)
 

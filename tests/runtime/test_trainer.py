@@ -94,6 +94,10 @@ def test_lr_trace_is_the_closed_form(reference: Path) -> None:
         assert run.events("run_finished")
     finally:
         run.close()
+    from cosanneal.plotting import plot_run
+
+    plot_run(reference, reference / "lr_loss.png")
+    assert (reference / "lr_loss.png").read_bytes().startswith(b"\x89PNG")
     assert (reference / "lr_loss.png").stat().st_size > 10_000
 
 

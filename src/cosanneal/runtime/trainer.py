@@ -118,7 +118,7 @@ class Trainer:
 
     Args:
         config: the validated config.
-        run_dir: the run directory (``run.db``, ``checkpoints/``, ``tb/``, ``lr_loss.png``).
+        run_dir: the run directory (``run.db``, ``checkpoints/``, ``tb/``; the CLI adds ``lr_loss.png``).
         fresh: start over: an existing run directory is moved aside, never deleted.
         log: where one-line messages go (the CLI passes a rich console; default: ``print``).
         progress: show a rich progress bar (default: the config's ``telemetry.progress``).
@@ -504,13 +504,6 @@ class Trainer:
             wall_seconds=time.time() - started,
             message=message,
         )
-        if world.is_main and status != "preempted":
-            try:
-                from cosanneal.plotting import plot_run
-
-                plot_run(self.run_dir, self.run_dir / "lr_loss.png")
-            except ImportError:  # matplotlib is an optional extra
-                pass
         return result
 
     def _eval_and_record(
