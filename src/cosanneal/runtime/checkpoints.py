@@ -1,0 +1,896 @@
+"""Atomic, verified, restart-aware checkpoints (``cosanneal.runtime.Checkpoints``).
+
+Layout of ``directory`` (see ``docs/checkpoints.md``)::
+
+    step-000001200/            one checkpoint per saved step
+        model.safetensors      the model's tensors (tied weights stored once)
+        optimizer.pt           optimizer.state_dict(), read back with torch.load(weights_only=True)
+        state.json             step, epoch, batch index, scheduler state, RNG states, trackers, metrics
+        MANIFEST.json          SHA-256 and size of every file above; written last
+    best/step-000000900/       the best checkpoint by the chosen metric (hard links or a copy)
+
+A checkpoint is written into a hidden temporary sibling, fsynced, and renamed into place (on object
+stores the manifest, written last, is the commit marker). Loading verifies the manifest and falls back
+to the previous good checkpoint; it never unpickles anything but plain data and tensors.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import dataclasses
+import errno
+import json
+import math
+import os
+import pickle
+import re
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from typing import IO, Any
+
+import torch
+
+from cosanneal.errors import CosannealError
+from cosanneal.runtime import ckpt_dist
+from cosanneal.runtime.ckpt_async import BackgroundWriter
+from cosanneal.runtime.ckpt_policy import as_schedule, is_better, is_cycle_end, to_delete
+from cosanneal.runtime.ckpt_tensors import (
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    CpuStaging,
+    clone_to_cpu,
+    load_model_tensors,
+    load_optimizer,
+    model_tensors,
+    save_optimizer,
+    unwrap,
+)
+from cosanneal.runtime.manifest import (
+    MANIFEST_NAME,
+    build_manifest,
+    check_bytes,
+    encode_manifest,
+    read_manifest,
+    verify,
+)
+from cosanneal.runtime.rng import capture_rng_state, restore_rng_state
+from cosanneal.runtime.storage import TMP_PREFIX, TRASH_PREFIX, Storage, open_storage
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointInfo",
+    "Checkpoints",
+    "LoadedCheckpoint",
+    "SkippedCheckpoint",
+    "is_cycle_end",
+]
+
+FORMAT_VERSION = 1
+STATE_FILE = "state.json"
+BEST_DIR = "best"
+STEP_WIDTH = 9
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+EventHook = Callable[..., None]
+
+
+class CheckpointError(CosannealError, RuntimeError):
+    """A checkpoint cannot be written or loaded (disk full, permissions, nothing verifies, a mismatch)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+    """What is known about one checkpoint without loading it.
+
+    Attributes:
+        step: the update index it was saved at (its directory is ``step-<step, 9 digits>``).
+        path: its directory (a local path, or a URL for object stores).
+        epoch: the epoch given to :meth:`Checkpoints.save`.
+        batch_index: the batch index in that epoch given to :meth:`Checkpoints.save`.
+        metrics: the metrics given to :meth:`Checkpoints.save`.
+        cycle_end: whether it was saved as the last step of a schedule cycle.
+        wall_time: when it was saved (seconds since the epoch).
+    """
+
+    step: int
+    path: str
+    epoch: int = 0
+    batch_index: int = 0
+    metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    cycle_end: bool = False
+    wall_time: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedCheckpoint:
+    """A checkpoint that loading passed over, and why (truncated, missing manifest, bad digest, ...)."""
+
+    path: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedCheckpoint:
+    """The result of a load: where training resumes, and the checkpoints skipped on the way.
+
+    The model, optimizer, scheduler and RNG states are already restored when you get this.
+    """
+
+    info: CheckpointInfo
+    trackers: Mapping[str, Any]
+    extra: Mapping[str, Any]
+    scheduler_state: Mapping[str, Any] | None
+    schedule_fingerprint: str | list[str] | None
+    skipped: list[SkippedCheckpoint]
+
+    @property
+    def step(self) -> int:
+        """The step the checkpoint was saved at; resume with update ``step + 1``."""
+        return self.info.step
+
+    @property
+    def epoch(self) -> int:
+        """The saved epoch."""
+        return self.info.epoch
+
+    @property
+    def batch_index(self) -> int:
+        """The saved batch index within the epoch."""
+        return self.info.batch_index
+
+    @property
+    def metrics(self) -> Mapping[str, float]:
+        """The saved metrics."""
+        return self.info.metrics
+
+
+class _CorruptError(Exception):
+    """Internal: this checkpoint does not verify or decode; skip it."""
+
+
+@dataclasses.dataclass
+class _Snapshot:
+    step: int
+    name: str
+    tensors: dict[str, torch.Tensor]
+    optimizer: dict[str, Any] | None
+    state_json: bytes
+    info: CheckpointInfo
+
+
+def _step_name(step: int) -> str:
+    return f"step-{step:0{STEP_WIDTH}d}"
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    """``value`` as plain JSON data (numpy and 0-d torch scalars become numbers)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CheckpointError(f"{where} has key {key!r}; state.json needs string keys")
+            out[key] = _jsonable(item, f"{where}[{key!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    item = getattr(value, "item", None)
+    if callable(item) and type(value).__module__ == "numpy":
+        return item()
+    raise CheckpointError(
+        f"{where} is a {type(value).__name__}, which state.json cannot hold; pass numbers, strings, lists, dicts"
+    )
+
+
+def _metric_values(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in (metrics or {}).items():
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"metrics[{key!r}] must be a number, got {value!r}") from exc
+    return out
+
+
+def _versions() -> dict[str, str]:
+    try:
+        from importlib.metadata import version
+
+        ours = version("cosanneal")
+    except Exception:  # not installed as a distribution
+        ours = "unknown"
+    return {"cosanneal": ours, "torch": torch.__version__, "python": sys.version.split()[0]}
+
+
+def _fingerprint(scheduler: Any) -> str | list[str] | None:
+    inner = getattr(scheduler, "schedule", None)
+    if isinstance(inner, tuple):
+        try:
+            return [as_schedule(s).fingerprint() for s in inner]
+        except TypeError:
+            return None
+    try:
+        return as_schedule(scheduler).fingerprint()
+    except TypeError:
+        return None
+
+
+def _bytes_writer(data: bytes) -> Callable[[IO[bytes]], None]:
+    def write(handle: IO[bytes]) -> None:
+        handle.write(data)
+
+    return write
+
+
+def _describe(exc: BaseException) -> str:
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code == errno.ENOSPC or "No space left" in text:
+        return f"{text} (disk full: free space or lower keep_last)"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS) or "ermission denied" in text:
+        return f"{text} (no write permission on the checkpoint directory)"
+    if code == errno.EFBIG or "File too large" in text:
+        return f"{text} (file size limit reached)"
+    return text or type(exc).__name__
+
+
+class Checkpoints:
+    """Write, rotate and load checkpoints of a training run, safely.
+
+    Each :meth:`save` writes ``step-<step>/`` atomically (temporary sibling, fsync, rename, fsync of
+    the parent) with a SHA-256 manifest written last. :meth:`load_latest` restores the newest
+    checkpoint whose manifest verifies, warning about and skipping any that do not.
+
+    Rotation after each save keeps the newest ``keep_last`` checkpoints, every cycle-end checkpoint
+    when ``keep_cycle_ends`` is set, and deletes checkpoints with a step *larger* than the one just
+    saved (an abandoned future, e.g. after a rollback). The best checkpoint by ``best=(metric, mode)``
+    lives apart in ``best/``; it changes only when a checkpoint's metric is strictly better, so the
+    spike after a warm restart never replaces it, and rotation never touches it.
+
+    Args:
+        directory: a local directory or an fsspec URL (``s3://bucket/run/checkpoints``).
+        keep_last: how many of the newest checkpoints rotation keeps (>= 1).
+        best: ``(metric name, "min" | "max")`` for ``best/``, or ``None`` for no best copy.
+        keep_cycle_ends: also keep every checkpoint saved with ``cycle_end=True`` (snapshot ensembles).
+        every_steps: :meth:`should_save` is true after every ``every_steps`` updates.
+        every_seconds: :meth:`should_save` is true when this long has passed since the last save
+            (rank 0's clock decides for every rank under DDP).
+        at_restarts: :meth:`should_save` is true at the last update of every cycle of the schedule.
+        async_write: copy the state to CPU memory in :meth:`save` and write it on a background
+            thread; the next save (and every load or accessor) waits for it first.
+        storage_options: passed to fsspec for URLs (credentials, ``endpoint_url``, ...).
+        on_event: ``on_event(kind, **payload)`` for ``checkpoint_saved``, ``checkpoint_deleted``,
+            ``checkpoint_best``, ``checkpoint_skipped_corrupt`` and ``checkpoint_loaded``.
+
+    Raises:
+        CheckpointError: an argument is out of range.
+
+    Example:
+        >>> import tempfile, torch
+        >>> ckpts = Checkpoints(tempfile.mkdtemp(), keep_last=2)
+        >>> model = torch.nn.Linear(2, 1)
+        >>> for step in range(4):
+        ...     _ = ckpts.save(step, model=model, metrics={"val_loss": 1.0 / (step + 1)})
+        >>> [c.step for c in ckpts.list()], ckpts.best.step
+        ([2, 3], 3)
+        >>> ckpts.load_latest(model).step
+        3
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        keep_last: int = 3,
+        best: tuple[str, str] | list[str] | None = ("val_loss", "min"),
+        keep_cycle_ends: bool = False,
+        every_steps: int | None = None,
+        every_seconds: float | None = None,
+        at_restarts: bool = True,
+        async_write: bool = False,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        on_event: EventHook | None = None,
+    ) -> None:
+        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+            raise CheckpointError(f"keep_last must be an int >= 1, got {keep_last!r}")
+        spec: Any = tuple(best) if isinstance(best, list) else best  # a list comes from TOML/JSON configs
+        if spec is not None and (
+            not isinstance(spec, tuple)
+            or len(spec) != 2
+            or not isinstance(spec[0], str)
+            or spec[1] not in ("min", "max")
+        ):
+            raise CheckpointError(f"best must be None or (metric name, 'min' | 'max'), got {best!r}")
+        if every_steps is not None and (
+            isinstance(every_steps, bool) or not isinstance(every_steps, int) or every_steps < 1
+        ):
+            raise CheckpointError(f"every_steps must be None or an int >= 1, got {every_steps!r}")
+        if every_seconds is not None and (
+            isinstance(every_seconds, bool)
+            or not isinstance(every_seconds, (int, float))
+            or not math.isfinite(every_seconds)
+            or every_seconds <= 0
+        ):
+            raise CheckpointError(f"every_seconds must be None or a number > 0, got {every_seconds!r}")
+        self._storage: Storage = open_storage(directory, storage_options)
+        self._url = os.fspath(directory)
+        self.keep_last = keep_last
+        self.best_metric: tuple[str, str] | None = None if spec is None else (spec[0], spec[1])
+        self.keep_cycle_ends = keep_cycle_ends
+        self.every_steps = every_steps
+        self.every_seconds = None if every_seconds is None else float(every_seconds)
+        self.at_restarts = at_restarts
+        self.async_write = async_write
+        self._on_event = on_event
+        self._writer = BackgroundWriter() if async_write else None
+        self._staging = CpuStaging() if async_write else None
+        self._last_save = time.monotonic()
+        self._cleaned = False
+        self._cycle_end_cache: dict[str, bool] = {}
+
+    # ---- deciding -----------------------------------------------------------------------------
+    def should_save(self, step: int, schedule: Any = None) -> bool:
+        """Whether to checkpoint after update ``step`` (0-based).
+
+        True when ``every_steps`` divides ``step + 1``, when ``every_seconds`` have passed since the
+        last save, or (with ``at_restarts`` and a ``schedule``) when ``step`` is the last update of a
+        cycle (:func:`~cosanneal.runtime.ckpt_policy.is_cycle_end`): the low-LR snapshot before a
+        restart.
+
+        Args:
+            step: the index of the update just done.
+            schedule: a cosanneal ``Schedule`` or ``Scheduler`` (optional).
+
+        Example:
+            >>> from cosanneal import Cosine
+            >>> c = Checkpoints("/tmp/unused-ckpts", every_steps=4)
+            >>> s = Cosine(peak_lr=1.0, cycle_steps=6, max_cycles=2)
+            >>> [t for t in range(12) if c.should_save(t, s)]
+            [3, 5, 7, 11]
+        """
+        due = self.every_steps is not None and (step + 1) % self.every_steps == 0
+        if self.at_restarts and schedule is not None and not due:
+            due = is_cycle_end(step, schedule)
+        if self.every_seconds is not None:
+            due = due or time.monotonic() - self._last_save >= self.every_seconds
+            due = ckpt_dist.agree(due)
+        return due
+
+    @staticmethod
+    def is_cycle_end(step: int, schedule: Any) -> bool:
+        """Whether update ``step`` is the last of a cycle (see :func:`ckpt_policy.is_cycle_end`)."""
+        return is_cycle_end(step, schedule)
+
+    # ---- saving -------------------------------------------------------------------------------
+    def save(
+        self,
+        step: int,
+        *,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        epoch: int = 0,
+        batch_index: int = 0,
+        metrics: Mapping[str, Any] | None = None,
+        trackers: Mapping[str, Any] | None = None,
+        cycle_end: bool = False,
+        extra: Mapping[str, Any] | None = None,
+    ) -> CheckpointInfo:
+        """Checkpoint the state after update ``step``; return its :class:`CheckpointInfo`.
+
+        Under DDP every rank must call it: all ranks meet at a barrier, then rank 0 alone writes.
+        With ``async_write`` the state is copied to CPU here and written in the background; the
+        returned info describes the checkpoint that will exist once :meth:`wait` returns.
+
+        Args:
+            step: the index of the update just done (>= 0); the directory is ``step-<step>``.
+            model: the model (a DDP wrapper is unwrapped).
+            optimizer: its optimizer, saved with ``torch.save``.
+            scheduler: an LR scheduler; its ``state_dict()`` must be JSON data (cosanneal's is).
+            epoch: the current epoch, for resuming the data position.
+            batch_index: the index in the epoch of the next batch to train on.
+            metrics: numbers such as ``{"val_loss": 0.31}``; ``best`` is judged on them.
+            trackers: JSON-able states of the guard, early stopping and other helpers.
+            cycle_end: whether ``step`` ends a schedule cycle (kept with ``keep_cycle_ends``).
+            extra: any other JSON-able data.
+
+        Raises:
+            CheckpointError: a write failed (disk full, permissions; earlier checkpoints are intact and
+                the partial write is removed), or a value cannot be stored.
+        """
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise CheckpointError(f"step must be an int >= 0, got {step!r}")
+        if self._writer is not None:
+            self._writer.wait()
+        ckpt_dist.barrier()
+        self._last_save = time.monotonic()
+        name = _step_name(step)
+        info = CheckpointInfo(
+            step=step,
+            path=self._display(self._storage.join(name)),
+            epoch=int(epoch),
+            batch_index=int(batch_index),
+            metrics=_metric_values(metrics),
+            cycle_end=bool(cycle_end),
+            wall_time=time.time(),
+        )
+        if ckpt_dist.rank() != 0:
+            return info
+        snapshot = self._snapshot(info, name, model, optimizer, scheduler, trackers, extra)
+        if self._writer is not None:
+            self._writer.submit(lambda: self._write(snapshot))
+        else:
+            self._write(snapshot)
+        return info
+
+    def _snapshot(
+        self,
+        info: CheckpointInfo,
+        name: str,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        scheduler: Any,
+        trackers: Mapping[str, Any] | None,
+        extra: Mapping[str, Any] | None,
+    ) -> _Snapshot:
+        copy = self.async_write
+        try:
+            tensors, aliases = model_tensors(model, copy=copy, staging=self._staging)
+        except TypeError as exc:
+            raise CheckpointError(f"model cannot be stored in safetensors: {exc}") from exc
+        opt_state = None
+        if optimizer is not None:
+            opt_state = optimizer.state_dict()
+            if copy:
+                opt_state = clone_to_cpu(opt_state, self._staging, "optimizer")
+        state = {
+            "format_version": FORMAT_VERSION,
+            "step": info.step,
+            "epoch": info.epoch,
+            "batch_index": info.batch_index,
+            "cycle_end": info.cycle_end,
+            "wall_time": info.wall_time,
+            "metrics": info.metrics,
+            "trackers": _jsonable(dict(trackers or {}), "trackers"),
+            "extra": _jsonable(dict(extra or {}), "extra"),
+            "scheduler": None
+            if scheduler is None
+            else _jsonable(scheduler.state_dict(), "scheduler.state_dict()"),
+            "schedule_fingerprint": None if scheduler is None else _fingerprint(scheduler),
+            "rng": capture_rng_state(),
+            "model": {"file": MODEL_FILE, "aliases": aliases},
+            "optimizer": None if optimizer is None else {"file": OPTIMIZER_FILE},
+            "versions": _versions(),
+        }
+        state_json = (json.dumps(state, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        return _Snapshot(info.step, name, tensors, opt_state, state_json, info)
+
+    def _write(self, snap: _Snapshot) -> None:
+        from safetensors.torch import save, save_file
+
+        storage = self._storage
+        final = storage.join(snap.name)
+        staging: str | None = None
+        try:
+            self._clean_stale()
+            staging = storage.begin(final)
+            meta = {"format": "pt"}
+            digests: dict[str, tuple[str, int]] = {}
+            model_path = f"{staging}/{MODEL_FILE}"
+            if storage.local:
+                digests[MODEL_FILE] = storage.write_local(
+                    model_path, lambda p: save_file(snap.tensors, p, meta)
+                )
+            else:
+                blob = save(snap.tensors, meta)
+                digests[MODEL_FILE] = storage.write_file(model_path, _bytes_writer(blob))
+            if snap.optimizer is not None:
+                opt = snap.optimizer
+                digests[OPTIMIZER_FILE] = storage.write_file(
+                    f"{staging}/{OPTIMIZER_FILE}", lambda h: save_optimizer(opt, h)
+                )
+            digests[STATE_FILE] = storage.write_file(
+                f"{staging}/{STATE_FILE}", _bytes_writer(snap.state_json)
+            )
+            manifest = encode_manifest(build_manifest(snap.step, digests))
+            storage.write_file(f"{staging}/{MANIFEST_NAME}", _bytes_writer(manifest))
+            storage.commit(staging, final)
+        except Exception as exc:
+            if staging is not None:
+                with contextlib.suppress(Exception):
+                    storage.remove(staging)
+            raise CheckpointError(
+                f"could not write checkpoint {snap.name} to {self._url}: {_describe(exc)}; "
+                "the partial write was removed and earlier checkpoints are intact"
+            ) from exc
+        except BaseException:  # KeyboardInterrupt, SystemExit: clean up, then let it through
+            if staging is not None:
+                with contextlib.suppress(Exception):
+                    storage.remove(staging)
+            raise
+        self._cycle_end_cache[snap.name] = snap.info.cycle_end
+        self._emit(None, "checkpoint_saved", step=snap.step, path=snap.info.path)
+        try:
+            self._update_best(snap.info, final, [*digests, MANIFEST_NAME])
+            self._rotate(snap.step)
+        except Exception as exc:
+            raise CheckpointError(
+                f"checkpoint {snap.name} was saved, but updating best/ or rotation failed: {_describe(exc)}"
+            ) from exc
+
+    def _clean_stale(self) -> None:
+        """Remove leftovers of killed writers: temporary dirs, and (object stores) uncommitted ones."""
+        if self._cleaned:
+            return
+        storage = self._storage
+        for where in (storage.root, storage.join(BEST_DIR)):
+            for name in storage.child_dirs(where):
+                path = f"{where}/{name}"
+                if name.startswith((TMP_PREFIX, TRASH_PREFIX)) or (
+                    not storage.local
+                    and _STEP_DIR.match(name)
+                    and not storage.exists(f"{path}/{MANIFEST_NAME}")
+                ):
+                    storage.remove(path)
+        self._cleaned = True
+
+    def _update_best(self, info: CheckpointInfo, final: str, names: builtins.list[str]) -> None:
+        if self.best_metric is None:
+            return
+        metric, mode = self.best_metric
+        value = info.metrics.get(metric)
+        if value is None:
+            return
+        current = self._best_entries()
+        best_value = current[0][1].metrics.get(metric) if current else None
+        if not is_better(value, best_value, mode):
+            return
+        storage = self._storage
+        target = storage.join(BEST_DIR, _step_name(info.step))
+        staging = storage.begin(target)
+        try:
+            storage.clone_dir(final, staging, names)
+            storage.commit(staging, target)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                storage.remove(staging)
+            raise
+        for path, old in current:
+            if old.step != info.step:
+                storage.remove(path)
+        self._emit(
+            None, "checkpoint_best", step=info.step, metric=metric, value=value, path=self._display(target)
+        )
+
+    def _rotate(self, saved_step: int) -> None:
+        committed = self._committed(self._storage.root)
+        newer = [s for s in committed if s > saved_step]
+        older = {s: p for s, p in committed.items() if s <= saved_step}
+        protected = [s for s, p in older.items() if self.keep_cycle_ends and self._is_cycle_end_dir(p)]
+        for step in newer:
+            self._delete(committed[step], step, f"newer than the step just saved ({saved_step}): abandoned")
+        for step in to_delete(list(older), self.keep_last, protected):
+            self._delete(older[step], step, f"rotation (keep_last={self.keep_last})")
+
+    def _delete(self, path: str, step: int, reason: str) -> None:
+        self._storage.remove(path)
+        self._cycle_end_cache.pop(path.rsplit("/", 1)[-1], None)
+        self._emit(None, "checkpoint_deleted", step=step, path=self._display(path), reason=reason)
+
+    def _is_cycle_end_dir(self, path: str) -> bool:
+        name = path.rsplit("/", 1)[-1]
+        if name not in self._cycle_end_cache:
+            state = self._read_state(path)
+            self._cycle_end_cache[name] = bool(state and state.get("cycle_end"))
+        return self._cycle_end_cache[name]
+
+    # ---- listing ------------------------------------------------------------------------------
+    def _steps(self, where: str) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for name in self._storage.child_dirs(where):
+            match = _STEP_DIR.match(name)
+            if match:
+                out[int(match.group(1))] = f"{where}/{name}"
+        return out
+
+    def _committed(self, where: str) -> dict[int, str]:
+        return {s: p for s, p in self._steps(where).items() if self._storage.exists(f"{p}/{MANIFEST_NAME}")}
+
+    def _read_state(self, path: str) -> dict[str, Any] | None:
+        try:
+            with self._storage.open_read(f"{path}/{STATE_FILE}") as handle:
+                data = json.loads(handle.read().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _info(self, step: int, path: str, state: Mapping[str, Any]) -> CheckpointInfo:
+        metrics = state.get("metrics") or {}
+        return CheckpointInfo(
+            step=step,
+            path=self._display(path),
+            epoch=int(state.get("epoch", 0)),
+            batch_index=int(state.get("batch_index", 0)),
+            metrics={str(k): float(v) for k, v in metrics.items()},
+            cycle_end=bool(state.get("cycle_end", False)),
+            wall_time=float(state.get("wall_time", 0.0)),
+        )
+
+    def _infos(self, where: str) -> builtins.list[tuple[str, CheckpointInfo]]:
+        out = []
+        for step, path in sorted(self._committed(where).items()):
+            state = self._read_state(path)
+            if state is not None:
+                out.append((path, self._info(step, path, state)))
+        return out
+
+    def _best_entries(self) -> builtins.list[tuple[str, CheckpointInfo]]:
+        """``best/`` entries, the best first (several exist only after a crash mid-update)."""
+        if self.best_metric is None:
+            return []
+        metric, mode = self.best_metric
+        entries = [(p, i) for p, i in self._infos(self._storage.join(BEST_DIR)) if metric in i.metrics]
+        sign = 1.0 if mode == "min" else -1.0
+        entries.sort(key=lambda e: (sign * e[1].metrics[metric], -e[1].step))
+        return entries
+
+    def list(self) -> builtins.list[CheckpointInfo]:
+        """The committed checkpoints (manifest present; not hash-verified), oldest first."""
+        self.wait()
+        return [info for _, info in self._infos(self._storage.root)]
+
+    @property
+    def latest(self) -> CheckpointInfo | None:
+        """The newest committed checkpoint, or ``None``."""
+        infos = self.list()
+        return infos[-1] if infos else None
+
+    @property
+    def best(self) -> CheckpointInfo | None:
+        """The checkpoint in ``best/`` (by ``best=(metric, mode)``), or ``None``."""
+        self.wait()
+        entries = self._best_entries()
+        return entries[0][1] if entries else None
+
+    def cycle_end_snapshots(self) -> builtins.list[CheckpointInfo]:
+        """The committed checkpoints saved with ``cycle_end=True``, oldest first (for ensembles)."""
+        return [info for info in self.list() if info.cycle_end]
+
+    # ---- loading ------------------------------------------------------------------------------
+    def load_latest(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        *,
+        map_location: Any = "cpu",
+        restore_rng: bool = True,
+        on_event: EventHook | None = None,
+    ) -> LoadedCheckpoint | None:
+        """Restore the newest checkpoint that verifies; ``None`` when the directory holds none.
+
+        Candidates are the ``step-*`` directories and, as fallbacks, the ``best/`` entries older than
+        the newest of them, newest first. A candidate whose manifest is missing or does not match
+        (truncated, bit-flipped, tampered), or whose files do not decode, is skipped with a warning
+        and a ``checkpoint_skipped_corrupt`` event; the previous one is tried.
+
+        Args:
+            model: restored with ``load_state_dict(strict=True)``.
+            optimizer: restored from ``optimizer.pt`` (read with ``weights_only=True``) when given.
+            scheduler: restored with ``load_state_dict`` when given.
+            map_location: where tensors are loaded before being copied into the model/optimizer.
+            restore_rng: also restore the Python, NumPy, torch (and CUDA) RNG states.
+            on_event: overrides the constructor's hook for this call.
+
+        Raises:
+            CheckpointError: checkpoints exist but none verifies, a checkpoint does not fit the given
+                model/optimizer, or the storage cannot be read.
+        """
+        self.wait()
+        ckpt_dist.barrier()
+        steps = self._steps(self._storage.root)
+        newest = max(steps, default=None)
+        # best/ entries fill gaps below the newest step-* directory; one above it is from an abandoned future
+        extra = {
+            s: p
+            for s, p in self._steps(self._storage.join(BEST_DIR)).items()
+            if s not in steps and (newest is None or s < newest)
+        }
+        candidates = sorted({**extra, **steps}.items(), reverse=True)
+        skipped: builtins.list[SkippedCheckpoint] = []
+        for step, path in candidates:
+            try:
+                decoded = self._decode(path, step, map_location)
+            except _CorruptError as exc:
+                self._skip(path, step, str(exc), skipped, on_event)
+                continue
+            return self._apply(
+                decoded, step, path, model, optimizer, scheduler, restore_rng, skipped, on_event
+            )
+        if skipped:
+            listed = "; ".join(f"{s.path}: {s.reason}" for s in skipped)
+            raise CheckpointError(
+                f"no checkpoint in {self._url} verifies ({listed}); move the directory away to start fresh"
+            )
+        return None
+
+    def load(
+        self,
+        path: str | os.PathLike[str] | CheckpointInfo,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        *,
+        map_location: Any = "cpu",
+        restore_rng: bool = True,
+        on_event: EventHook | None = None,
+    ) -> LoadedCheckpoint:
+        """Restore one specific checkpoint (a :class:`CheckpointInfo`, its path, or a name in the directory).
+
+        Raises:
+            CheckpointError: it does not verify or decode (no fallback here), or does not fit.
+        """
+        self.wait()
+        where = self._resolve(path.path if isinstance(path, CheckpointInfo) else os.fspath(path))
+        match = _STEP_DIR.match(where.rstrip("/").rsplit("/", 1)[-1])
+        if match is None:
+            raise CheckpointError(f"path must name a step-<N> checkpoint directory, got {path!r}")
+        step = int(match.group(1))
+        try:
+            decoded = self._decode(where, step, map_location)
+        except _CorruptError as exc:
+            self._emit(
+                on_event, "checkpoint_skipped_corrupt", step=step, path=self._display(where), reason=str(exc)
+            )
+            raise CheckpointError(f"checkpoint {self._display(where)} cannot be loaded: {exc}") from exc
+        return self._apply(decoded, step, where, model, optimizer, scheduler, restore_rng, [], on_event)
+
+    def _skip(
+        self,
+        path: str,
+        step: int,
+        reason: str,
+        skipped: builtins.list[SkippedCheckpoint],
+        on_event: EventHook | None,
+    ) -> None:
+        shown = self._display(path)
+        skipped.append(SkippedCheckpoint(shown, reason))
+        warnings.warn(f"skipping checkpoint {shown}: {reason}", RuntimeWarning, stacklevel=3)
+        self._emit(on_event, "checkpoint_skipped_corrupt", step=step, path=shown, reason=reason)
+
+    def _decode(self, path: str, step: int, map_location: Any) -> dict[str, Any]:
+        """Verify and decode a checkpoint without touching any live object; raise :class:`_CorruptError`."""
+        storage = self._storage
+        blobs: dict[str, bytes] = {}
+        try:
+            if storage.local:
+                reason = verify(storage, path, step)
+            else:
+                manifest = read_manifest(storage, path)
+                for name in manifest["files"]:
+                    with storage.open_read(f"{path}/{name}") as handle:
+                        blobs[name] = handle.read()
+                reason = check_bytes(manifest, blobs)
+        except ValueError as exc:
+            raise _CorruptError(str(exc)) from exc
+        except FileNotFoundError as exc:
+            raise _CorruptError(f"file vanished while verifying: {exc}") from exc
+        except OSError as exc:
+            raise CheckpointError(f"cannot read checkpoint {self._display(path)}: {_describe(exc)}") from exc
+        if reason is not None:
+            raise _CorruptError(reason)
+
+        def source(name: str) -> str | bytes:
+            return blobs.get(name, f"{path}/{name}")
+
+        try:
+            raw = source(STATE_FILE)
+            if isinstance(raw, str):
+                with open(raw, "rb") as handle:
+                    raw = handle.read()
+            state = json.loads(raw.decode("utf-8"))
+            if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+                raise _CorruptError(f"state.json is not format {FORMAT_VERSION}")
+            if state.get("step") != step:
+                raise _CorruptError(f"state.json says step {state.get('step')!r}, directory says {step}")
+            aliases = state["model"]["aliases"]
+            tensors = load_model_tensors(source(MODEL_FILE), map_location, aliases)
+            opt_state = None
+            if state.get("optimizer") is not None:
+                opt_state = load_optimizer(source(OPTIMIZER_FILE), map_location)
+        except _CorruptError:
+            raise
+        except pickle.UnpicklingError as exc:
+            raise _CorruptError(f"{OPTIMIZER_FILE} refused by torch.load(weights_only=True): {exc}") from exc
+        except Exception as exc:  # safetensors/json/key errors: the content does not decode
+            raise _CorruptError(f"does not decode: {type(exc).__name__}: {exc}") from exc
+        return {"state": state, "tensors": tensors, "optimizer": opt_state}
+
+    def _apply(
+        self,
+        decoded: dict[str, Any],
+        step: int,
+        path: str,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        scheduler: Any,
+        restore_rng: bool,
+        skipped: builtins.list[SkippedCheckpoint],
+        on_event: EventHook | None,
+    ) -> LoadedCheckpoint:
+        state = decoded["state"]
+        shown = self._display(path)
+        try:
+            unwrap(model).load_state_dict(decoded["tensors"], strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint {shown} does not fit the model: {exc}") from exc
+        if optimizer is not None:
+            if decoded["optimizer"] is None:
+                raise CheckpointError(
+                    f"checkpoint {shown} holds no optimizer state, but an optimizer was given"
+                )
+            try:
+                optimizer.load_state_dict(decoded["optimizer"])
+            except (ValueError, KeyError, RuntimeError) as exc:
+                raise CheckpointError(f"checkpoint {shown} does not fit the optimizer: {exc}") from exc
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if restore_rng and state.get("rng") is not None:
+            restore_rng_state(state["rng"])
+        info = self._info(step, path, state)
+        self._emit(on_event, "checkpoint_loaded", step=step, path=shown, skipped=len(skipped))
+        return LoadedCheckpoint(
+            info=info,
+            trackers=state.get("trackers") or {},
+            extra=state.get("extra") or {},
+            scheduler_state=state.get("scheduler"),
+            schedule_fingerprint=state.get("schedule_fingerprint"),
+            skipped=skipped,
+        )
+
+    # ---- plumbing -----------------------------------------------------------------------------
+    def _display(self, path: str) -> str:
+        if self._storage.local:
+            return path
+        protocol = self._url.split("://", 1)[0]
+        return f"{protocol}://{path}"
+
+    def _resolve(self, path: str) -> str:
+        text = os.fspath(path)
+        if "://" in text:
+            return text.split("://", 1)[1].rstrip("/") if not self._storage.local else text.split("://", 1)[1]
+        if self._storage.local and os.path.isabs(text):
+            return text
+        return self._storage.join(*text.strip("/").split("/"))
+
+    def _emit(self, override: EventHook | None, kind: str, **payload: Any) -> None:
+        hook = override if override is not None else self._on_event
+        if hook is not None:
+            hook(kind, **payload)
+
+    def wait(self) -> None:
+        """Block until a background write is done; re-raise its error (as :class:`CheckpointError`)."""
+        if self._writer is not None:
+            self._writer.wait()
+
+    def close(self) -> None:
+        """Finish any background write (re-raising its error)."""
+        self.wait()
+
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Checkpoints({self._url!r}, keep_last={self.keep_last}, best={self.best_metric!r}, "
+            f"keep_cycle_ends={self.keep_cycle_ends}, async_write={self.async_write})"
+        )

@@ -1,0 +1,54 @@
+"""The little of ``torch.distributed`` checkpoints need: who writes, barriers, one shared decision.
+
+Everything is a pass-through when torch.distributed is not initialised (a single process).
+"""
+
+from __future__ import annotations
+
+
+def _initialised() -> bool:
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover
+        return False
+    return bool(dist.is_available() and dist.is_initialized())
+
+
+def rank() -> int:
+    """The global rank of this process (0 when not distributed).
+
+    Example:
+        >>> rank()
+        0
+    """
+    if not _initialised():
+        return 0
+    import torch.distributed as dist
+
+    return int(dist.get_rank())
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op when not distributed)."""
+    if _initialised():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def agree(flag: bool) -> bool:
+    """Rank 0's ``flag``, broadcast so every rank takes the same branch (``flag`` when not distributed).
+
+    Example:
+        >>> agree(True)
+        True
+    """
+    if not _initialised():
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    tensor = torch.tensor([1 if flag else 0], dtype=torch.int64, device=device)
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
