@@ -435,6 +435,21 @@ def demo(
     _run_training(load_config(path, sets or []), run_dir, True, progress)
 
 
+def _register_commands() -> None:
+    """Let every module of :mod:`cosanneal.commands` add its subcommands."""
+    import importlib
+    import pkgutil
+
+    from cosanneal import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"cosanneal.commands.{info.name}")
+        module.register(app)
+
+
+_register_commands()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the CLI; a cosanneal error prints ``error: <one line>`` to stderr and exits 2."""
     try:

@@ -127,6 +127,11 @@ class TelemetryConfig:
     """``[telemetry]``: sinks and buffering of the per-update telemetry."""
 
     tensorboard: bool = True
+    prometheus_port: int | None = None  # serve /metrics on this port (0: any free port) while training
+    prometheus_address: str = "127.0.0.1"
+    prometheus_textfile: str | None = None  # node-exporter textfile written atomically at the end
+    mlflow_tracking_uri: str | None = None  # e.g. "sqlite:///mlflow.db" or a directory / server URL
+    mlflow_experiment: str = "cosanneal"
     flush_rows: int = 1000
     flush_seconds: float = 1.0
     progress: bool = True

@@ -208,6 +208,8 @@ class Trainer:
             from cosanneal.sinks.tensorboard import TensorBoardSink
 
             sinks.append(TensorBoardSink(self.run_dir / "tb"))
+        if world.is_main:
+            sinks.extend(_observability_sinks(cfg, self.run_dir, schedule))
         telemetry = Telemetry(store, schedule=schedule, expected=lambda t: scheduler.lrs_at(t), sinks=sinks)
 
         def on_event(kind: str, **payload: Any) -> None:
@@ -517,6 +519,38 @@ class Trainer:
         metrics = _evaluate(model, val, device, self.config.eval.batch_size)
         telemetry.on_eval(position.updates, metrics)
         return metrics
+
+
+def _observability_sinks(cfg: TrainConfig, run_dir: Path, schedule: Schedule) -> list[Any]:
+    """The Prometheus and MLflow sinks the config asks for (both fed off the training thread)."""
+    tel, sinks = cfg.telemetry, []
+    labels = {"job": cfg.name, "run": run_dir.name}
+    if tel.prometheus_port is not None or tel.prometheus_textfile is not None:
+        from cosanneal.sinks.prometheus import PrometheusSink
+
+        sinks.append(
+            PrometheusSink(
+                address=tel.prometheus_address,
+                port=tel.prometheus_port,
+                textfile=tel.prometheus_textfile,
+                labels=labels,
+                schedule=schedule,
+            )
+        )
+    if tel.mlflow_tracking_uri is not None:
+        from cosanneal.sinks.mlflow import MLflowSink
+
+        sinks.append(
+            MLflowSink(
+                tracking_uri=tel.mlflow_tracking_uri,
+                experiment=tel.mlflow_experiment,
+                run_name=run_dir.name,
+                params={"config": cfg.to_dict(), "schedule": schedule.to_dict()},
+                tags={"schedule_fingerprint": schedule.fingerprint()},
+                run_dir=run_dir,
+            )
+        )
+    return sinks
 
 
 def _val(metrics: dict[str, float]) -> dict[str, float]:
