@@ -300,3 +300,17 @@ def test_mixed_precision_runs_and_counts_only_real_updates(tmp_path: Path, amp: 
 def test_fp16_needs_optimizer_counting() -> None:
     with pytest.raises(ConfigError, match=r"scheduler\.count: amp = 'fp16' needs count = 'optimizer'"):
         _config(amp="fp16", scheduler__count="manual")
+
+
+def test_on_eval_callback_sees_cycle_ends_and_can_prune(tmp_path: Path) -> None:
+    seen: list[tuple[int, bool]] = []
+
+    def on_eval(updates: int, metrics: dict[str, float], cycle_end: bool) -> bool:
+        assert "val_loss" in metrics
+        seen.append((updates, cycle_end))
+        return cycle_end and updates > 50  # prune at the second cycle end
+
+    result = Trainer(_config(), tmp_path / "run", progress=False, log=lambda _: None, on_eval=on_eval).run()
+    restarts = from_dict(BLOBS["schedule"]).restarts(160)
+    assert result.status == "pruned" and result.steps == restarts[1]
+    assert [u for u, end in seen if end] == restarts[:2]

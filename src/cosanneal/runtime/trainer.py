@@ -47,8 +47,8 @@ Log = Callable[[str], None]
 class TrainResult:
     """What a training job did; ``exit_code`` is what ``cosanneal train`` exits with.
 
-    ``status`` is ``finished``, ``early_stopped``, ``preempted`` (exit 143/130) or ``stopped_nonfinite``
-    (exit 1, the guard ran out of rollbacks).
+    ``status`` is ``finished``, ``early_stopped``, ``pruned`` (the ``on_eval`` callback asked to stop),
+    ``preempted`` (exit 143/130) or ``stopped_nonfinite`` (exit 1, the guard ran out of rollbacks).
     """
 
     run_dir: Path
@@ -122,6 +122,8 @@ class Trainer:
         fresh: start over: an existing run directory is moved aside, never deleted.
         log: where one-line messages go (the CLI passes a rich console; default: ``print``).
         progress: show a rich progress bar (default: the config's ``telemetry.progress``).
+        on_eval: called after every evaluation as ``on_eval(updates, {"val_loss": ..}, cycle_end)``;
+            returning True stops the job with status ``pruned`` (sweeps prune at cycle ends with it).
     """
 
     def __init__(
@@ -132,12 +134,14 @@ class Trainer:
         fresh: bool = False,
         log: Log | None = None,
         progress: bool | None = None,
+        on_eval: Callable[[int, dict[str, float], bool], bool] | None = None,
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.fresh = fresh
         self.log: Log = log or print
         self.show_progress = config.telemetry.progress if progress is None else progress
+        self.on_eval = on_eval
 
     # ---- setup ----------------------------------------------------------------------------
     def _schedule(self, total_steps: int, steps_per_epoch: int) -> Schedule:
@@ -364,6 +368,10 @@ class Trainer:
                     position.epoch, position.batch = position.epoch + 1, 0
                     if cfg.eval.every_steps is None:
                         last_metrics = self._eval_and_record(model, val, device, telemetry, position)
+                        if self._prune(position.updates, last_metrics, False):
+                            save(metrics=_val(last_metrics))
+                            status, message = "pruned", "stopped by the on_eval callback"
+                            break
                         if stopper is not None and stopper.update(
                             position.updates, _val(last_metrics), schedule
                         ):
@@ -455,6 +463,10 @@ class Trainer:
                 )
                 if eval_due:
                     last_metrics = self._eval_and_record(model, val, device, telemetry, position)
+                    if self._prune(position.updates, last_metrics, cycle_end):
+                        save(cycle_end, _val(last_metrics))
+                        status, message = "pruned", "stopped by the on_eval callback"
+                        break
                     if stopper is not None and stopper.update(position.updates, _val(last_metrics), schedule):
                         save(cycle_end, _val(last_metrics))
                         status, message = "early_stopped", stopper.reason or "no improvement at cycle ends"
@@ -467,7 +479,7 @@ class Trainer:
                 last_metrics = self._eval_and_record(model, val, device, telemetry, position)
                 save(metrics=_val(last_metrics))
                 store.log_event(position.updates, "run_finished", updates=position.updates)
-            elif status == "early_stopped":
+            elif status in ("early_stopped", "pruned"):
                 store.log_event(position.updates, "early_stop", reason=message)
         except BaseException as exc:
             store.log_event(position.updates, "run_failed", error=f"{type(exc).__name__}: {exc}")
@@ -507,6 +519,9 @@ class Trainer:
             message=message,
         )
         return result
+
+    def _prune(self, updates: int, metrics: dict[str, float], cycle_end: bool) -> bool:
+        return self.on_eval is not None and bool(self.on_eval(updates, _val(metrics), cycle_end))
 
     def _eval_and_record(
         self,
