@@ -541,7 +541,7 @@ def _observability_sinks(cfg: TrainConfig, run_dir: Path, schedule: Schedule) ->
     tel, sinks = cfg.telemetry, []
     labels = {"job": cfg.name, "run": run_dir.name}
     if tel.prometheus_port is not None or tel.prometheus_textfile is not None:
-        from cosanneal.sinks.prometheus import PrometheusSink
+        from cosanneal.sinks.prometheus import PrometheusSink  # type: ignore[import-not-found,unused-ignore]
 
         sinks.append(
             PrometheusSink(
@@ -553,7 +553,7 @@ def _observability_sinks(cfg: TrainConfig, run_dir: Path, schedule: Schedule) ->
             )
         )
     if tel.mlflow_tracking_uri is not None:
-        from cosanneal.sinks.mlflow import MLflowSink
+        from cosanneal.sinks.mlflow import MLflowSink  # type: ignore[import-not-found,unused-ignore]
 
         sinks.append(
             MLflowSink(
