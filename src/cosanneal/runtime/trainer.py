@@ -538,7 +538,8 @@ class Trainer:
 
 def _observability_sinks(cfg: TrainConfig, run_dir: Path, schedule: Schedule) -> list[Any]:
     """The Prometheus and MLflow sinks the config asks for (both fed off the training thread)."""
-    tel, sinks = cfg.telemetry, []
+    tel = cfg.telemetry
+    sinks: list[Any] = []
     labels = {"job": cfg.name, "run": run_dir.name}
     if tel.prometheus_port is not None or tel.prometheus_textfile is not None:
         from cosanneal.sinks.prometheus import PrometheusSink  # type: ignore[import-not-found,unused-ignore]
