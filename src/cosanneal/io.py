@@ -15,6 +15,18 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: str, target: Path) -> None:
+    """Give the temporary file normal permissions (mkstemp makes it 0600), then rename it into place."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, target)
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Fsync a directory so renames and creations inside it are durable (no-op where unsupported)."""
     try:
@@ -53,7 +65,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        _publish(tmp, target)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -90,7 +102,7 @@ def atomic_save(path: str | os.PathLike[str], writer: Callable[[str], None]) -> 
         writer(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        _publish(tmp, target)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(tmp)

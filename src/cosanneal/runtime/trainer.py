@@ -352,7 +352,8 @@ class Trainer:
                     f"resumed from update {position.updates} (epoch {position.epoch}, batch {position.batch})"
                 )
         if position.updates == 0:
-            store.log_params(run_params(cfg.to_dict(), schedule=schedule, seed=cfg.seed))
+            params = run_params(cfg.to_dict(), schedule=schedule, seed=cfg.seed)
+            store.log_params({**params, "steps_per_epoch": steps_per_epoch, "total_steps": total})
 
         status, message, exit_code = "finished", "", 0
         bar = _Progress(self.show_progress and world.is_main, total)
