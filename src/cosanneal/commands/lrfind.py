@@ -1,0 +1,164 @@
+"""``cosanneal lr-find CONFIG``: an LR range test on a training config, plotted and turned into a cosine spec.
+
+The test runs on a fresh copy of the config's model (see :func:`cosanneal.tune.lrfind.lr_find_config`); it
+prints the suggestion and the loss curve as tables, writes ``loss vs LR`` (log x) to a PNG with the
+suggestion marked, and with ``--write-spec`` a ``[schedule]`` table that both ``cosanneal show`` and
+``cosanneal train`` read. Exit codes: 0 done, 2 bad config or options (one ``error:`` line).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from cosanneal.tune.lrfind import LRFindResult
+
+__all__ = ["lr_find_command", "plot_lr_find", "register"]
+
+#: At most this many rows of the curve are printed.
+CURVE_ROWS = 25
+#: Library argument -> command-line option, for error messages.
+_OPTIONS = {
+    "min_lr": "--min",
+    "max_lr": "--max",
+    "steps": "--steps",
+    "smoothing": "--smoothing",
+    "diverge": "--diverge",
+}
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def plot_lr_find(result: LRFindResult, title: str) -> Any:
+    """A matplotlib Figure (Agg, no pyplot) of loss vs LR on a log x axis, the suggestion marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from cosanneal.plotting import DPI, FIGSIZE
+
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(result.lrs, result.losses, color="tab:blue", alpha=0.3, lw=1, label="loss")
+    ax.plot(result.lrs, result.smoothed, color="tab:blue", lw=2, label="smoothed loss (EMA)")
+    s = result.suggestion
+    if s is not None:
+        ax.axvline(s.peak_lr, color="tab:green", lw=2, label=f"suggested peak {_fmt(s.peak_lr)}")
+        ax.axvline(s.min_lr, color="tab:green", ls=":", label=f"suggested floor {_fmt(s.min_lr)}")
+        ax.axvline(s.min_loss_lr, color="tab:gray", ls="--", label=f"lowest loss {_fmt(s.min_loss_lr)}")
+    if result.diverged_at is not None:
+        ax.axvline(result.diverged_at, color="tab:red", ls="--", label=f"diverged {_fmt(result.diverged_at)}")
+    if len(result.losses):  # frame the falling part; the divergent tail may leave the top
+        i_min = int(result.smoothed.argmin())
+        low = float(min(result.losses.min(), result.smoothed[i_min]))
+        high = float(max(result.smoothed[: i_min + 1].max(), result.losses[0]))
+        span = max(high - low, 1e-12)
+        ax.set_ylim(low - 0.05 * span, high + 0.3 * span)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _tables(result: LRFindResult) -> list[Any]:
+    from rich.table import Table
+
+    s = result.suggestion
+    summary = Table(title="suggestion", show_header=False)
+    summary.add_column("what", style="bold")
+    summary.add_column("value", justify="right")
+    summary.add_column("rule")
+    if s is not None:
+        summary.add_row(
+            "peak_lr", _fmt(s.peak_lr), "min(steepest descent before the minimum, lowest-loss LR / 10)"
+        )
+        summary.add_row(
+            "min_lr", _fmt(s.min_lr), "LR where the loss starts falling, within [peak/1000, peak/10]"
+        )
+        summary.add_row("warmup_steps", str(s.warmup_steps), "sweep updates from that LR to the peak")
+        summary.add_row("steepest descent at", _fmt(s.steepest_lr), "")
+        summary.add_row("lowest loss at", _fmt(s.min_loss_lr), "")
+    summary.add_row("diverged at", "-" if result.diverged_at is None else _fmt(result.diverged_at), "")
+    curve = Table(title="loss vs LR")
+    for column in ("step", "lr", "loss", "smoothed"):
+        curve.add_column(column, justify="right")
+    n = len(result.lrs)
+    picks = sorted({round(i * (n - 1) / (CURVE_ROWS - 1)) for i in range(CURVE_ROWS)}) if n else []
+    for i in picks:
+        curve.add_row(str(i), _fmt(result.lrs[i]), _fmt(result.losses[i]), _fmt(result.smoothed[i]))
+    return [curve, summary]
+
+
+def lr_find_command(
+    config: Annotated[Path, typer.Argument(help="Training config (TOML, YAML or JSON).")],
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="Override a config value (repeatable)."),
+    ] = None,
+    min_lr: Annotated[float, typer.Option("--min", help="First LR of the sweep (> 0).")] = 1e-7,
+    max_lr: Annotated[float, typer.Option("--max", help="Last LR of the sweep.")] = 1.0,
+    steps: Annotated[int, typer.Option("--steps", help="Updates in the sweep (>= 5).")] = 100,
+    smoothing: Annotated[float, typer.Option("--smoothing", help="EMA factor of the smoothed loss.")] = 0.98,
+    diverge: Annotated[
+        float, typer.Option("--diverge", help="Stop when the smoothed loss exceeds this x its best.")
+    ] = 4.0,
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG to write.")] = Path("lrfind.png"),
+    write_spec: Annotated[
+        Path | None, typer.Option("--write-spec", help="Write the suggested cosine [schedule] to this TOML.")
+    ] = None,
+) -> None:
+    """LR range test on CONFIG's model and data (on a copy); suggest a peak, a floor and a warmup."""
+    from rich.console import Console
+
+    from cosanneal.errors import ConfigError, CosannealError
+    from cosanneal.io import atomic_write_bytes, atomic_write_text
+    from cosanneal.plotting import png_bytes
+    from cosanneal.runtime.config import load_config
+    from cosanneal.tune.lrfind import lr_find_config, spec_toml
+
+    cfg = load_config(config, sets or [])
+    try:
+        result = lr_find_config(
+            cfg, min_lr=min_lr, max_lr=max_lr, steps=steps, smoothing=smoothing, diverge=diverge
+        )
+    except ConfigError as exc:  # name the command-line option, not the library argument
+        key, _, rest = str(exc).partition(":")
+        if key in _OPTIONS:
+            raise ConfigError(f"{_OPTIONS[key]}:{rest}") from None
+        raise
+    console = Console(soft_wrap=True)
+    for table in _tables(result):
+        console.print(table, soft_wrap=False)
+    title = f"lr-find {config.name}: {len(result.lrs)} updates, {_fmt(min_lr)} .. {_fmt(max_lr)}"
+    try:
+        atomic_write_bytes(output, png_bytes(plot_lr_find(result, title)))
+        console.print(f"wrote {output}", highlight=False)
+        s = result.suggestion
+        if s is None:
+            raise ConfigError(
+                f"--min/--max: the loss did not fall between {_fmt(min_lr)} and {_fmt(max_lr)}; "
+                "widen the range or raise --steps"
+            )
+        if len(result.lrs) and s.min_loss_lr >= result.lrs[-1] and result.diverged_at is None:
+            console.print(
+                f"note: the loss was still falling at --max {_fmt(max_lr)}; raise --max", style="yellow"
+            )
+        if write_spec is not None:
+            atomic_write_text(write_spec, spec_toml(s, f"cosanneal lr-find {config} (suggested schedule)"))
+            console.print(f"wrote {write_spec} (cosine, peak_lr={_fmt(s.peak_lr)})", highlight=False)
+    except OSError as exc:
+        raise CosannealError(f"cannot write {exc.filename or output}: {exc.strerror or exc}") from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``lr-find`` to the ``cosanneal`` app."""
+    app.command("lr-find")(lr_find_command)
