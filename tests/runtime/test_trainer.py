@@ -314,3 +314,21 @@ def test_on_eval_callback_sees_cycle_ends_and_can_prune(tmp_path: Path) -> None:
     restarts = from_dict(BLOBS["schedule"]).restarts(160)
     assert result.status == "pruned" and result.steps == restarts[1]
     assert [u for u, end in seen if end] == restarts[:2]
+
+
+def test_cycle_end_on_an_epoch_boundary_keeps_its_snapshot(tmp_path: Path) -> None:
+    """Cycles of exactly one epoch, evaluation per epoch: every cycle end is kept as a snapshot, once."""
+    cfg = _config(
+        epochs=4, eval__every_steps=None, checkpoint__every_steps=None, checkpoint__keep_last=1,
+        schedule={"kind": "cosine", "peak_lr": 0.2, "cycle_steps": 20, "max_cycles": 4},
+    )  # fmt: skip
+    result = Trainer(cfg, tmp_path / "run", progress=False, log=lambda _: None).run()
+    assert result.status == "finished"
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*"))
+    assert {"step-000000019", "step-000000039", "step-000000059"} <= set(names)
+    run = runs.open(tmp_path / "run")
+    try:
+        steps, _ = run.scalar("val_loss")
+    finally:
+        run.close()
+    assert len(steps) == len(set(steps.tolist()))  # no step evaluated twice

@@ -142,6 +142,7 @@ class Trainer:
         self.log: Log = log or print
         self.show_progress = config.telemetry.progress if progress is None else progress
         self.on_eval = on_eval
+        self._last_eval_at = -1
 
     # ---- setup ----------------------------------------------------------------------------
     def _schedule(self, total_steps: int, steps_per_epoch: int) -> Schedule:
@@ -367,10 +368,13 @@ class Trainer:
             while position.updates < total:
                 if position.batch >= steps_per_epoch:
                     position.epoch, position.batch = position.epoch + 1, 0
-                    if cfg.eval.every_steps is None:
+                    # epoch end: evaluate and checkpoint, unless this very update was just evaluated
+                    # (a cycle end on the epoch boundary), whose checkpoint is already marked cycle_end
+                    if cfg.eval.every_steps is None and self._last_eval_at != position.updates:
+                        ended = position.updates > 0 and is_cycle_end(position.updates - 1, schedule)
                         last_metrics = self._eval_and_record(model, val, device, telemetry, position)
-                        if self._prune(position.updates, last_metrics, False):
-                            save(metrics=_val(last_metrics))
+                        if self._prune(position.updates, last_metrics, ended):
+                            save(ended, _val(last_metrics))
                             status, message = "pruned", "stopped by the on_eval callback"
                             break
                         if stopper is not None and stopper.update(
@@ -381,7 +385,7 @@ class Trainer:
                                 stopper.reason or "no improvement at cycle ends",
                             )
                             break
-                        save(metrics=_val(last_metrics))
+                        save(ended, _val(last_metrics))
                     continue
                 if distributed.any_rank(preempt is not None and preempt.requested, world):
                     save(metrics=_val(last_metrics) or None)
@@ -533,6 +537,7 @@ class Trainer:
         position: _Position,
     ) -> dict[str, float]:
         metrics = _evaluate(model, val, device, self.config.eval.batch_size)
+        self._last_eval_at = position.updates
         telemetry.on_eval(position.updates, metrics)
         return metrics
 
