@@ -1,0 +1,296 @@
+r"""Snapshot ensembles: average the cycle-end snapshots of an SGDR run and compare with single models.
+
+A run trained with warm restarts and ``checkpoint.keep_cycle_ends = true`` keeps the checkpoint taken at
+the last update of every cycle (the LR's low point just before a restart). :func:`evaluate_ensemble`
+rebuilds the run's model and validation data from the config stored in its run store, loads each kept
+snapshot, and evaluates on the validation set:
+
+* every snapshot alone, and the **best single snapshot** among them (lowest NLL; a tie goes to the
+  later snapshot);
+* the **ensemble**: the average of the snapshots' softmax probabilities,
+  :math:`\bar p(y \mid x) = \frac1K \sum_k \mathrm{softmax}(f_k(x))_y` (Huang et al. 2017, "Snapshot
+  Ensembles: Train 1, get M for free");
+* the **final** model (the newest checkpoint) and, when the run kept one, the **best checkpoint**
+  (``best/``, by the run's ``checkpoint.best_metric``).
+
+Each is reported with its accuracy (argmax of the probabilities equals the label) and its negative
+log-likelihood :math:`-\frac1N \sum_i \log \bar p(y_i \mid x_i)`, probabilities computed in float64 and
+clipped below at the smallest normal float64 before the log.
+
+A snapshot is taken at every restart, so a run with ``r`` restarts keeps ``r`` cycle-end snapshots, at
+steps ``restart - 1``. (The end of the last cycle is the end of the run: that checkpoint is the final
+model, saved by the trainer's final save.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from cosanneal.errors import CosannealError
+
+if TYPE_CHECKING:
+    import torch
+
+    from cosanneal.runtime.checkpoints import CheckpointInfo, Checkpoints
+    from cosanneal.runtime.config import TrainConfig
+
+__all__ = ["EnsembleError", "EnsembleResult", "Score", "ensemble_scores", "evaluate_ensemble", "score"]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+_TINY = float(np.finfo(np.float64).tiny)
+
+
+class EnsembleError(CosannealError, ValueError):
+    """The run cannot be ensembled (no run store, no config, no cycle-end snapshots, a bad ``last``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """How one model (or the ensemble) does on the validation set.
+
+    Attributes:
+        label: ``"snapshot"``, ``"ensemble"``, ``"best snapshot"``, ``"final"`` or ``"best checkpoint"``.
+        steps: the checkpoint step(s) it is made of (several for the ensemble).
+        accuracy: fraction of validation samples whose most probable class is the label.
+        nll: mean negative log-likelihood of the labels.
+    """
+
+    label: str
+    steps: tuple[int, ...]
+    accuracy: float
+    nll: float
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleResult:
+    """What :func:`evaluate_ensemble` found.
+
+    Attributes:
+        run_dir: the run directory.
+        snapshots: the steps of the snapshots used, oldest first.
+        paths: their checkpoint directories.
+        available: the steps of every cycle-end snapshot the run kept.
+        members: every used snapshot's own score, in the order of ``snapshots``.
+        ensemble: the averaged-probability ensemble of ``snapshots``.
+        best_single: the member with the lowest NLL.
+        final: the newest checkpoint of the run.
+        best_checkpoint: the run's ``best/`` checkpoint, or ``None`` when it kept none.
+        n_val: number of validation samples.
+    """
+
+    run_dir: Path
+    snapshots: tuple[int, ...]
+    paths: tuple[str, ...]
+    available: tuple[int, ...]
+    members: tuple[Score, ...]
+    ensemble: Score
+    best_single: Score
+    final: Score
+    best_checkpoint: Score | None
+    n_val: int
+
+    def rows(self) -> list[Score]:
+        """Members, then ensemble, best single snapshot, final model and best checkpoint (the table)."""
+        out = [*self.members, self.ensemble, self.best_single, self.final]
+        if self.best_checkpoint is not None:
+            out.append(self.best_checkpoint)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data."""
+        out: dict[str, Any] = dataclasses.asdict(self)
+        out["run_dir"] = str(self.run_dir)
+        return out
+
+
+# ---- scoring ------------------------------------------------------------------------------------
+def score(label: str, steps: tuple[int, ...], probs: FloatArray, labels: IntArray) -> Score:
+    r"""Accuracy and NLL of class probabilities ``probs`` (``N x C``) against ``labels`` (``N``).
+
+    ``accuracy = mean(argmax_c probs[i, c] == labels[i])``;
+    :math:`\mathrm{nll} = -\frac1N \sum_i \log \max(p_{i, y_i}, \text{tiny})`.
+
+    Example:
+        >>> p = np.array([[0.9, 0.1], [0.4, 0.6], [0.7, 0.3]])
+        >>> s = score("x", (1,), p, np.array([0, 1, 1]))
+        >>> round(s.accuracy, 4), round(s.nll, 4)
+        (0.6667, 0.6067)
+    """
+    if probs.ndim != 2 or len(probs) != len(labels) or len(labels) == 0:
+        raise EnsembleError(
+            f"need N x C probabilities for N >= 1 labels, got {probs.shape} and {labels.shape}"
+        )
+    picked = probs[np.arange(len(labels)), labels]
+    accuracy = float(np.mean(np.argmax(probs, axis=1) == labels))
+    nll = float(-np.mean(np.log(np.maximum(picked, _TINY)))) + 0.0  # + 0.0: no "-0.0" for a perfect fit
+    return Score(label, steps, accuracy, nll)
+
+
+def ensemble_scores(
+    member_probs: list[FloatArray], steps: list[int], labels: IntArray
+) -> tuple[list[Score], Score, Score]:
+    """Score each member, their averaged probabilities, and pick the best member (lowest NLL, later wins ties).
+
+    Example:
+        >>> a = np.array([[0.9, 0.1], [0.6, 0.4]])
+        >>> b = np.array([[0.6, 0.4], [0.2, 0.8]])
+        >>> members, ens, best = ensemble_scores([a, b], [9, 19], np.array([0, 1]))
+        >>> [m.accuracy for m in members], ens.accuracy, best.steps
+        ([0.5, 1.0], 1.0, (19,))
+    """
+    members = [score("snapshot", (s,), p, labels) for s, p in zip(steps, member_probs, strict=True)]
+    mean = np.mean(np.stack(member_probs), axis=0)
+    ens = score("ensemble", tuple(steps), mean, labels)
+    best = min(reversed(members), key=lambda m: m.nll)
+    return members, ens, dataclasses.replace(best, label="best snapshot")
+
+
+# ---- the run ------------------------------------------------------------------------------------
+def _config(run_dir: Path) -> TrainConfig:
+    from cosanneal import runs
+    from cosanneal.runtime.config import config_from_dict
+
+    try:
+        run = runs.open(run_dir)
+    except FileNotFoundError:
+        raise EnsembleError(
+            f"RUN: no run store in {run_dir} (expected a run directory holding run.db)"
+        ) from None
+    except ValueError as exc:
+        raise EnsembleError(f"RUN: {exc}") from None
+    try:
+        params = run.params
+    finally:
+        run.close()
+    data = params.get("config")
+    if not isinstance(data, dict):
+        raise EnsembleError(
+            f"RUN: {run_dir} has no training config in its params; it was not written by `cosanneal train`"
+        )
+    return config_from_dict(data)
+
+
+def _predict(model: torch.nn.Module, inputs: list[torch.Tensor], device: torch.device) -> FloatArray:
+    import torch
+
+    model.eval()
+    parts = []
+    with torch.no_grad():
+        for x in inputs:
+            logits = model(x.to(device))
+            parts.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
+    return np.concatenate(parts).astype(np.float64, copy=False)
+
+
+def _select(snaps: list[CheckpointInfo], last: int | None, run_dir: Path) -> list[CheckpointInfo]:
+    if last is None:
+        return snaps
+    if isinstance(last, bool) or not isinstance(last, int) or last < 1:
+        raise EnsembleError(f"last must be an integer >= 1, got {last!r}")
+    if last > len(snaps):
+        raise EnsembleError(
+            f"last={last}: {run_dir} kept only {len(snaps)} cycle-end snapshot"
+            f"{'s' if len(snaps) != 1 else ''} (steps {', '.join(str(s.step) for s in snaps)}); use --last <= {len(snaps)}"
+        )
+    return snaps[-last:]
+
+
+def _open_checkpoints(run_dir: Path, cfg: TrainConfig) -> Checkpoints:
+    from cosanneal.runtime.checkpoints import Checkpoints
+
+    directory = run_dir / "checkpoints"
+    if not directory.is_dir():
+        raise EnsembleError(f"RUN: {run_dir} has no checkpoints/ directory; nothing to ensemble")
+    ck = cfg.checkpoint
+    return Checkpoints(directory, keep_last=ck.keep_last, best=(ck.best_metric, ck.best_mode))
+
+
+def evaluate_ensemble(
+    run_dir: str | os.PathLike[str], last: int | None = None, *, device: str = "auto"
+) -> EnsembleResult:
+    """Evaluate the snapshot ensemble of a run against its best single snapshot and its final model.
+
+    The model and the validation data are rebuilt from the run's stored config
+    (``runs.open(run).params["config"]``); every checkpoint is verified against its manifest when
+    loaded. The caller's torch RNG state is left as it was. Formulas are in the module docs.
+
+    Args:
+        run_dir: a run directory written by ``cosanneal train`` (or :class:`~cosanneal.runtime.trainer.Trainer`).
+        last: use only the last ``last`` cycle-end snapshots (default: all of them).
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        The :class:`EnsembleResult`, naming exactly which snapshots were used.
+
+    Raises:
+        EnsembleError: no run store, no stored config, no checkpoints, no cycle-end snapshot, or
+            ``last`` out of range.
+        ConfigError: the stored config's model or data cannot be built here.
+        CheckpointError: a checkpoint does not verify or does not fit the model.
+    """
+    import torch
+
+    from cosanneal.runtime.builders import build_data, build_model, pick_device
+    from cosanneal.runtime.data import EpochBatches
+
+    root = Path(run_dir)
+    cfg = _config(root)
+    ckpts = _open_checkpoints(root, cfg)
+    try:
+        available = ckpts.cycle_end_snapshots()
+        if not available:
+            raise EnsembleError(
+                f"RUN: {root} kept no cycle-end snapshots (they are kept with checkpoint.keep_cycle_ends = true "
+                "in a run with warm restarts)"
+            )
+        used = _select(available, last, root)
+        final_info = ckpts.latest
+        best_info = ckpts.best
+        assert final_info is not None  # cycle-end snapshots are checkpoints
+        dev = pick_device(device)
+        with torch.random.fork_rng(devices=[]):
+            _, val_set = build_data(cfg.data)
+            batches = list(EpochBatches(val_set, cfg.eval.batch_size).sequential(cfg.eval.batch_size))
+            inputs = [b[0] for b in batches]
+            labels = np.concatenate([b[1].cpu().numpy() for b in batches]).astype(np.int64)
+            cache: dict[int, FloatArray] = {}
+
+            def probs(info: CheckpointInfo) -> FloatArray:
+                if info.step not in cache:
+                    model = build_model(cfg.model).to(dev)
+                    ckpts.load(info, model, restore_rng=False)
+                    cache[info.step] = _predict(model, inputs, dev)
+                return cache[info.step]
+
+            member_probs = [probs(info) for info in used]
+            final_probs = probs(final_info)
+            best_probs = None
+            if best_info is not None:
+                model = build_model(cfg.model).to(dev)
+                ckpts.load(best_info, model, restore_rng=False)
+                best_probs = _predict(model, inputs, dev)
+    finally:
+        ckpts.close()
+    steps = [info.step for info in used]
+    members, ens, best_single = ensemble_scores(member_probs, steps, labels)
+    return EnsembleResult(
+        run_dir=root,
+        snapshots=tuple(steps),
+        paths=tuple(info.path for info in used),
+        available=tuple(info.step for info in available),
+        members=tuple(members),
+        ensemble=ens,
+        best_single=best_single,
+        final=score("final", (final_info.step,), final_probs, labels),
+        best_checkpoint=None
+        if best_info is None or best_probs is None
+        else score("best checkpoint", (best_info.step,), best_probs, labels),
+        n_val=len(labels),
+    )

@@ -1,0 +1,45 @@
+"""``cosanneal report RUN [RUN ...] -o report.html``: an offline HTML report of one or more runs.
+
+Exit codes: 0 written; 2 bad input (a path without a run store), as one ``error:`` line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``report`` command to the CLI app."""
+
+    @app.command("report")
+    def report(
+        runs: Annotated[
+            list[Path], typer.Argument(help="Run directories (holding run.db); several are overlaid.")
+        ],
+        output: Annotated[
+            Path, typer.Option("--output", "-o", help="HTML file to write; PNGs go to <name>_files/.")
+        ] = Path("report.html"),
+        title: Annotated[str | None, typer.Option(help="Page title (default: the run names).")] = None,
+    ) -> None:
+        """Write one self-contained HTML report of RUN..., plus its charts as PNG files.
+
+        The report shows the LR vs the expected LR, loss, gradient norm, non-finite values,
+        checkpoints and throughput, every run in its own colour.
+        """
+        from rich.console import Console
+
+        from cosanneal.analysis.report import build_report
+
+        info = build_report(runs, output, title=title)
+        console = Console(stderr=False, highlight=False)
+        for s in info.runs:
+            console.print(
+                f"{s.name}: {s.status}, {s.updates} updates, {s.restarts} restarts, "
+                f"{s.checkpoints} checkpoints, {s.nonfinite} non-finite"
+            )
+        console.print(f"wrote {info.html} and {len(info.pngs)} charts in {info.html.stem}_files/")
