@@ -1,0 +1,188 @@
+"""``cosanneal sweep``: an Optuna study over a training config, pruned at cycle ends.
+
+* ``cosanneal sweep CONFIG --space space.toml --trials 40 [--storage URL] [--study NAME] [--budget 2h]``
+  runs (or joins, or resumes) a sweep; start the same command on several machines with one
+  ``--storage`` URL to share the study.
+* ``cosanneal sweep --show [--storage URL] --study NAME`` prints the best trials and the parameter
+  importances and writes ``<runs-dir>/<study>/sweep.png``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["register"]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _show(storage: str, study: str, png: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cosanneal.tune.sweep import plot_study, summarize_study
+
+    summary = summarize_study(storage, study)
+    console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze the tables into 80 columns
+        console = Console(width=200)
+    params = sorted({k for t in summary.best for k in t.params})
+    table = Table(title=f"study {study}: best trials ({summary.direction})")
+    for column in ("trial", "value", *params, "steps", "seconds", "cycles"):
+        table.add_column(column, justify="right")
+    for t in summary.best:
+        table.add_row(
+            str(t.number),
+            _fmt(t.value),
+            *(_fmt(t.params.get(k, "-")) for k in params),
+            str(t.user_attrs.get("steps", "-")),
+            _fmt(t.user_attrs.get("seconds", "-")),
+            str(t.user_attrs.get("cycles_reported", "-")),
+        )
+    console.print(table)
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.states.items()))
+    console.print(f"trials: {states}; cost {summary.steps} updates, {summary.seconds:.1f} s")
+    if summary.importances:
+        imp = Table(title="parameter importances (fANOVA)")
+        imp.add_column("parameter")
+        imp.add_column("importance", justify="right")
+        for name, value in summary.importances.items():
+            imp.add_row(name, f"{value:.3f}")
+        console.print(imp)
+    else:
+        console.print(summary.importance_note)
+    plot_study(storage, study, png)
+    console.print(f"wrote {png}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``sweep`` to the CLI."""
+
+    @app.command()
+    def sweep(
+        config: Annotated[Path | None, typer.Argument(help="Training config (TOML, YAML or JSON).")] = None,
+        space: Annotated[
+            Path | None, typer.Option("--space", help="Search space file (TOML/YAML/JSON).")
+        ] = None,
+        trials: Annotated[int, typer.Option("--trials", min=1, help="Finished trials the study needs.")] = 40,
+        storage: Annotated[
+            str | None,
+            typer.Option("--storage", help="SQLAlchemy URL (default: sqlite:///<runs-dir>/optuna.db)."),
+        ] = None,
+        study: Annotated[
+            str | None, typer.Option("--study", help="Study name (default: config name).")
+        ] = None,
+        budget: Annotated[
+            str | None,
+            typer.Option("--budget", help="Stop starting trials after this much trial time: 2h, 30m, 600."),
+        ] = None,
+        pruner: Annotated[str, typer.Option("--pruner", help="median, hyperband, sha or none.")] = "median",
+        metric: Annotated[
+            str, typer.Option("--metric", help="Objective metric: val_loss, val_acc.")
+        ] = "val_loss",
+        direction: Annotated[
+            str | None, typer.Option("--direction", help="minimize or maximize (default: from --metric).")
+        ] = None,
+        objective: Annotated[
+            str, typer.Option("--objective", help="final or best value of --metric.")
+        ] = "final",
+        startup_trials: Annotated[
+            int, typer.Option("--startup-trials", min=0, help="Unpruned trials before median pruning.")
+        ] = 3,
+        seed: Annotated[int | None, typer.Option("--seed", help="Sampler seed (one worker only).")] = None,
+        heartbeat_interval: Annotated[
+            int, typer.Option("--heartbeat-interval", min=1, help="Seconds between trial heartbeats.")
+        ] = 30,
+        grace_period: Annotated[
+            int, typer.Option("--grace-period", min=1, help="A trial silent this long is failed and retried.")
+        ] = 120,
+        max_retry: Annotated[
+            int, typer.Option("--max-retry", min=0, help="Retries of a dead worker's trial.")
+        ] = 2,
+        runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where trial run dirs go.")] = Path(
+            "runs/sweeps"
+        ),
+        sets: Annotated[
+            list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override a config value.")
+        ] = None,
+        show: Annotated[
+            bool, typer.Option("--show", help="Summarise the study instead of running it.")
+        ] = False,
+    ) -> None:
+        """Optuna sweep of a config: every trial a training run, pruned at its cycle ends."""
+        from cosanneal.errors import ConfigError
+        from cosanneal.runtime.config import load_config
+        from cosanneal.tune.sweep import SweepSettings, default_storage, load_space, parse_budget
+
+        if show:
+            if study is None and config is None:
+                raise ConfigError("--study: give the study name (or CONFIG, whose name is the default)")
+            name = study or load_config(config, sets or []).name
+            _show(storage or default_storage(runs_dir), name, runs_dir / name / "sweep.png")
+            return
+        if config is None:
+            raise ConfigError("CONFIG: give a training config to sweep (or --show --study NAME)")
+        if space is None:
+            raise ConfigError("--space: give a search space file, e.g. examples/sweep/space.toml")
+        if direction not in (None, "minimize", "maximize"):
+            raise ConfigError(f"--direction: must be minimize or maximize, got {direction!r}")
+        if objective not in ("final", "best"):
+            raise ConfigError(f"--objective: must be final or best, got {objective!r}")
+        if pruner not in ("median", "hyperband", "sha", "none"):
+            raise ConfigError(f"--pruner: must be one of median, hyperband, sha, none; got {pruner!r}")
+        cfg = load_config(config, sets or [])
+        settings = SweepSettings(
+            study=study or cfg.name,
+            runs_dir=runs_dir,
+            storage=storage,
+            trials=trials,
+            budget_seconds=parse_budget(budget),
+            pruner=pruner,  # type: ignore[arg-type]
+            metric=metric,
+            direction=direction,  # type: ignore[arg-type]
+            objective=objective,  # type: ignore[arg-type]
+            startup_trials=startup_trials,
+            seed=seed,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            max_retry=max_retry,
+        )
+        _run(cfg.to_dict(), load_space(space), settings)
+
+
+def _run(config: dict[str, Any], space: Any, settings: Any) -> None:
+    import optuna
+    from rich.console import Console
+
+    from cosanneal.tune.sweep import SweepPreemptedError, run_sweep
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the log below says what each trial does
+
+    err = Console(stderr=True)
+
+    def log(message: str) -> None:
+        err.print(message, soft_wrap=True, markup=False, highlight=False)
+
+    try:
+        result = run_sweep(config, space, settings, log=log)
+    except SweepPreemptedError as exc:
+        log(str(exc))
+        raise typer.Exit(143) from None
+    out = Console()
+    best = "-" if result.best_value is None else f"{result.best_value:.4g} (trial {result.best_trial})"
+    out.print(
+        f"study {result.study}: {result.complete} complete, {result.pruned} pruned, {result.failed} failed; "
+        f"best {settings.metric} {best}; cost {result.steps} updates, {result.seconds:.1f} s; "
+        f"stopped by {result.stopped_by}"
+    )
+    if result.best_params:
+        out.print("best params: " + ", ".join(f"{k}={_fmt(v)}" for k, v in result.best_params.items()))
+    out.print(f"storage {result.storage}")

@@ -1,0 +1,712 @@
+"""Optuna sweeps over a training config, pruned at the schedule's restarts.
+
+A sweep is an Optuna study; every trial is one :class:`~cosanneal.runtime.trainer.Trainer` run in its own
+run directory ``<runs_dir>/<study>/trial-<n>``. The search space maps dotted config keys to
+distributions (see :func:`parse_space`). At every **cycle end** the trial reports its validation metric
+with ``step = cycle index`` (0, 1, 2, ...), and the pruner (median or Hyperband) decides whether it goes
+on: at a restart every trial has just annealed to its floor, so cycle-end metrics compare like with like
+and the restarts are the natural rungs.
+
+The objective is the final (or best) value of ``metric`` (``val_loss`` minimised by default). Each trial
+records its cost as user attrs ``steps`` and ``seconds``; a budget (the sum of ``seconds`` over the
+study's trials, all workers together) stops the study: no trial starts once it is spent.
+
+Storage is an Optuna ``RDBStorage``: a SQLite file ``<runs_dir>/optuna.db`` by default, or any
+SQLAlchemy URL (PostgreSQL for many machines). Workers heartbeat; a trial whose worker died (SIGKILL,
+preemption) is marked ``FAIL`` by the next worker once its heartbeat is older than the grace period, and
+re-queued with the same parameters (``RetryHeartbeatStaleTrialCallback``).
+
+Example:
+    >>> space = parse_space({"schedule.peak_lr": {"low": 1e-3, "high": 1.0, "log": True},
+    ...                      "schedule.cycle_mult": {"choices": [1, 2]}})
+    >>> sorted(space)
+    ['schedule.cycle_mult', 'schedule.peak_lr']
+    >>> apply_params({"schedule": {"kind": "cosine"}}, {"schedule.peak_lr": 0.1})
+    {'schedule': {'kind': 'cosine', 'peak_lr': 0.1}}
+    >>> parse_budget("2h"), parse_budget("30m"), parse_budget("90")
+    (7200.0, 1800.0, 90.0)
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import re
+import socket
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import FrozenTrial, TrialState
+
+from cosanneal.errors import ConfigError, CosannealError
+from cosanneal.runtime.config import TrainConfig, config_from_dict
+
+__all__ = [
+    "ParamSpec",
+    "StudySummary",
+    "SweepResult",
+    "SweepSettings",
+    "apply_params",
+    "default_storage",
+    "load_space",
+    "make_pruner",
+    "open_study",
+    "parse_budget",
+    "parse_space",
+    "plot_study",
+    "run_sweep",
+    "summarize_study",
+]
+
+Direction = Literal["minimize", "maximize"]
+Log = Callable[[str], None]
+_UNITS = ("st", "ep", "dur")
+_SPACE_KEYS = ("low", "high", "log", "step", "choices", "unit")
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|m|h|d)?\s*$")
+_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+_OPEN_ATTEMPTS = 6
+
+
+# ---- the search space -----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+    """One searched config key: an Optuna distribution, and an optional duration unit for the value.
+
+    ``unit`` (``"st"``, ``"ep"`` or ``"dur"``) turns a sampled number ``x`` into the duration string
+    ``f"{x}{unit}"`` (e.g. ``0.25dur``), so lengths can be searched as fractions of the budget.
+    """
+
+    distribution: BaseDistribution
+    unit: str | None = None
+
+    def value(self, sampled: Any) -> Any:
+        """The config value for a sampled parameter."""
+        return sampled if self.unit is None else f"{sampled:g}{self.unit}"
+
+
+def _number(key: str, name: str, value: Any) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f'space "{key}": {name} must be a finite number, got {value!r}')
+    return value
+
+
+def _one_param(key: str, spec: Any) -> ParamSpec:
+    if not isinstance(spec, Mapping):
+        raise ConfigError(
+            f'space "{key}": expected a table like {{low = 0.01, high = 1.0, log = true}} or '
+            f"{{choices = [1, 2]}}, got {spec!r}"
+        )
+    unknown = [k for k in spec if k not in _SPACE_KEYS]
+    if unknown:
+        raise ConfigError(f'space "{key}": unknown option {unknown[0]!r}; allowed: {", ".join(_SPACE_KEYS)}')
+    unit = spec.get("unit")
+    if unit is not None and unit not in _UNITS:
+        raise ConfigError(f'space "{key}": unit must be one of {", ".join(_UNITS)}, got {unit!r}')
+    if "choices" in spec:
+        others = [k for k in spec if k not in ("choices", "unit")]
+        if others:
+            raise ConfigError(f'space "{key}": choices cannot be combined with {others[0]!r}')
+        choices = spec["choices"]
+        if not isinstance(choices, (list, tuple)) or not choices:
+            raise ConfigError(f'space "{key}": choices must be a non-empty list, got {choices!r}')
+        for c in choices:
+            if c is not None and not isinstance(c, (bool, int, float, str)):
+                raise ConfigError(f'space "{key}": a choice must be a number, string or bool, got {c!r}')
+        return ParamSpec(CategoricalDistribution(tuple(choices)), unit)
+    if "low" not in spec or "high" not in spec:
+        raise ConfigError(f'space "{key}": give both low and high (or choices = [...])')
+    low, high = _number(key, "low", spec["low"]), _number(key, "high", spec["high"])
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise ConfigError(f'space "{key}": log must be true or false, got {log!r}')
+    step = spec.get("step")
+    if step is not None and not _number(key, "step", step) > 0:
+        raise ConfigError(f'space "{key}": step must be > 0, got {step!r}')
+    if not low < high:
+        raise ConfigError(f'space "{key}": low must be < high, got low={low!r}, high={high!r}')
+    if log and not low > 0:
+        raise ConfigError(f'space "{key}": log = true needs low > 0, got low={low!r}')
+    if log and step is not None:
+        raise ConfigError(f'space "{key}": log = true cannot be combined with step')
+    if all(isinstance(v, int) for v in (low, high)) and (step is None or isinstance(step, int)):
+        return ParamSpec(IntDistribution(int(low), int(high), log=log, step=int(step or 1)), unit)
+    return ParamSpec(FloatDistribution(float(low), float(high), log=log, step=step), unit)
+
+
+def parse_space(data: Mapping[str, Any]) -> dict[str, ParamSpec]:
+    """Parse a search space: dotted config keys mapped to distributions.
+
+    Each value is a table: ``{low, high}`` (integers give an integer parameter, numbers a float one;
+    ``log = true`` samples log-uniformly, ``step`` quantises) or ``{choices = [...]}``; ``unit = "dur"``
+    (or ``"ep"``, ``"st"``) makes the value a duration string.
+
+    Example:
+        >>> spec = parse_space({"schedule.warmup_steps": {"low": 0, "high": 40, "step": 10}})
+        >>> spec["schedule.warmup_steps"].distribution
+        IntDistribution(high=40, log=False, low=0, step=10)
+        >>> parse_space({"epochs": {"low": 5, "high": 2}})
+        Traceback (most recent call last):
+        ...
+        cosanneal.errors.ConfigError: space "epochs": low must be < high, got low=5, high=2
+
+    Raises:
+        ConfigError: one line naming the key, the value and what is allowed.
+    """
+    if not data:
+        raise ConfigError(
+            'space: the space file holds no parameters; add e.g. "schedule.peak_lr" = {low = 0.01, high = 1, log = true}'
+        )
+    out: dict[str, ParamSpec] = {}
+    for key, spec in data.items():
+        if not isinstance(key, str) or not key or any(not p for p in key.split(".")):
+            raise ConfigError(f"space: {key!r} is not a dotted config key like schedule.peak_lr")
+        out[key] = _one_param(key, spec)
+    return out
+
+
+def load_space(path: str | Path) -> dict[str, ParamSpec]:
+    """Read a space file (TOML, YAML or JSON) and parse it with :func:`parse_space`.
+
+    Quoted dotted keys (``"schedule.peak_lr" = {...}``) and nested tables (``[schedule] peak_lr =
+    {...}``) both work: a table holding none of the distribution options is read as a section.
+    """
+    from cosanneal.schedules.spec import read_mapping
+
+    try:
+        raw = read_mapping(path)
+    except CosannealError as exc:
+        raise ConfigError(str(exc)) from exc
+    return parse_space(_flatten(raw))
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value and not any(k in _SPACE_KEYS for k in value):
+            out.update(_flatten(value, dotted))
+        else:
+            out[dotted] = value
+    return out
+
+
+def apply_params(config: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a config mapping with each dotted key set to its value (missing tables are created).
+
+    Example:
+        >>> apply_params({"epochs": 3}, {"schedule.peak_lr": 0.5, "epochs": 4})
+        {'epochs': 4, 'schedule': {'peak_lr': 0.5}}
+
+    Raises:
+        ConfigError: a dotted key passes through a value that is not a table.
+    """
+    out: dict[str, Any] = copy.deepcopy(dict(config))
+    for key, value in params.items():
+        node = out
+        *parents, last = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f'space "{key}": {part!r} holds {child!r}, not a table of options')
+            node = child
+        node[last] = value
+    return out
+
+
+def check_space(config: Mapping[str, Any], space: Mapping[str, ParamSpec]) -> None:
+    """Fail fast on a space key the config does not accept (checked with each key's first value).
+
+    Raises:
+        ConfigError: ``space "<key>": <what the config or schedule said>``.
+    """
+    from cosanneal.schedules import from_dict
+
+    for key, spec in space.items():
+        dist = spec.distribution
+        sample = dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low  # type: ignore[attr-defined]
+        try:
+            cfg = config_from_dict(apply_params(config, {key: spec.value(sample)}))
+            from_dict(cfg.schedule)
+        except CosannealError as exc:
+            raise ConfigError(f'space "{key}": {exc}') from exc
+
+
+def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(dist.choices))
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    raise TypeError(f"unsupported distribution {dist!r}")  # internal: parse_space makes only these
+
+
+# ---- settings, storage, study ---------------------------------------------------------------------
+def parse_budget(text: str | float | None) -> float | None:
+    """Seconds from ``"90"``, ``"45s"``, ``"30m"``, ``"2h"`` or ``"1d"`` (``None`` stays ``None``).
+
+    Raises:
+        ConfigError: not a positive number with an optional unit s, m, h or d.
+    """
+    if text is None:
+        return None
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        match = _BUDGET.match(str(text))
+        if match is None:
+            raise ConfigError(f"--budget: expected seconds or a duration like 30m or 2h, got {text!r}")
+        seconds = float(match.group(1)) * _SECONDS[match.group(2) or "s"]
+    if not seconds > 0:
+        raise ConfigError(f"--budget: must be > 0, got {text!r}")
+    return seconds
+
+
+def default_storage(runs_dir: str | Path) -> str:
+    """The embedded default: the SQLite file ``<runs_dir>/optuna.db`` as a SQLAlchemy URL."""
+    return f"sqlite:///{Path(runs_dir).resolve() / 'optuna.db'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSettings:
+    """How a sweep runs.
+
+    Attributes:
+        study: the study name (trials go to ``<runs_dir>/<study>/trial-<n>``).
+        runs_dir: where run directories (and the default SQLite storage) live.
+        storage: a SQLAlchemy URL; ``None`` is ``sqlite:///<runs_dir>/optuna.db``.
+        trials: the study is done when this many trials are COMPLETE or PRUNED (all workers together).
+        budget_seconds: no trial starts once the study's trials have used this many seconds.
+        pruner: ``median``, ``hyperband``, ``sha`` or ``none``.
+        metric: the validation metric of the objective (``val_loss``, ``val_acc``).
+        direction: ``minimize``/``maximize``; default: minimise a ``*loss`` metric, maximise others.
+        objective: ``final`` (the value at the end of the run) or ``best`` (best over evaluations).
+        startup_trials: trials that run unpruned before the median pruner starts to prune.
+        seed: the sampler's seed (leave ``None`` when several workers share a study).
+        heartbeat_interval: seconds between a running trial's heartbeats.
+        grace_period: a trial whose last heartbeat is older than this is failed and retried.
+        max_retry: how often a trial of a dead worker is re-run.
+    """
+
+    study: str
+    runs_dir: Path = Path("runs/sweeps")
+    storage: str | None = None
+    trials: int = 40
+    budget_seconds: float | None = None
+    pruner: Literal["median", "hyperband", "sha", "none"] = "median"
+    metric: str = "val_loss"
+    direction: Direction | None = None
+    objective: Literal["final", "best"] = "final"
+    startup_trials: int = 3
+    seed: int | None = None
+    heartbeat_interval: int = 30
+    grace_period: int = 120
+    max_retry: int = 2
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.study):
+            raise ConfigError(f"--study: use letters, digits, '.', '_' and '-', got {self.study!r}")
+        for name in ("trials", "heartbeat_interval", "grace_period"):
+            if not getattr(self, name) >= 1:
+                raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)!r}")
+        if self.grace_period <= self.heartbeat_interval:
+            raise ConfigError(
+                f"--grace-period: must be more than --heartbeat-interval ({self.heartbeat_interval}), "
+                f"got {self.grace_period}"
+            )
+        if self.startup_trials < 0 or self.max_retry < 0:
+            raise ConfigError("--startup-trials and --max-retry: must be >= 0")
+
+    @property
+    def url(self) -> str:
+        """The storage URL in use."""
+        return self.storage or default_storage(self.runs_dir)
+
+    @property
+    def resolved_direction(self) -> Direction:
+        """The direction given, or the metric's natural one."""
+        if self.direction is not None:
+            return self.direction
+        return "minimize" if self.metric.endswith("loss") else "maximize"
+
+
+def make_pruner(name: str, startup_trials: int = 3) -> optuna.pruners.BasePruner:
+    """The pruner for ``name``: ``median``, ``hyperband``, ``sha`` (successive halving) or ``none``.
+
+    ``median`` prunes after ``startup_trials``; ``hyperband`` and ``sha`` count resources in cycle indices
+    (``sha`` is Hyperband's most aggressive bracket alone: the best third goes on at each rung).
+
+    Example:
+        >>> type(make_pruner("hyperband")).__name__
+        'HyperbandPruner'
+    """
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto", reduction_factor=3)
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"--pruner: must be one of median, hyperband, sha, none; got {name!r}")
+
+
+def _storage(settings: SweepSettings) -> optuna.storages.RDBStorage:
+    url = settings.url
+    engine: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        if url.startswith("sqlite:///") and ":memory:" not in url:
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = {"connect_args": {"timeout": 60}}  # several workers on one file wait for the lock
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=settings.heartbeat_interval,
+                    grace_period=settings.grace_period,
+                    heartbeat_stale_trial_callback=retry,
+                )
+            except Exception as exc:  # bad URL, missing driver, unreachable server
+                # Workers that start together race to create the schema; the loser sees it next time.
+                if attempt + 1 < _OPEN_ATTEMPTS and type(exc).__name__ in (
+                    "IntegrityError",
+                    "OperationalError",
+                ):
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                raise ConfigError(f"--storage: cannot open {url!r}: {type(exc).__name__}: {exc}") from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def open_study(
+    settings: SweepSettings,
+    *,
+    pruner: optuna.pruners.BasePruner | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
+) -> optuna.Study:
+    """Create the study, or load it when it exists (so workers and resumed sweeps share it).
+
+    The sampler is TPE (seeded with ``settings.seed``) unless one is given.
+    """
+    return optuna.create_study(
+        storage=_storage(settings),
+        study_name=settings.study,
+        direction=settings.resolved_direction,
+        load_if_exists=True,
+        sampler=sampler or optuna.samplers.TPESampler(seed=settings.seed),
+        pruner=pruner or make_pruner(settings.pruner, settings.startup_trials),
+    )
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def _spent(study: optuna.Study) -> float:
+    return float(sum(t.user_attrs.get("seconds", 0.0) for t in study.get_trials(deepcopy=False)))
+
+
+# ---- one trial ------------------------------------------------------------------------------------
+class _CycleReporter:
+    """The trainer's ``on_eval``: reports at cycle ends (step = cycle index) and asks the pruner."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, direction: Direction) -> None:
+        self.trial, self.metric, self.direction = trial, metric, direction
+        self.cycle = 0
+        self.best: float | None = None
+        self.pruned_at: int | None = None
+
+    def __call__(self, updates: int, metrics: dict[str, float], cycle_end: bool) -> bool:
+        if self.metric not in metrics:
+            raise ConfigError(
+                f"--metric: {self.metric!r} is not evaluated; have {', '.join(sorted(metrics))}"
+            )
+        value = float(metrics[self.metric])
+        if math.isfinite(value) and (
+            self.best is None or (value < self.best if self.direction == "minimize" else value > self.best)
+        ):
+            self.best = value
+        if not cycle_end:
+            return False
+        self.trial.report(value, step=self.cycle)
+        self.trial.set_user_attr(f"cycle_end_update_{self.cycle}", updates)
+        self.cycle += 1
+        if self.trial.should_prune():
+            self.pruned_at = self.cycle - 1
+            return True
+        return False
+
+
+class SweepPreemptedError(Exception):
+    """The worker got SIGTERM/SIGINT mid-trial: the trial is re-queued and the worker stops."""
+
+
+@dataclasses.dataclass
+class _Objective:
+    config: dict[str, Any]
+    space: dict[str, ParamSpec]
+    settings: SweepSettings
+    log: Log
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from cosanneal.runtime.trainer import Trainer
+
+        sampled = {key: _suggest(trial, key, spec.distribution) for key, spec in self.space.items()}
+        values = {key: self.space[key].value(v) for key, v in sampled.items()}
+        cfg: TrainConfig = config_from_dict(apply_params(self.config, values))
+        run_dir = Path(self.settings.runs_dir) / self.settings.study / f"trial-{trial.number}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        reporter = _CycleReporter(trial, self.settings.metric, self.settings.resolved_direction)
+        prefix = f"trial {trial.number}: "
+        self.log(prefix + ", ".join(f"{k}={v}" for k, v in values.items()))
+        result = Trainer(
+            cfg, run_dir, fresh=True, progress=False, log=lambda m: self.log(prefix + m), on_eval=reporter
+        ).run()
+        trial.set_user_attr("steps", result.steps)
+        trial.set_user_attr("seconds", result.wall_seconds)
+        trial.set_user_attr("status", result.status)
+        trial.set_user_attr("cycles_reported", reporter.cycle)
+        if result.status == "preempted":
+            trial.study.enqueue_trial(dict(trial.params), user_attrs={"requeued_from": trial.number})
+            raise SweepPreemptedError(f"trial {trial.number} preempted at update {result.steps}; re-queued")
+        if result.status == "pruned":
+            self.log(f"{prefix}pruned at cycle {reporter.pruned_at} (update {result.steps})")
+            raise optuna.TrialPruned(f"pruned at cycle {reporter.pruned_at}")
+        if self.settings.objective == "best" and reporter.best is not None:
+            final = result.final_metrics.get(self.settings.metric, math.nan)
+            better = min if self.settings.resolved_direction == "minimize" else max
+            return better(reporter.best, final) if math.isfinite(final) else reporter.best
+        value = result.final_metrics.get(self.settings.metric)
+        if value is None:
+            raise ConfigError(
+                f"--metric: {self.settings.metric!r} is not evaluated; have {', '.join(result.final_metrics)}"
+            )
+        return float(value)  # a diverged run returns NaN, which Optuna records as FAIL
+
+
+# ---- the sweep ------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """What a sweep worker leaves behind (counts are over the whole study, all workers)."""
+
+    study: str
+    storage: str
+    complete: int
+    pruned: int
+    failed: int
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_trial: int | None
+    steps: int
+    seconds: float
+    stopped_by: str
+
+
+def run_sweep(
+    config: Mapping[str, Any],
+    space: Mapping[str, ParamSpec],
+    settings: SweepSettings,
+    *,
+    log: Log | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
+) -> SweepResult:
+    """Run (or join, or resume) a sweep until ``settings.trials`` trials are done or the budget is spent.
+
+    Args:
+        config: the base training config as a mapping (e.g. ``TrainConfig.to_dict()``).
+        space: the parsed search space (:func:`load_space`).
+        settings: the study, storage, pruner, budget.
+        log: where one-line progress messages go (default: ``print``).
+        pruner: an Optuna pruner to use instead of ``settings.pruner``.
+        sampler: an Optuna sampler to use instead of TPE (e.g. ``GridSampler`` for a grid).
+
+    Raises:
+        ConfigError: a space key the config does not accept, or a bad storage URL.
+    """
+    say: Log = log or print
+    base = dict(config)
+    config_from_dict(base)
+    check_space(base, space)
+    study = open_study(settings, pruner=pruner, sampler=sampler)
+    stopped_by = "trials"
+
+    def budget_spent() -> bool:
+        return settings.budget_seconds is not None and _spent(study) >= settings.budget_seconds
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        if _finished(study) >= settings.trials:
+            study.stop()
+        elif budget_spent():
+            nonlocal stopped_by
+            stopped_by = "budget"
+            say(f"budget of {settings.budget_seconds:g} s spent; no new trial starts")
+            study.stop()
+
+    remaining = settings.trials - _finished(study)
+    if remaining <= 0:
+        say(f"study {settings.study!r} already has {settings.trials} finished trials")
+    elif budget_spent():
+        stopped_by = "budget"
+        say(f"study {settings.study!r} has spent its budget of {settings.budget_seconds:g} s")
+    else:
+        objective = _Objective(base, dict(space), settings, say)
+        study.optimize(
+            objective,
+            n_trials=remaining + 2 * settings.trials,  # a hard cap; the callback stops at `trials` done
+            callbacks=[after_trial],
+            catch=(ConfigError,),
+            gc_after_trial=True,
+        )
+    return _result(study, settings, stopped_by)
+
+
+def _result(study: optuna.Study, settings: SweepSettings, stopped_by: str) -> SweepResult:
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = study.best_trial if complete else None
+    return SweepResult(
+        study=settings.study,
+        storage=settings.url,
+        complete=len(complete),
+        pruned=sum(t.state == TrialState.PRUNED for t in trials),
+        failed=sum(t.state == TrialState.FAIL for t in trials),
+        best_value=best.value if best is not None else None,
+        best_params=dict(best.params) if best is not None else {},
+        best_trial=best.number if best is not None else None,
+        steps=int(sum(t.user_attrs.get("steps", 0) for t in trials)),
+        seconds=float(sum(t.user_attrs.get("seconds", 0.0) for t in trials)),
+        stopped_by=stopped_by,
+    )
+
+
+# ---- --show ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class StudySummary:
+    """The best trials, state counts and parameter importances of a study."""
+
+    study: str
+    direction: Direction
+    best: list[FrozenTrial]
+    states: dict[str, int]
+    importances: dict[str, float]
+    importance_note: str
+    steps: int
+    seconds: float
+
+
+def summarize_study(storage: str, study_name: str, *, top: int = 10) -> StudySummary:
+    """Load a study and summarise it (importances by fANOVA; needs two or more complete trials).
+
+    Raises:
+        ConfigError: no such study in that storage (the message lists the studies there).
+    """
+    names = [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
+    if study_name not in names:
+        raise ConfigError(f"--study: no study {study_name!r} in {storage}; have {', '.join(names) or 'none'}")
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    direction: Direction = (
+        "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
+    )
+    complete.sort(key=lambda t: float(t.value or 0.0), reverse=direction == "maximize")
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    importances: dict[str, float] = {}
+    note = ""
+    varied = {k for t in complete for k in t.params if len({str(u.params.get(k)) for u in complete}) > 1}
+    if len(complete) < 2 or not varied:
+        note = "importances need 2+ complete trials with varied parameters"
+    else:
+        try:
+            importances = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=sorted(varied)
+            )
+        except (ImportError, RuntimeError, ValueError) as exc:
+            note = f"importances unavailable: {exc}"
+    return StudySummary(
+        study=study_name,
+        direction=direction,
+        best=complete[:top],
+        states=states,
+        importances=dict(importances),
+        importance_note=note,
+        steps=int(sum(t.user_attrs.get("steps", 0) for t in trials)),
+        seconds=float(sum(t.user_attrs.get("seconds", 0.0) for t in trials)),
+    )
+
+
+def plot_study(storage: str, study_name: str, path: str | Path) -> None:
+    """Write a PNG of a study (atomically): objective per trial, cycle-end values, importances.
+
+    Pruned trials are drawn at their last report; the middle panel shows every trial's cycle-end values
+    (the pruning rungs).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    from cosanneal.io import atomic_save
+
+    summary = summarize_study(storage, study_name, top=1)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    fig = Figure(figsize=(15.0, 4.5), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_hist, ax_rungs, ax_imp = fig.subplots(1, 3)
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    ax_hist.scatter(
+        [t.number for t in done], [t.value for t in done], color="tab:blue", label="complete", s=18
+    )
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    ax_hist.scatter(
+        [t.number for t in pruned],
+        [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
+        color="tab:red", marker="x", label="pruned (last cycle end)", s=18,
+    )  # fmt: skip
+    if done:
+        pick = min if summary.direction == "minimize" else max
+        best, xs, ys = None, [], []
+        for t in sorted(done, key=lambda t: t.number):
+            best = float(t.value) if best is None else pick(best, float(t.value))  # type: ignore[arg-type]
+            xs.append(t.number)
+            ys.append(best)
+        ax_hist.step(xs, ys, where="post", color="black", lw=1.0, label="best so far")
+    ax_hist.set(xlabel="trial", ylabel="objective", title=f"{study_name}: trials")
+    ax_hist.legend(fontsize="small")
+    for t in trials:
+        if t.intermediate_values:
+            steps = sorted(t.intermediate_values)
+            color = "tab:red" if t.state == TrialState.PRUNED else "tab:blue"
+            ax_rungs.plot(steps, [t.intermediate_values[s] for s in steps], marker="o", ms=3, lw=0.8,
+                          color=color, alpha=0.6)  # fmt: skip
+    for ax in (ax_hist, ax_rungs):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_rungs.set(xlabel="cycle index (restart rung)", ylabel="reported value", title="cycle-end values")
+    names = sorted(summary.importances, key=lambda k: summary.importances[k])
+    ax_imp.barh(names, [summary.importances[k] for k in names], color="tab:green")
+    ax_imp.set(xlabel="importance (fANOVA)", title="parameter importances")
+    if not names:
+        ax_imp.text(0.5, 0.5, summary.importance_note or "none", ha="center", va="center",
+                    transform=ax_imp.transAxes, fontsize="small")  # fmt: skip
+    atomic_save(path, lambda tmp: fig.savefig(tmp, format="png"))
