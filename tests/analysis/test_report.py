@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from blobs import BLOBS as SHARED_BLOBS
 
 from cosanneal import from_dict, runs
 from cosanneal.analysis.report import ReportError, ReportInfo, build_report, run_names
@@ -27,21 +28,9 @@ from cosanneal.runtime.runstore import RunStore
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 
-# The blobs/mlp config of tests/runtime/test_trainer.py, 5 epochs of 20 updates: 100 updates,
+# The shared blobs/mlp config, 5 epochs of 20 updates: 100 updates,
 # 10 warmup + 30 + 60 (cut by the budget): one restart at update 40.
-BLOBS: dict[str, Any] = {
-    "name": "blobs", "seed": 3, "epochs": 5, "batch_size": 32, "device": "cpu",
-    "model": {"name": "mlp", "options": {"dropout": 0.1}},
-    "data": {"name": "blobs", "options": {"n": 800}},
-    "optimizer": {"name": "sgd", "momentum": 0.9, "weight_decay": 1e-4},
-    "schedule": {
-        "kind": "cosine", "peak_lr": 0.2, "min_ratio": 0.01, "warmup_steps": 10,
-        "cycle_steps": 30, "cycle_mult": 2, "max_cycles": 3, "peak_decay": 0.8,
-    },
-    "checkpoint": {"keep_last": 2, "every_steps": 10, "keep_cycle_ends": True},
-    "eval": {"every_steps": 20},
-    "telemetry": {"tensorboard": False, "flush_seconds": 0.2, "progress": False},
-}  # fmt: skip
+BLOBS: dict[str, Any] = {**SHARED_BLOBS, "epochs": 5}
 
 
 def _train(run_dir: Path, **changes: Any) -> None:

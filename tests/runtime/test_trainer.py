@@ -14,41 +14,18 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from blobs import BLOBS, blobs_config
 from safetensors.torch import load_file
 
 from cosanneal import ConfigError, from_dict, runs
 from cosanneal.runtime.config import config_from_dict, load_config
 from cosanneal.runtime.trainer import Trainer
 
-BLOBS: dict[str, Any] = {
-    "name": "blobs",
-    "seed": 3,
-    "epochs": 8,
-    "batch_size": 32,
-    "device": "cpu",
-    "model": {"name": "mlp", "options": {"dropout": 0.1}},
-    "data": {"name": "blobs", "options": {"n": 800}},
-    "optimizer": {"name": "sgd", "momentum": 0.9, "weight_decay": 1e-4},
-    "schedule": {
-        "kind": "cosine", "peak_lr": 0.2, "min_ratio": 0.01, "warmup_steps": 10,
-        "cycle_steps": 30, "cycle_mult": 2, "max_cycles": 3, "peak_decay": 0.8,
-    },
-    "checkpoint": {"keep_last": 2, "every_steps": 10, "keep_cycle_ends": True},
-    "eval": {"every_steps": 20},
-    "telemetry": {"tensorboard": False, "flush_seconds": 0.2, "progress": False},
-}  # fmt: skip
 # 640 training samples / 32 = 20 updates per epoch, 160 in all: 10 warmup + 30 + 60 + 60 (cut by the budget)
 
 
 def _config(**changes: Any) -> Any:
-    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BLOBS.items()}
-    for dotted, value in changes.items():
-        node = data
-        *parents, last = dotted.split("__")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return config_from_dict(data)
+    return config_from_dict(blobs_config(**changes))
 
 
 def _write_config(path: Path, cfg: Any) -> Path:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from blobs import BLOBS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -44,25 +45,6 @@ PARAMS = {
     "config": {"name": "unit", "optimizer": {"name": "sgd", "betas": [0.9, 0.99]}, "amp": None, "note": LONG},
     "schedule": SCHED.to_dict(),
 }
-
-# the config of tests/runtime/test_trainer.py::BLOBS: 160 updates of an MLP on blobs in a few seconds
-BLOBS: dict[str, Any] = {
-    "name": "blobs",
-    "seed": 3,
-    "epochs": 8,
-    "batch_size": 32,
-    "device": "cpu",
-    "model": {"name": "mlp", "options": {"dropout": 0.1}},
-    "data": {"name": "blobs", "options": {"n": 800}},
-    "optimizer": {"name": "sgd", "momentum": 0.9, "weight_decay": 1e-4},
-    "schedule": {
-        "kind": "cosine", "peak_lr": 0.2, "min_ratio": 0.01, "warmup_steps": 10,
-        "cycle_steps": 30, "cycle_mult": 2, "max_cycles": 3, "peak_decay": 0.8,
-    },
-    "checkpoint": {"keep_last": 2, "every_steps": 10, "keep_cycle_ends": True},
-    "eval": {"every_steps": 20},
-    "telemetry": {"tensorboard": False, "flush_seconds": 0.2, "progress": False},
-}  # fmt: skip
 
 
 class Store:
