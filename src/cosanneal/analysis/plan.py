@@ -597,22 +597,14 @@ def measure_step_seconds(config: TrainConfig, *, steps: int = 20, warmup_steps: 
     import torch
     from torch.nn import functional
 
-    from cosanneal.runtime.builders import build_data, build_model, build_optimizer, pick_device
-    from cosanneal.runtime.data import EpochBatches
+    from cosanneal.runtime.builders import build_model, build_optimizer, pick_device, training_batches
 
     if steps < 1 or warmup_steps < 0:
         raise ScheduleError(f"measure needs steps >= 1 and warmup_steps >= 0, got {steps}, {warmup_steps}")
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
-    train_set, _ = build_data(config.data)
-    batches = EpochBatches(train_set, config.batch_size, seed=config.seed)
+    batches, _ = training_batches(config.data, config.batch_size, config.seed)
     per_epoch = batches.batches_per_epoch
-    if per_epoch < 1:
-        from cosanneal.errors import ConfigError
-
-        raise ConfigError(
-            f"batch_size: {config.batch_size} is more than the {len(train_set)} training samples"
-        )
     model = build_model(config.model).to(device)
     model.train()
     optimizer = build_optimizer(model, config.optimizer, 1e-3)

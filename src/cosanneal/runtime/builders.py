@@ -18,6 +18,7 @@ from cosanneal.errors import ConfigError
 from cosanneal.examples import load_dataset
 from cosanneal.examples.models import build_model as build_builtin_model
 from cosanneal.runtime.config import DataConfig, ModelConfig, OptimizerConfig
+from cosanneal.runtime.data import EpochBatches
 
 
 def resolve_entry(entry: str, key: str) -> Callable[..., Any]:
@@ -60,6 +61,24 @@ def build_data(cfg: DataConfig) -> tuple[Any, Any]:
             raise ConfigError(f"data.entry: {cfg.entry!r} must return (train_dataset, val_dataset)")
         return out
     return load_dataset(cfg.name, **cfg.options)
+
+
+def training_batches(
+    data: DataConfig, batch_size: int, seed: int, *, rank: int = 0, world: int = 1
+) -> tuple[EpochBatches, Any]:
+    """The seeded, resumable training batches of a config and its validation set.
+
+    Raises:
+        ConfigError: ``batch_size`` (times the number of ranks) is more than the training samples.
+    """
+    train_set, val_set = build_data(data)
+    train = EpochBatches(train_set, batch_size, seed=seed, rank=rank, world=world)
+    if train.batches_per_epoch < 1:
+        ranks = f" x {world} ranks" if world > 1 else ""
+        raise ConfigError(
+            f"batch_size: {batch_size}{ranks} is more than the {len(train_set)} training samples; lower batch_size"
+        )
+    return train, val_set
 
 
 def param_groups(model: nn.Module, cfg: OptimizerConfig, peak_lr: float) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from torch.nn import functional
 
 from cosanneal.errors import ConfigError, ScheduleError
 from cosanneal.runtime import distributed
-from cosanneal.runtime.builders import build_data, build_model, build_optimizer, pick_device
+from cosanneal.runtime.builders import build_model, build_optimizer, pick_device, training_batches
 from cosanneal.runtime.checkpoints import Checkpoints, is_cycle_end
 from cosanneal.runtime.config import TrainConfig
 from cosanneal.runtime.data import EpochBatches
@@ -174,15 +174,11 @@ class Trainer:
         distributed.barrier(world)
         _seed_everything(cfg.seed)
 
-        train_set, val_set = build_data(cfg.data)
-        train = EpochBatches(train_set, cfg.batch_size, seed=cfg.seed, rank=world.rank, world=world.size)
+        train, val_set = training_batches(
+            cfg.data, cfg.batch_size, cfg.seed, rank=world.rank, world=world.size
+        )
         val = EpochBatches(val_set, cfg.eval.batch_size)
         steps_per_epoch = train.batches_per_epoch
-        if steps_per_epoch < 1:
-            raise ConfigError(
-                f"batch_size: {cfg.batch_size} x {world.size} rank(s) is more than the {len(train_set)} training "
-                "samples; lower batch_size"
-            )
         total = (
             cfg.epochs * steps_per_epoch
             if cfg.max_steps is None

@@ -381,22 +381,15 @@ def lr_find_config(
     """
     from torch.nn import functional
 
-    from cosanneal.runtime.builders import build_data, build_model, build_optimizer, pick_device
-    from cosanneal.runtime.data import EpochBatches
+    from cosanneal.runtime.builders import build_model, build_optimizer, pick_device, training_batches
 
     _check(min_lr, max_lr, steps, smoothing, diverge)
     rng = capture_rng_state()
     try:
         torch.manual_seed(config.seed)
         device = pick_device(config.device)
-        train_set, _ = build_data(config.data)
-        train = EpochBatches(train_set, config.batch_size, seed=config.seed)
+        train, _ = training_batches(config.data, config.batch_size, config.seed)
         per_epoch = train.batches_per_epoch
-        if per_epoch < 1:
-            raise ConfigError(
-                f"batch_size: {config.batch_size} is more than the {len(train_set)} training samples; "
-                "lower batch_size"
-            )
         model = build_model(config.model).to(device)
         optimizer = build_optimizer(model, config.optimizer, 1.0)
 
