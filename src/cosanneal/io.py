@@ -42,6 +42,27 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 @contextmanager
+def _staged(path: str | os.PathLike[str], prefix: str, suffix: str) -> Iterator[str]:
+    """Yield a temporary sibling of ``path``; on success publish it over ``path``, else remove it.
+
+    The caller writes and fsyncs the temporary file; publishing gives it normal permissions,
+    renames it into place and fsyncs the directory.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        _publish(tmp, target)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(target.parent)
+
+
+@contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; on success it atomically becomes ``path``.
 
@@ -57,20 +78,11 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
     """
     if "w" not in mode:
         raise ValueError(f"atomic_open needs a write mode, got {mode!r}")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        _publish(tmp, target)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(target.parent)
+    name = Path(path).name
+    with _staged(path, f".{name}.", ".tmp") as tmp, open(tmp, mode) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -95,16 +107,7 @@ def atomic_save(path: str | os.PathLike[str], writer: Callable[[str], None]) -> 
     The temporary path keeps ``path``'s suffix so format detection by extension still works.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    try:
+    with _staged(target, f".{target.stem}.", target.suffix) as tmp:
         writer(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        _publish(tmp, target)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(target.parent)
