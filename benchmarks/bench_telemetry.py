@@ -8,6 +8,10 @@ Writer-thread work (SQLite, event files) is not on that thread but competes for 
 loop runs (a real step mostly runs in torch kernels that release it), so it is included as far as it
 slows the loop; the "writer idle" row shows the call alone.
 
+A second table shows the writer thread's own cost: CPU microseconds per logged update to convert the
+queued rows, insert them into SQLite and (with the TensorBoard sink) encode and append the events, measured
+with ``time.thread_time`` around one flush of all the updates (run on the calling thread).
+
     python benchmarks/bench_telemetry.py [--updates 2000] [--rounds 7]
 """
 
@@ -40,6 +44,21 @@ def ours(root: Path, updates: int, tb: bool, idle_writer: bool = False) -> float
         lr = SCHED(step)
         tel.on_update(step, [lr, lr * 0.1], loss=1.0 / (step + 1), grad_norm=2.0, samples=64, step_time=0.01)
     elapsed = time.perf_counter() - t0
+    store.close()
+    return elapsed / updates * 1e6
+
+
+def writer_cost(root: Path, updates: int, tb: bool) -> float:
+    """CPU µs per update of the flush that writes ``updates`` queued updates (run store, + TensorBoard)."""
+    sinks = [TensorBoardSink(root / "tb")] if tb else []
+    store = RunStore(root, flush_rows=10**9, flush_seconds=0, sinks=sinks)
+    tel = Telemetry(store, schedule=SCHED)
+    for step in range(updates):
+        lr = SCHED(step)
+        tel.on_update(step, [lr, lr * 0.1], loss=1.0 / (step + 1), grad_norm=2.0, samples=64, step_time=0.01)
+    t0 = time.thread_time()
+    store.flush()
+    elapsed = time.thread_time() - t0
     store.close()
     return elapsed / updates * 1e6
 
@@ -94,6 +113,14 @@ def main() -> None:
     for name, values in results.items():
         med = statistics.median(values)
         print(f"{name:<40} {med:>10.2f} {med / base:>16.3f}")
+    writer: dict[str, list[float]] = {"run store": [], "run store + TensorBoard": []}
+    for _ in range(args.rounds):
+        for name in writer:
+            with tempfile.TemporaryDirectory() as d:
+                writer[name].append(writer_cost(Path(d), args.updates, tb="TensorBoard" in name))
+    print(f"\nwriter thread, one flush of {args.updates} updates; median CPU us per update")
+    for name, values in writer.items():
+        print(f"{name:<40} {statistics.median(values):>10.2f}")
 
 
 if __name__ == "__main__":

@@ -110,13 +110,8 @@ def to_float(value: Any) -> float:
     """
     if type(value) is float:
         return value
-    item = getattr(value, "item", None)
-    if item is not None:
-        if hasattr(value, "detach"):  # a torch tensor: drop autograd before .item()
-            value = value.detach()
-            item = value.item
-        return float(item())
-    return float(value)
+    item = getattr(value, "item", None)  # tensors (autograd or not) and numpy scalars
+    return float(item() if item is not None else value)
 
 
 def _safe_float(value: Any, name: str) -> float:
@@ -134,26 +129,38 @@ def _safe_float(value: Any, name: str) -> float:
         return math.nan
 
 
-def _tensors_to_floats(values: list[Any], names: list[str]) -> list[float]:
-    """Convert many values at once; CUDA tensors are stacked per device so each device syncs once."""
+def _scalar_value(value: Any, name: str) -> Any:
+    """A logged value as a float, or the tensor itself when it is a scalar on an accelerator.
+
+    Accelerator tensors are left for :func:`_device_floats`, which converts all of a flush's at once
+    (one synchronisation per device); everything else is converted here (a CPU ``.item()`` costs a
+    fraction of a microsecond). A value that cannot be converted becomes NaN with a warning.
+    """
+    if type(value) is int:
+        return float(value)
     torch = sys.modules.get("torch")
-    if torch is None:
-        return [_safe_float(v, n) for v, n in zip(values, names, strict=True)]
-    out: list[float] = [math.nan] * len(values)
+    if torch is not None and isinstance(value, torch.Tensor) and not value.is_cpu and value.numel() == 1:
+        return value
+    return _safe_float(value, name)
+
+
+def _device_floats(tensors: list[Any], names: list[str]) -> list[float]:
+    """Floats of scalar accelerator tensors: stacked per device in float64, one transfer per device."""
+    import torch
+
+    out: list[float] = [math.nan] * len(tensors)
     by_device: dict[Any, list[int]] = {}
-    for i, v in enumerate(values):
-        if isinstance(v, torch.Tensor) and v.numel() == 1 and v.device.type != "cpu":
-            by_device.setdefault(v.device, []).append(i)
-        else:
-            out[i] = _safe_float(v, names[i])
+    for i, t in enumerate(tensors):
+        by_device.setdefault(t.device, []).append(i)
     for idx in by_device.values():
         try:
-            stacked = torch.stack([values[i].detach().reshape(()).to(torch.float64) for i in idx])
+            with torch.no_grad():
+                stacked = torch.stack([tensors[i].reshape(()).to(torch.float64) for i in idx])
             for i, f in zip(idx, stacked.cpu().tolist(), strict=True):
                 out[i] = float(f)
-        except (RuntimeError, TypeError):  # exotic dtypes: fall back to one sync per value
+        except (RuntimeError, TypeError):  # exotic dtypes: one conversion per value
             for i in idx:
-                out[i] = _safe_float(values[i], names[i])
+                out[i] = _safe_float(tensors[i], names[i])
     return out
 
 
@@ -473,22 +480,37 @@ class RunStore:
                 self._error = exc
 
     def _drain(self) -> tuple[list[ScalarRow], list[EventRow]]:
-        """Take every queued row (thread-safe against concurrent appends) and convert it."""
-        raw_s: list[tuple[int, str, int | None, Any, float]] = []
+        """Take every queued row (thread-safe against concurrent appends) and convert it.
+
+        One pass over the rows (this is the writer thread's busiest loop, run with the GIL held):
+        values that are already floats are not touched; accelerator tensors are converted together
+        at the end (:func:`_device_floats`).
+        """
+        rows: list[ScalarRow] = []
+        append = rows.append
+        new = tuple.__new__
+        deferred: list[int] = []
+        popleft = self._scalars.popleft
         for _ in range(len(self._scalars)):
-            step, name, group, value, wall = self._scalars.popleft()
-            if name is None:  # a log_rows entry: expand it
-                raw_s.extend((step, n, g, v, wall) for n, g, v in value)
-            else:
-                raw_s.append((step, name, group, value, wall))
+            step, name, group, value, wall = popleft()
+            if type(step) is not int:
+                step = int(step)
+            batch = value if name is None else ((name, group, value),)  # a log_rows entry holds many
+            for n, g, v in batch:
+                if type(v) is not float:
+                    v = _scalar_value(v, n)
+                    if type(v) is not float:
+                        deferred.append(len(rows))
+                if g is not None and type(g) is not int:
+                    g = int(g)
+                append(new(ScalarRow, (step, n, g, v, wall)))
+        if deferred:
+            floats = _device_floats([rows[k].value for k in deferred], [rows[k].name for k in deferred])
+            for k, f in zip(deferred, floats, strict=True):
+                rows[k] = rows[k]._replace(value=f)
         raw_e = [self._events.popleft() for _ in range(len(self._events))]
-        values = _tensors_to_floats([r[3] for r in raw_s], [r[1] for r in raw_s])
-        scalars = [
-            ScalarRow(int(s), n, None if g is None else int(g), v, w)
-            for (s, n, g, _, w), v in zip(raw_s, values, strict=True)
-        ]
         events = [EventRow(int(s), k, _plain(p), w) for s, k, p, w in raw_e]
-        return scalars, events
+        return rows, events
 
     def _flush_once(self) -> None:
         if os.getpid() != self._pid:  # a forked child must never write through the parent's handle
@@ -514,14 +536,12 @@ class RunStore:
             scalars, events = self._drain()
         if not scalars and not events:
             return
-        sid = self.session
+        sid = int(self.session)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(
-                    "INSERT INTO scalars VALUES (?, ?, ?, ?, ?, ?)",
-                    [(s, n, g, None if v != v else v, w, sid) for s, n, g, v, w in scalars],
-                )
+                # ScalarRow is the column order; SQLite stores a NaN value as NULL by itself.
+                conn.executemany(f"INSERT INTO scalars VALUES (?, ?, ?, ?, ?, {sid})", scalars)
                 conn.executemany(
                     "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
                     [(s, k, json.dumps(p, sort_keys=True), w, sid) for s, k, p, w in events],

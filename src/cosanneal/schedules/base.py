@@ -238,13 +238,21 @@ class Schedule(ABC):
         }
 
     def require_bound(self) -> None:
-        """Raise :class:`ScheduleError` if some length still needs :meth:`bind`."""
+        """Raise :class:`ScheduleError` if some length still needs :meth:`bind`.
+
+        A schedule is immutable, so a passed check is remembered (outside the dataclass fields: it
+        takes no part in equality, hashing, pickling or :meth:`to_dict`).
+        """
+        if "_bound_ok" in self.__dict__:
+            return
         unbound = self.unbound_fields()
-        if unbound:
-            name, value = next(iter(unbound.items()))
-            raise ScheduleError(
-                f"{name}={value!r} is not in steps yet; call .bind(total_steps=..., steps_per_epoch=...) first"
-            )
+        if not unbound:
+            self.__dict__["_bound_ok"] = True
+            return
+        name, value = next(iter(unbound.items()))
+        raise ScheduleError(
+            f"{name}={value!r} is not in steps yet; call .bind(total_steps=..., steps_per_epoch=...) first"
+        )
 
     def bind(self: S, total_steps: float | None = None, steps_per_epoch: float | None = None) -> S:
         """Return this schedule with every epoch/fraction length resolved to steps.

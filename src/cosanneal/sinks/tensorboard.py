@@ -1,7 +1,11 @@
 """TensorBoard sink: real TensorBoard event files, written from the run store's writer thread.
 
-Uses tensorboard's own event-file writer (no torch needed); each flushed batch becomes one TensorBoard
-``Event`` per step holding all of that step's scalars, so the sink adds no work to the training thread.
+Writes the event file itself (no torch, no extra thread): each flushed batch becomes one TensorBoard
+``Event`` per step holding all of that step's scalars, encoded by :mod:`cosanneal.sinks.tfevents` in one
+``struct`` call per event and appended to the file in one write per batch. All of it runs on the run
+store's writer thread, so the sink adds no work to the training thread. The file is named as
+TensorBoard's own writers name theirs (``events.out.tfevents.<time>.<host>.<pid>.<n>``) and starts with
+the ``brain.Event:2`` version record.
 Each sink instance (one per process) first writes a ``SessionLog.START`` at its first step, so when a
 resumed run repeats steps TensorBoard drops the older values (the last write wins, as in the run store).
 
@@ -27,12 +31,19 @@ events                  text summary ``events/<kind>`` (the payload as JSON)
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from cosanneal.runtime.runstore import EventRow, ScalarRow
+from cosanneal.sinks.tfevents import ScalarEncoder, record
+
+_FILE_IDS = itertools.count()  # tells apart the event files one process opens within a second
 
 _FIXED = {
     "loss": "loss/train",
@@ -86,20 +97,26 @@ class TensorBoardSink:
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
         try:
             from tensorboard.compat.proto import event_pb2, summary_pb2
-            from tensorboard.summary.writer.event_file_writer import EventFileWriter
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("TensorBoardSink needs tensorboard: pip install tensorboard") from exc
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._event_pb2 = event_pb2
         self._summary_pb2 = summary_pb2
-        # flush_secs is large: the run store's flushes drive ours.
-        self._writer = EventFileWriter(str(self.log_dir), max_queue_size=1000, flush_secs=3600)
+        self._encoder = ScalarEncoder()
         self._tags: dict[tuple[str, int | None], str] = {}
         self._started = False
         self._text_meta = summary_pb2.SummaryMetadata(
             plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="text")
         )
+        now = time.time()
+        self.path = self.log_dir / (
+            f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}.{os.getpid()}.{next(_FILE_IDS)}"
+        )
+        self._file: BinaryIO | None = open(self.path, "ab", buffering=1 << 16)  # noqa: SIM115 - closed in close()
+        version = event_pb2.Event(wall_time=now, file_version="brain.Event:2")
+        self._file.write(record(version.SerializeToString()))
+        self._file.flush()
 
     def _tag(self, name: str, group: int | None) -> str:
         key = (name, group)
@@ -110,43 +127,58 @@ class TensorBoardSink:
 
     def write(self, scalars: Sequence[ScalarRow], events: Sequence[EventRow]) -> None:
         """Write one batch: one TensorBoard ``Event`` per step, plus one text event per event."""
-        summary_pb2, event_pb2 = self._summary_pb2, self._event_pb2
+        if self._file is None:
+            raise ValueError(f"TensorBoardSink for {self.log_dir} is closed")
+        chunks: list[bytes] = []
         if not self._started and (scalars or events):
             # A resumed run starts again from its checkpoint step: a SessionLog START there makes
             # TensorBoard drop the older rows at steps >= it, so the last write wins, as in the run store.
+            event_pb2 = self._event_pb2
             first = min([r.step for r in scalars] + [e.step for e in events])
             wall = (scalars[0].wall if scalars else events[0].wall) - 1e-6
             start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
-            self._writer.add_event(event_pb2.Event(wall_time=wall, step=first, session_log=start))
+            chunks.append(
+                record(event_pb2.Event(wall_time=wall, step=first, session_log=start).SerializeToString())
+            )
             self._started = True
-        by_step: dict[int, tuple[float, list[object]]] = {}
-        for row in scalars:
-            entry = by_step.get(row.step)
-            if entry is None:
-                entry = by_step[row.step] = (row.wall, [])
-            entry[1].append(
-                summary_pb2.Summary.Value(tag=self._tag(row.name, row.group), simple_value=row.value)
-            )
-        for step, (wall, values) in by_step.items():
-            summary = summary_pb2.Summary(value=values)
-            self._writer.add_event(event_pb2.Event(wall_time=wall, step=step, summary=summary))
-        for ev in events:
-            text = json.dumps(ev.payload, sort_keys=True)
-            tensor = _string_tensor(text)
-            value = summary_pb2.Summary.Value(
-                tag=f"events/{ev.kind}", metadata=self._text_meta, tensor=tensor
-            )
-            self._writer.add_event(
-                event_pb2.Event(wall_time=ev.wall, step=ev.step, summary=summary_pb2.Summary(value=[value]))
-            )
+        by_step: dict[int, tuple[float, list[str], list[float]]] = {}
+        tags = self._tags
+        step = -1
+        entry: tuple[float, list[str], list[float]] = (0.0, [], [])
+        for row_step, name, group, value, wall in scalars:
+            if row_step != step:  # rows come grouped by step; the dict merges a step seen again
+                step = row_step
+                entry = by_step.get(step) or by_step.setdefault(step, (wall, [], []))
+            t = tags.get((name, group))
+            entry[1].append(t if t is not None else self._tag(name, group))
+            entry[2].append(value)
+        encode = self._encoder.event
+        chunks.extend(
+            record(encode(wall, step, tags, values)) for step, (wall, tags, values) in by_step.items()
+        )
+        chunks.extend(record(self._text_event(ev)) for ev in events)
+        self._file.write(b"".join(chunks))
+        self._file.flush()  # one write call per batch: a live TensorBoard sees each flush
+
+    def _text_event(self, ev: EventRow) -> bytes:
+        summary_pb2 = self._summary_pb2
+        tensor = _string_tensor(json.dumps(ev.payload, sort_keys=True))
+        value = summary_pb2.Summary.Value(tag=f"events/{ev.kind}", metadata=self._text_meta, tensor=tensor)
+        summary = summary_pb2.Summary(value=[value])
+        return bytes(
+            self._event_pb2.Event(wall_time=ev.wall, step=ev.step, summary=summary).SerializeToString()
+        )
 
     def flush(self) -> None:
-        """Write queued events to disk."""
-        self._writer.flush()
+        """Hand what was written to the operating system (:meth:`write` already does, once per batch)."""
+        if self._file is not None:
+            self._file.flush()
 
     def close(self) -> None:
-        """Flush and close the event file."""
-        self._writer.close()
+        """Flush and close the event file (idempotent)."""
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
 
 
 def _string_tensor(text: str) -> object:
