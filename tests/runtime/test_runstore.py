@@ -420,3 +420,19 @@ def test_a_value_that_is_not_a_number_is_stored_as_nan_and_the_batch_survives(tm
     store.close()
     run = runs.open(tmp_path)
     assert math.isnan(run.scalar("loss")[1][0]) and run.scalar("acc")[1].tolist() == [0.5]
+
+
+@pytest.mark.parametrize("n", [1, 255, 256, 257, 512, 2 * 256 + 7])
+def test_batches_of_any_size_are_stored_whole_and_in_order(tmp_path: Path, n: int) -> None:
+    """Rows go in as multi-row INSERTs of 256: chunk edges lose, repeat or reorder nothing."""
+    with RunStore(tmp_path, flush_seconds=0) as store:
+        for step in range(n):
+            store.log_rows(step, [("a", None, step * 0.5), ("b", 1, float(-step))])
+    run = runs.open(tmp_path)
+    try:
+        steps, values = run.scalar("a")
+        assert steps.tolist() == list(range(n)) and values.tolist() == [s * 0.5 for s in range(n)]
+        assert run.scalar("b", group=1)[1].tolist() == [float(-s) for s in range(n)]
+        assert run.summary()["scalar_rows"] == 2 * n
+    finally:
+        run.close()

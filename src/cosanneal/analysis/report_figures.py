@@ -181,11 +181,17 @@ def _series_chart(name: str, ylabel: str, empty: str) -> Callable[[Sequence[RunD
     return draw
 
 
-def _nonfinite_chart(data: Sequence[RunData]) -> Any:
+def _lanes(data: Sequence[RunData], ylabel: str) -> tuple[Any, Any]:
+    """A figure with one horizontal lane per run (lane ``k`` at y = k, labelled with the run's name)."""
     fig, (ax,) = _figure()
-    ax.set_ylabel("non-finite / rollback")
+    ax.set_ylabel(ylabel)
     ax.set_yticks(range(len(data)), [d.summary.name for d in data])
     ax.set_ylim(-0.5, len(data) - 0.5)
+    return fig, ax
+
+
+def _nonfinite_chart(data: Sequence[RunData]) -> Any:
+    fig, ax = _lanes(data, "non-finite / rollback")
     drawn = False
     for k, run in enumerate(data):
         bad = [e["step"] for e in run.events_of("nonfinite")]
@@ -210,10 +216,7 @@ def _nonfinite_chart(data: Sequence[RunData]) -> Any:
 
 
 def _checkpoint_chart(data: Sequence[RunData]) -> Any:
-    fig, (ax,) = _figure()
-    ax.set_ylabel("checkpoints")
-    ax.set_yticks(range(len(data)), [d.summary.name for d in data])
-    ax.set_ylim(-0.5, len(data) - 0.5)
+    fig, ax = _lanes(data, "checkpoints")
     drawn = False
     for k, run in enumerate(data):
         name, c = run.summary.name, color(k)

@@ -27,8 +27,10 @@ name               group    value
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -65,52 +67,32 @@ def val_name(name: str) -> str:
     return name if name.startswith("val_") else f"val_{name}"
 
 
-class _ScheduleValue:
-    """``schedule(step)``, evaluated when the writer thread converts the row (``.item()``)."""
+class _UpdateRows:
+    """One update's rows as the run store's writer thread iterates them: the rows given, then the derived ones.
 
-    __slots__ = ("schedule", "step")
+    The derived rows (``lr_expected`` of every group, ``phase``) are pure functions of the step, so they
+    are computed here, at flush time on the writer thread, by one call of ``derive(step, n_lrs)``.
+    """
 
-    def __init__(self, schedule: Any, step: int) -> None:
-        self.schedule, self.step = schedule, step
+    __slots__ = ("derive", "n_lrs", "rows", "step")
 
-    def item(self) -> float:
-        return float(self.schedule(self.step))
+    def __init__(
+        self,
+        rows: list[tuple[str, int | None, Any]],
+        derive: Callable[[int, int], list[tuple[str, int | None, float]]],
+        step: int,
+        n_lrs: int,
+    ) -> None:
+        self.rows, self.derive, self.step, self.n_lrs = rows, derive, step, n_lrs
 
-
-class _PhaseCode(_ScheduleValue):
-    """:data:`PHASE_CODES` code of ``schedule.phase(step)``, evaluated on the writer thread."""
-
-    __slots__ = ()
-
-    def item(self) -> float:
-        return float(PHASE_CODES.get(self.schedule.phase(self.step), -1))
-
-
-class _ExpectedRow:
-    """``expected(step)`` for every group, computed once on first use (writer thread)."""
-
-    __slots__ = ("_values", "expected", "step")
-
-    def __init__(self, expected: Callable[[int], Sequence[float]], step: int) -> None:
-        self.expected, self.step = expected, step
-        self._values: Sequence[float] | None = None
-
-    def values(self) -> Sequence[float]:
-        if self._values is None:
-            self._values = self.expected(self.step)
-        return self._values
+    def __iter__(self) -> Iterator[tuple[str, int | None, Any]]:
+        yield from self.rows
+        yield from self.derive(self.step, self.n_lrs)
 
 
-class _Item:
-    """Group ``i`` of an :class:`_ExpectedRow`."""
-
-    __slots__ = ("i", "row")
-
-    def __init__(self, row: _ExpectedRow, i: int) -> None:
-        self.row, self.i = row, i
-
-    def item(self) -> float:
-        return float(self.row.values()[self.i])
+def _failed(what: str, step: int, exc: Exception) -> float:
+    warnings.warn(f"cosanneal: {what} failed at step {step} ({exc!r}); stored NaN", stacklevel=2)
+    return math.nan
 
 
 class Telemetry:
@@ -174,6 +156,7 @@ class Telemetry:
         self._cycle_start = 0.0
         self._last_time: float | None = None
         self._expected_len: int | None = None
+        self._derives = expected is not None or schedule is not None
         self.last_step: int | None = None
 
     # ---- per update -------------------------------------------------------------------------
@@ -235,18 +218,8 @@ class Telemetry:
             lrs = (lrs,)
         for i, lr in enumerate(lrs):
             add(("lr", i, lr))
-        if self.expected is not None:
-            row = _ExpectedRow(self.expected, step)
-            for i in range(self._n_expected(step, row)):
-                add(("lr_expected", i, _Item(row, i)))
-        elif self.schedule is not None:
-            want = _ScheduleValue(self.schedule, step)
-            for i in range(len(lrs)):
-                add(("lr_expected", i, want))
         if self._has_cycle:
             add(("cycle", None, self._cycle))
-        if self._has_phase:
-            add(("phase", None, _PhaseCode(self.schedule, step)))
         if loss is not None:
             add(("loss", None, loss))
         if grad_norm is not None:
@@ -262,13 +235,37 @@ class Telemetry:
                 momentum = (momentum,)
             for i, m in enumerate(momentum):
                 add(("momentum", i, m))
-        store.log_rows(step, rows)
+        if self._derives:
+            store.log_rows(step, _UpdateRows(rows, self._derived, step, len(lrs)))
+        else:
+            store.log_rows(step, rows)
 
-    def _n_expected(self, step: int, row: _ExpectedRow) -> int:
-        """Number of groups ``expected`` returns (asked once, on the first logged update)."""
-        if self._expected_len is None:
-            self._expected_len = len(row.values())
-        return self._expected_len
+    def _derived(self, step: int, n_lrs: int) -> list[tuple[str, int | None, float]]:
+        """``lr_expected`` of every group and the ``phase`` code at ``step`` (run on the writer thread).
+
+        A failing ``expected``/``schedule`` call stores NaN with a warning; the batch is written anyway.
+        """
+        out: list[tuple[str, int | None, float]] = []
+        if self.expected is not None:
+            try:
+                values = [float(v) for v in self.expected(step)]
+                self._expected_len = len(values)
+            except Exception as exc:
+                values = [_failed("expected(step)", step, exc)] * (self._expected_len or n_lrs)
+            out.extend([("lr_expected", i, v) for i, v in enumerate(values)])
+        elif self.schedule is not None:
+            try:
+                want = float(self.schedule(step))
+            except Exception as exc:
+                want = _failed("schedule(step)", step, exc)
+            out.extend([("lr_expected", i, want) for i in range(n_lrs)])
+        if self._has_phase:
+            try:
+                code = float(PHASE_CODES.get(self.schedule.phase(step), -1))
+            except Exception as exc:
+                code = _failed("schedule.phase(step)", step, exc)
+            out.append(("phase", None, code))
+        return out
 
     def _restart(self, step: int, cycle: int) -> None:
         start = int(self._cycle_start)
