@@ -34,6 +34,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_step.py
 	$(BIN)/python benchmarks/bench_telemetry.py
 	$(BIN)/python benchmarks/bench_runtime.py
+	$(BIN)/python benchmarks/bench_gpu_telemetry.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
