@@ -75,6 +75,26 @@ def test_expected_callable_takes_precedence(tmp_path: Path) -> None:
     np.testing.assert_array_equal(run.scalar("lr_expected", group=1)[1], SGDR(np.arange(5)) * 3)
 
 
+def test_failing_expected_stores_nan_and_keeps_the_batch(tmp_path: Path) -> None:
+    def expected(t: int) -> list[float]:
+        if t == 2:
+            raise ZeroDivisionError("bad step")
+        return [SGDR(t), SGDR(t) / 2]
+
+    warns = pytest.warns(UserWarning, match=r"expected\(step\) failed at step 2 \(ZeroDivisionError")
+    with warns, RunStore(tmp_path, flush_seconds=0) as store:
+        tel = Telemetry(store, schedule=SGDR, expected=expected)
+        for step in range(4):
+            tel.on_update(step, [SGDR(step), SGDR(step) / 2], loss=1.0)
+    run = runs.open(tmp_path)
+    for group, scale in ((0, 1.0), (1, 0.5)):
+        steps, values = run.scalar("lr_expected", group=group)
+        assert steps.tolist() == [0, 1, 2, 3]
+        assert np.isnan(values[2]) and values[[0, 1, 3]].tolist() == [SGDR(t) * scale for t in (0, 1, 3)]
+    assert run.scalar("loss")[1].tolist() == [1.0] * 4  # the rest of the batch was written
+    assert run.scalar("phase")[1].tolist() == [PHASE_CODES["warmup"]] * 3 + [PHASE_CODES["anneal"]]
+
+
 def test_optional_fields_and_measured_step_time(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     with RunStore(tmp_path, flush_seconds=0) as store:

@@ -141,21 +141,21 @@ class TensorBoardSink:
                 record(event_pb2.Event(wall_time=wall, step=first, session_log=start).SerializeToString())
             )
             self._started = True
+        # step -> (wall time of its first row, tags, values); rows come grouped by step, so the dict is
+        # looked up once per step (and still merges a step that comes back later in the batch)
         by_step: dict[int, tuple[float, list[str], list[float]]] = {}
-        tags = self._tags
-        step = -1
+        known = self._tags
+        current = -1
         entry: tuple[float, list[str], list[float]] = (0.0, [], [])
-        for row_step, name, group, value, wall in scalars:
-            if row_step != step:  # rows come grouped by step; the dict merges a step seen again
-                step = row_step
-                entry = by_step.get(step) or by_step.setdefault(step, (wall, [], []))
-            t = tags.get((name, group))
+        for step, name, group, value, wall in scalars:
+            if step != current:
+                current = step
+                entry = by_step.setdefault(step, (wall, [], []))
+            t = known.get((name, group))
             entry[1].append(t if t is not None else self._tag(name, group))
             entry[2].append(value)
         encode = self._encoder.event
-        chunks.extend(
-            record(encode(wall, step, tags, values)) for step, (wall, tags, values) in by_step.items()
-        )
+        chunks.extend(record(encode(w, step, t, v)) for step, (w, t, v) in by_step.items())
         chunks.extend(record(self._text_event(ev)) for ev in events)
         self._file.write(b"".join(chunks))
         self._file.flush()  # one write call per batch: a live TensorBoard sees each flush

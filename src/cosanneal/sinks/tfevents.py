@@ -57,8 +57,8 @@ def masked_crc32c(data: bytes) -> int:
     return (((c >> 15) | (c << 17)) + _DELTA) & _MASK
 
 
-_HEADER = struct.Struct("<QI")
-_FOOTER = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
 
 
 def record(data: bytes) -> bytes:
@@ -69,8 +69,8 @@ def record(data: bytes) -> bytes:
         >>> len(r), r[:8] == (3).to_bytes(8, "little"), r[12:15]
         (19, True, b'abc')
     """
-    length = struct.pack("<Q", len(data))
-    return _HEADER.pack(len(data), masked_crc32c(length)) + data + _FOOTER.pack(masked_crc32c(data))
+    length = _U64.pack(len(data))
+    return length + _U32.pack(masked_crc32c(length)) + data + _U32.pack(masked_crc32c(data))
 
 
 def varint(n: int) -> bytes:
@@ -89,6 +89,11 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
+_F32 = struct.Struct("<f")
+_F64 = struct.Struct("<d")
+_MAX_LAYOUTS = 1024  # distinct tag sequences remembered; more (unusual) and the cache starts over
+
+
 def _as_f32(value: float) -> float:
     """``value`` unless float32 overflows on it, then +-inf (what protobuf stores in a float field)."""
     try:
@@ -96,10 +101,6 @@ def _as_f32(value: float) -> float:
     except (OverflowError, struct.error):
         return math.copysign(math.inf, value)
     return value
-
-
-_F32 = struct.Struct("<f")
-_F64 = struct.Struct("<d")
 
 
 class ScalarEncoder:
@@ -133,6 +134,8 @@ class ScalarEncoder:
         if layout is None:
             prefixes = [self._value_prefix(t) for t in tags]
             fmt = "<" + "".join(f"{len(p)}sf" for p in prefixes)
+            if len(self._layouts) >= _MAX_LAYOUTS:
+                self._layouts.clear()
             layout = self._layouts[tags] = (struct.Struct(fmt), prefixes)
         return layout
 
