@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy
 import torch
 from optuna.trial import TrialState
 
@@ -259,6 +260,8 @@ def test_a_killed_workers_trial_is_failed_and_rerun_and_the_sweep_resumes(tmp_pa
         try:
             return optuna.load_study(study_name="w", storage=url).get_trials()
         except KeyError:  # the study does not exist yet
+            return []
+        except sqlalchemy.exc.SQLAlchemyError:  # the worker is creating the schema this instant: ask again
             return []
 
     first = _worker(config, space, tmp_path, *args)
