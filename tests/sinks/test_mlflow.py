@@ -113,6 +113,7 @@ def logged(store: Store, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
     best.mkdir(parents=True)
     (best / "model.safetensors").write_bytes(b"weights")
     (run_dir / "report.html").write_text("<html>report</html>")
+    (run_dir / "lr_loss.png").write_bytes(b"stale plot of an earlier session")
     sink = store.sink(
         run_dir, params=PARAMS, tags={"schedule_fingerprint": SCHED.fingerprint()}, log_best_checkpoint=True
     )
@@ -208,7 +209,7 @@ def test_artifacts_and_finished_status(store: Store, logged: tuple[Path, MLflowS
     assert sink.run_id is not None
     files = store.artifacts(sink.run_id)
     assert files["report.html"].read_text() == "<html>report</html>"
-    assert files["lr_loss.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # rendered: run_dir had none
+    assert files["lr_loss.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # rendered now, not the stale file
     assert files["checkpoints/best/step-000000015/model.safetensors"].read_bytes() == b"weights"
     run = store.client.get_run(sink.run_id)
     assert run.info.status == "FINISHED" and run.info.end_time is not None

@@ -18,8 +18,8 @@ metric ``loss``, ...        ungrouped scalars under their run-store names (``lr_
 metric ``events/<kind>``    running count of events of that kind at the event's step
                             (``events/restart``, ``events/rollback``, ``events/resumed``, ...)
 artifact ``events.jsonl``   every event of the run (from ``run_dir/run.db`` when given), at close
-artifacts                   ``report.html`` and ``lr_loss.png`` from ``run_dir`` (the LR plot is
-                            rendered when missing), ``checkpoints/best/`` on request
+artifacts                   ``report.html`` from ``run_dir``; ``lr_loss.png`` drawn at close from the
+                            whole run (not when KILLED); ``checkpoints/best/`` on request
 ==========================  ======================================================================
 
 The metric step is the run-store step (the optimizer update index). On :meth:`MLflowSink.close` the run
@@ -352,13 +352,13 @@ class MLflowSink:
         report = run_dir / "report.html"
         if report.is_file():
             self._client.log_artifact(self.run_id, str(report))
-        plot = run_dir / "lr_loss.png"
-        if not plot.is_file() and self._status != "KILLED" and (run_dir / "run.db").is_file():
+        if self._status != "KILLED" and (run_dir / "run.db").is_file():
             from cosanneal.plotting import plot_run
 
+            # Always drawn now, from the whole run: run_dir/lr_loss.png is written by the CLI only after
+            # the store (and this sink) closed, so one found there is an earlier session's.
             plot = tmp / "lr_loss.png"
-            plot_run(run_dir, plot)  # the CLI writes run_dir/lr_loss.png only after the store closed
-        if plot.is_file():
+            plot_run(run_dir, plot)
             self._client.log_artifact(self.run_id, str(plot))
         best = run_dir / "checkpoints" / "best"
         if self.log_best_checkpoint and best.is_dir() and any(best.iterdir()):
