@@ -205,6 +205,7 @@ def test_early_stopping_waits_for_cycle_ends(tmp_path: Path) -> None:
         (["model.entry=nowhere.mod:build"], "model.entry: cannot import module 'nowhere.mod'"),
         (["schedule.cycle_steps=0"], "schedule.cycle_steps must be > 0, got 0"),
         (["device=tpu"], "device: must be one of 'auto' | 'cpu' | 'cuda', got 'tpu'"),
+        (["telemetry.every=0"], "telemetry.every: must be > 0, got 0"),
     ],
 )
 def test_config_errors_exit_2_with_one_line(tmp_path: Path, sets: list[str], message: str) -> None:
@@ -272,6 +273,21 @@ def test_mixed_precision_runs_and_counts_only_real_updates(tmp_path: Path, amp: 
     np.testing.assert_array_equal(
         lr, from_dict(BLOBS["schedule"])(steps)
     )  # updates GradScaler skipped are not counted
+
+
+def test_telemetry_every_n_updates_keeps_restart_events_exact(tmp_path: Path) -> None:
+    cfg = _config(epochs=3, checkpoint__enabled=False, telemetry__every=7)
+    result = Trainer(cfg, tmp_path / "run", progress=False, log=lambda _: None).run()
+    assert result.status == "finished" and result.steps == 60
+    steps, lr = _lr_trace(tmp_path / "run")
+    assert steps.tolist() == list(range(0, 60, 7))
+    schedule = from_dict(BLOBS["schedule"])
+    np.testing.assert_array_equal(lr, schedule(steps))
+    run = runs.open(tmp_path / "run")
+    try:
+        assert [e["step"] for e in run.events("restart")] == schedule.restarts(60)  # 40: not a multiple of 7
+    finally:
+        run.close()
 
 
 def test_fp16_needs_optimizer_counting() -> None:

@@ -132,6 +132,7 @@ class TelemetryConfig:
     prometheus_textfile: str | None = None  # node-exporter textfile written atomically at the end
     mlflow_tracking_uri: str | None = None  # e.g. "sqlite:///mlflow.db" or a directory / server URL
     mlflow_experiment: str = "cosanneal"
+    every: int = 1  # record per-update scalars every N-th update (events and restarts are always exact)
     flush_rows: int = 1000
     flush_seconds: float = 1.0
     progress: bool = True
@@ -189,6 +190,7 @@ _POSITIVE = {
     "guard.max_consecutive",
     "guard.lr_factor",
     "early_stopping.patience_cycles",
+    "telemetry.every",
     "telemetry.flush_rows",
     "telemetry.flush_seconds",
     "optimizer.eps",

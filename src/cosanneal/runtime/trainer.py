@@ -211,7 +211,13 @@ class Trainer:
             sinks.append(TensorBoardSink(self.run_dir / "tb"))
         if world.is_main:
             sinks.extend(_observability_sinks(cfg, self.run_dir, schedule))
-        telemetry = Telemetry(store, schedule=schedule, expected=lambda t: scheduler.lrs_at(t), sinks=sinks)
+        telemetry = Telemetry(
+            store,
+            schedule=schedule,
+            expected=lambda t: scheduler.lrs_at(t),
+            sinks=sinks,
+            every=cfg.telemetry.every,
+        )
 
         def on_event(kind: str, **payload: Any) -> None:
             at = int(payload.pop("step", position.updates))
