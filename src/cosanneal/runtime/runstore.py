@@ -580,11 +580,18 @@ class RunStore:
             self._retry = (scalars, events)  # keep the batch; the next flush tries again
             raise
         self._retry = None
+        self._each_sink("write", scalars, events)
+
+    def _each_sink(self, method: str, *args: Any) -> None:
+        """Call ``method`` on every sink; a sink that raises gets a warning and never stops the others.
+
+        A broken sink must not cost the run store its rows, nor another sink its batch.
+        """
         for sink in list(self._sinks):
             try:
-                sink.write(scalars, events)
-            except Exception as exc:  # a broken sink must not lose run-store rows
-                warnings.warn(f"cosanneal: sink {type(sink).__name__} failed: {exc}", stacklevel=1)
+                getattr(sink, method)(*args)
+            except Exception as exc:
+                warnings.warn(f"cosanneal: sink {type(sink).__name__} failed: {exc}", stacklevel=3)
 
     def flush(self) -> None:
         """Write every row queued so far, in one transaction, and flush the sinks; blocks until done.
@@ -597,11 +604,7 @@ class RunStore:
             return
         self._flush_once()
         with self._io_lock:
-            for sink in list(self._sinks):
-                try:
-                    sink.flush()
-                except Exception as exc:
-                    warnings.warn(f"cosanneal: sink {type(sink).__name__} failed: {exc}", stacklevel=2)
+            self._each_sink("flush")
         if self._error is not None:
             err, self._error = self._error, None
             raise err
@@ -626,11 +629,7 @@ class RunStore:
                         )
                     finally:
                         conn.close()
-                for sink in self._sinks:
-                    try:
-                        sink.close()
-                    except Exception as exc:
-                        warnings.warn(f"cosanneal: sink {type(sink).__name__} failed: {exc}", stacklevel=2)
+                self._each_sink("close")
             _LIVE.discard(self)
 
     def __enter__(self) -> RunStore:
