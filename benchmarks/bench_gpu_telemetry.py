@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import random
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import bench_env
 import torch
 from torch import nn
 
@@ -110,10 +110,7 @@ def main() -> None:
         print("bench_gpu_telemetry: no CUDA device; nothing to measure")
         return
     res: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    rng = random.Random(0)
-    for r in range(args.rounds + 1):
-        order = list(VARIANTS)
-        rng.shuffle(order)
+    for r, order in bench_env.shuffled_rounds(VARIANTS, args.rounds, seed=0):
         for v in order:
             with tempfile.TemporaryDirectory() as d:
                 ups = run(v, args.steps, args.width, args.batch, Path(d))

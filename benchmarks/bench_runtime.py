@@ -39,12 +39,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import importlib.metadata as md
 import logging
 import math
 import os
 import platform
-import random
 import shutil
 import statistics
 import tempfile
@@ -54,6 +52,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import bench_env
 import torch
 from torch import nn
 from torch.nn import functional
@@ -117,15 +116,6 @@ def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
         k += 1
     k = max(k, 1)
     return xs[k - 1], xs[n - k]
-
-
-def shuffled_rounds(names: list[str], rounds: int, seed: int) -> Iterator[tuple[int, list[str]]]:
-    """Round 0 is the warm-up (discarded by callers); each round runs every name once, shuffled."""
-    rng = random.Random(seed)
-    for r in range(rounds + 1):
-        order = list(names)
-        rng.shuffle(order)
-        yield r, order
 
 
 def fresh_dir(root: Path, name: str) -> Path:
@@ -278,7 +268,7 @@ def bench_telemetry(rounds: int, epochs: int, root: Path) -> TelemetryResult:
     train = EpochBatches(train_set, BATCH, seed=SEED)
     samples = epochs * train.batches_per_epoch * BATCH
     res = TelemetryResult({v: [] for v in TELEMETRY_VARIANTS}, [], [], epochs * train.batches_per_epoch)
-    for r, order in shuffled_rounds(TELEMETRY_VARIANTS, rounds, seed=1):
+    for r, order in bench_env.shuffled_rounds(TELEMETRY_VARIANTS, rounds, seed=1):
         for variant in order:
             seconds, cpu = train_loop(variant, epochs, train, config, root)
             if r:
@@ -316,7 +306,7 @@ def bench_checkpoints(rounds: int, width: int, root: Path) -> tuple[dict[str, li
     plain_dir = fresh_dir(root, "b-plain")
     out: dict[str, list[float]] = {v: [] for v in CKPT_VARIANTS}
     step = 0
-    for r, order in shuffled_rounds(CKPT_VARIANTS, rounds, seed=2):
+    for r, order in bench_env.shuffled_rounds(CKPT_VARIANTS, rounds, seed=2):
         for variant in order:
             step += 1
             kwargs: dict[str, Any] = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
@@ -472,7 +462,7 @@ def bench_trainer(rounds: int, epochs: int, root: Path) -> tuple[dict[str, list[
     runners = {TRAINER_VARIANTS[0]: run_ours, TRAINER_VARIANTS[1]: run_lightning}
     out: dict[str, list[float]] = {v: [] for v in TRAINER_VARIANTS}
     updates = 0
-    for r, order in shuffled_rounds(TRAINER_VARIANTS, rounds, seed=3):
+    for r, order in bench_env.shuffled_rounds(TRAINER_VARIANTS, rounds, seed=3):
         for variant in order:
             run_dir = fresh_dir(root, f"c-{TRAINER_VARIANTS.index(variant)}")
             start = time.perf_counter()
@@ -488,14 +478,9 @@ def bench_trainer(rounds: int, epochs: int, root: Path) -> tuple[dict[str, list[
 
 # ---- report -------------------------------------------------------------------------------------
 def versions() -> str:
-    names = ("cosanneal", "torch", "pytorch-lightning", "tensorboard", "safetensors", "numpy")
-    found = []
-    for name in names:
-        try:
-            found.append(f"{name} {md.version(name)}")
-        except md.PackageNotFoundError:
-            found.append(f"{name} (not installed)")
-    return f"Python {platform.python_version()}, " + ", ".join(found)
+    return bench_env.versions(
+        ("cosanneal", "torch", "pytorch-lightning", "tensorboard", "safetensors", "numpy")
+    )
 
 
 @dataclasses.dataclass

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata as md
 import os
 import platform
 import random
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import bench_env
 import numpy as np
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
@@ -141,14 +141,7 @@ def bench_trace(repeats: int, torch_steps: int) -> tuple[float, float]:
 
 
 def versions() -> str:
-    names = ("cosanneal", "torch", "numpy", "transformers", "timm")
-    found = []
-    for name in names:
-        try:
-            found.append(f"{name} {md.version(name)}")
-        except md.PackageNotFoundError:
-            found.append(f"{name} (not installed)")
-    return f"Python {platform.python_version()}, " + ", ".join(found)
+    return bench_env.versions(("cosanneal", "torch", "numpy", "transformers", "timm"))
 
 
 def report(results: dict[tuple[str, int], float], trace_s: float, torch_trace_s: float, args: Any) -> bool:
