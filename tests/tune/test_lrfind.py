@@ -335,3 +335,76 @@ def test_cli_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
         main(["lr-find", str(good), "--min", "0"])
     assert exit_info.value.code == 2
     assert err.getvalue() == "error: --min: must be a finite number > 0, got 0.0\n"
+
+
+# ---- the optimizer the trainer builds, for every optimizer it can build ---------------------------
+def _sweep_optimizers(cfg: Any, **kwargs: Any) -> list[tuple[type, list[dict[str, Any]]]]:
+    """Run ``lr_find_config`` and record the class and the param-group hyperparameters of every update."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    seen: list[tuple[type, list[dict[str, Any]]]] = []
+    handle = register_optimizer_step_pre_hook(
+        lambda opt, *_: seen.append(
+            (type(opt), [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups])
+        )
+    )
+    try:
+        lr_find_config(cfg, **kwargs)
+    finally:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        {"name": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},
+        {"name": "adamw", "betas": [0.8, 0.95], "eps": 1e-6, "weight_decay": 0.05,
+         "groups": [{"match": "bias", "weight_decay": 0.0, "lr_scale": 0.5}]},
+    ],
+    ids=["sgd", "adamw"],
+)  # fmt: skip
+def test_config_run_uses_the_optimizer_the_trainer_builds(optimizer: dict[str, Any]) -> None:
+    from cosanneal.runtime.builders import build_model, build_optimizer
+
+    cfg = config_from_dict({**BLOBS, "optimizer": optimizer})
+    seen = _sweep_optimizers(cfg, min_lr=1e-4, max_lr=1.0, steps=8, diverge=1e9)
+    expected = build_optimizer(build_model(cfg.model), cfg.optimizer, 1.0)
+    assert [t for t, _ in seen] == [type(expected)] * 8
+    lrs = np.geomspace(1e-4, 1.0, 8)
+    for (_, groups), lr in zip(seen, lrs, strict=True):
+        assert len(groups) == len(expected.param_groups)
+        for got, want in zip(groups, expected.param_groups, strict=True):
+            scale = want["lr"]  # the group's lr_scale (peak 1.0)
+            assert got["lr"] == pytest.approx(lr * scale, rel=1e-12)
+            for key in ("weight_decay", "momentum", "nesterov", "betas", "eps"):
+                if key in want:
+                    assert got[key] == want[key], key
+
+
+def test_an_adamw_instance_is_copied() -> None:
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01, betas=(0.8, 0.9), weight_decay=0.05)
+    res = lr_find(model, optimizer, [torch.randn(8, 3)], lambda m, b: m(b).pow(2).mean(), min_lr=1e-3,
+                  max_lr=1e-1, steps=5, diverge=1e9)  # fmt: skip
+    assert len(res.lrs) == 5
+    assert optimizer.param_groups[0]["lr"] == 0.01 and optimizer.state_dict()["state"] == {}
+
+
+def test_cli_runs_the_docs_adamw_example_from_another_directory(tmp_path: Path) -> None:
+    # docs/lr-find.md's first example, word for word, run from a directory holding the example config
+    # under the same relative path (not the repository root)
+    command = next(
+        line.split("#")[0].split()
+        for line in (ROOT / "docs" / "lr-find.md").read_text().splitlines()
+        if line.startswith("cosanneal lr-find ")
+    )
+    assert command == ["cosanneal", "lr-find", "examples/train/digits_adamw.toml"]
+    (tmp_path / "examples" / "train").mkdir(parents=True)
+    example = ROOT / command[2]
+    (tmp_path / command[2]).write_text(example.read_text())
+    assert load_config(example).optimizer.name == "adamw"
+    result = _process(*command[1:], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "peak_lr" in result.stdout and "wrote lrfind.png" in result.stdout
+    assert (tmp_path / "lrfind.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

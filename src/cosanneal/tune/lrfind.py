@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -210,6 +211,17 @@ def _check(min_lr: float, max_lr: float, steps: int, smoothing: float, diverge: 
         raise ConfigError(f"diverge: must be > 1, got {diverge!r}")
 
 
+def _constructor_keywords(cls: type) -> set[str] | None:
+    """The keyword arguments ``cls(params, ...)`` accepts, or ``None`` when it takes ``**kwargs``."""
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters}
+
+
 def _copy_optimizer(optimizer: torch.optim.Optimizer, memo: dict[int, Any]) -> torch.optim.Optimizer:
     """The same optimizer class, hyperparameters and state, over the copied model's parameters."""
     groups: list[dict[str, Any]] = []
@@ -223,8 +235,12 @@ def _copy_optimizer(optimizer: torch.optim.Optimizer, memo: dict[int, Any]) -> t
                 )
             params.append(memo[id(p)])
         groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": params})
+    # every group carries all its hyperparameters; pass the defaults only as far as the constructor names
+    # them (torch >= 2.x AdamW keeps ``decoupled_weight_decay`` in its defaults but does not accept it)
+    accepted = _constructor_keywords(type(optimizer))
+    defaults = {k: v for k, v in optimizer.defaults.items() if accepted is None or k in accepted}
     try:
-        clone = type(optimizer)(groups, **optimizer.defaults)
+        clone = type(optimizer)(groups, **defaults)
     except TypeError as exc:
         raise ConfigError(
             f"optimizer: cannot rebuild {type(optimizer).__name__} from its defaults ({exc}); "
@@ -247,6 +263,59 @@ def _cycle(batches: Iterable[Any]) -> Iterator[Any]:
             yield batch
         if empty:
             return
+
+
+def _sweep(
+    work: nn.Module,
+    opt: torch.optim.Optimizer,
+    batches: Iterable[Any],
+    loss_fn: LossFn,
+    min_lr: float,
+    max_lr: float,
+    steps: int,
+    smoothing: float,
+    diverge: float,
+    grad_clip: float | None,
+) -> LRFindResult:
+    """The range test itself: train ``work`` with ``opt`` in place (callers hand it copies they own)."""
+    work.train()
+    base = float(opt.param_groups[0]["lr"])
+    ratios = [float(g["lr"]) / base if base > 0 else 1.0 for g in opt.param_groups]
+    schedule = min_lr * (max_lr / min_lr) ** (np.arange(steps, dtype=np.float64) / (steps - 1))
+    lrs: list[float] = []
+    losses: list[float] = []
+    smoothed: list[float] = []
+    avg, best, diverged_at = 0.0, math.inf, None
+    for lr, batch in zip(schedule.tolist(), itertools.islice(_cycle(batches), steps), strict=False):
+        for group, ratio in zip(opt.param_groups, ratios, strict=True):
+            group["lr"] = lr * ratio
+        loss = loss_fn(work, batch)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            diverged_at = lr
+            break
+        avg = smoothing * avg + (1.0 - smoothing) * value
+        smooth = avg / (1.0 - smoothing ** (len(losses) + 1))
+        lrs.append(lr)
+        losses.append(value)
+        smoothed.append(smooth)
+        if losses[1:] and smooth > diverge * best:
+            diverged_at = lr
+            break
+        best = min(best, smooth)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(work.parameters(), grad_clip)
+        opt.step()
+    lr_arr, loss_arr = np.asarray(lrs, dtype=np.float64), np.asarray(losses, dtype=np.float64)
+    return LRFindResult(
+        lrs=lr_arr,
+        losses=loss_arr,
+        smoothed=np.asarray(smoothed, dtype=np.float64),
+        suggestion=suggest(lr_arr, loss_arr),
+        diverged_at=diverged_at,
+    )
 
 
 def lr_find(
@@ -302,48 +371,11 @@ def lr_find(
     try:
         memo: dict[int, Any] = {}
         work = copy.deepcopy(model, memo)
-        work.train()
         if isinstance(optimizer, torch.optim.Optimizer):
             opt = _copy_optimizer(optimizer, memo)
         else:
             opt = optimizer(work.parameters())
-        base = float(opt.param_groups[0]["lr"])
-        ratios = [float(g["lr"]) / base if base > 0 else 1.0 for g in opt.param_groups]
-        schedule = min_lr * (max_lr / min_lr) ** (np.arange(steps, dtype=np.float64) / (steps - 1))
-        lrs: list[float] = []
-        losses: list[float] = []
-        smoothed: list[float] = []
-        avg, best, diverged_at = 0.0, math.inf, None
-        for lr, batch in zip(schedule.tolist(), itertools.islice(_cycle(batches), steps), strict=False):
-            for group, ratio in zip(opt.param_groups, ratios, strict=True):
-                group["lr"] = lr * ratio
-            loss = loss_fn(work, batch)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                diverged_at = lr
-                break
-            avg = smoothing * avg + (1.0 - smoothing) * value
-            smooth = avg / (1.0 - smoothing ** (len(losses) + 1))
-            lrs.append(lr)
-            losses.append(value)
-            smoothed.append(smooth)
-            if losses[1:] and smooth > diverge * best:
-                diverged_at = lr
-                break
-            best = min(best, smooth)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            if grad_clip is not None:
-                nn.utils.clip_grad_norm_(work.parameters(), grad_clip)
-            opt.step()
-        lr_arr, loss_arr = np.asarray(lrs, dtype=np.float64), np.asarray(losses, dtype=np.float64)
-        return LRFindResult(
-            lrs=lr_arr,
-            losses=loss_arr,
-            smoothed=np.asarray(smoothed, dtype=np.float64),
-            suggestion=suggest(lr_arr, loss_arr),
-            diverged_at=diverged_at,
-        )
+        return _sweep(work, opt, batches, loss_fn, min_lr, max_lr, steps, smoothing, diverge, grad_clip)
     finally:
         restore_rng_state(rng)
 
@@ -360,8 +392,9 @@ def lr_find_config(
     """Range-test a training config's model, data and optimizer (what ``cosanneal lr-find`` runs).
 
     The model is built after seeding with ``config.seed`` (as ``cosanneal train`` does), batches come in the
-    trainer's seeded order, the loss is cross-entropy, ``optimizer.grad_clip`` applies and param groups keep
-    their ``lr_scale``. It runs in fp32 whatever ``amp`` says. The global RNG states are restored on return.
+    trainer's seeded order, the loss is cross-entropy, ``optimizer.grad_clip`` applies, and the optimizer is
+    the one the trainer builds (:func:`cosanneal.runtime.builders.build_optimizer`: SGD or AdamW, param groups
+    with their ``lr_scale`` and weight decay), swept in place over this call's own model. It runs in fp32 whatever ``amp`` says. The global RNG states are restored on return.
 
     Args:
         config: a :class:`~cosanneal.runtime.config.TrainConfig`.
@@ -402,17 +435,19 @@ def lr_find_config(
             x, y = batch
             return functional.cross_entropy(m(x.to(device)), y.to(device))
 
-        return lr_find(
+        # the model and the optimizer are this call's own, built as the trainer builds them (any optimizer
+        # it can build, with its groups): sweep them in place, nothing to copy or rebuild
+        return _sweep(
             model,
             optimizer,
             batches(),
             loss_fn,
-            min_lr=min_lr,
-            max_lr=max_lr,
-            steps=steps,
-            smoothing=smoothing,
-            diverge=diverge,
-            grad_clip=config.optimizer.grad_clip,
+            min_lr,
+            max_lr,
+            steps,
+            smoothing,
+            diverge,
+            config.optimizer.grad_clip,
         )
     finally:
         restore_rng_state(rng)
