@@ -79,7 +79,7 @@ def _tables(result: LRFindResult) -> list[Any]:
     summary.add_column("rule")
     if s is not None:
         summary.add_row(
-            "peak_lr", _fmt(s.peak_lr), "min(steepest descent before the minimum, lowest-loss LR / 10)"
+            "peak_lr", _fmt(s.peak_lr), "min(sqrt(steepest descent x lowest loss), lowest-loss LR / 3)"
         )
         summary.add_row(
             "min_lr", _fmt(s.min_lr), "LR where the loss starts falling, within [peak/1000, peak/10]"
