@@ -210,7 +210,8 @@ def test_per_epoch_plateau_reported_against_given_steps_per_epoch() -> None:
 def test_stepped_twice_per_update() -> None:
     steps, lrs = _train(_torch_cosine(200), per_update=2)
     v = verify(steps, lrs, Cosine(PEAK, cycle_steps=200))
-    assert v.codes() == ["compressed"] and v.diagnoses[0].evidence == {"k": 2, "offset": 0}
+    assert v.codes() == ["compressed"]
+    assert v.diagnoses[0].evidence == {"k": 2, "offset": 0, "continued": False}
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
@@ -229,7 +230,7 @@ def test_gradient_accumulation_stepping_per_micro_batch() -> None:
         scheduler.step()  # the mistake: once per micro-batch
     v = verify(np.arange(len(lrs)), np.array(lrs), schedule)
     assert v.codes() == ["compressed"]
-    assert v.diagnoses[0].evidence == {"k": accumulation, "offset": accumulation - 1}
+    assert v.diagnoses[0].evidence == {"k": accumulation, "offset": accumulation - 1, "continued": False}
 
 
 def test_lr_logged_after_scheduler_step_is_off_by_one() -> None:
@@ -243,8 +244,14 @@ def test_lr_logged_after_scheduler_step_is_off_by_one() -> None:
         optimizer.zero_grad()
         scheduler.step()
         lrs.append(optimizer.param_groups[0]["lr"])  # the mistake: the LR of the *next* update
+    v = verify(np.arange(UPDATES), np.array(lrs), schedule, lr_read="after-scheduler-step")
+    assert v.codes() == ["off-by-one"]
+    assert v.diagnoses[0].evidence == {"shift": 1, "lr_read": "after-scheduler-step"}
+    # read as docs/verify.md prescribes, the same numbers mean the optimizer used the next step's LR
     v = verify(np.arange(UPDATES), np.array(lrs), schedule)
-    assert v.codes() == ["off-by-one"] and v.diagnoses[0].evidence == {"shift": 1}
+    assert v.codes() == ["step-order"] and "--lr-read after-scheduler-step" in v.diagnoses[0].explanation
+    with pytest.raises(ScheduleError, match="lr_read must be one of"):
+        verify(np.arange(UPDATES), np.array(lrs), schedule, lr_read="whenever")
 
 
 def test_wrong_t_max_fits_the_real_cycle_length() -> None:

@@ -9,14 +9,25 @@ code                   hypothesis (``s`` the schedule, ``y`` the trace)
 =====================  =====================================================================
 ``never-stepped``      ``y(t) = y(0)`` for all ``t``
 ``per-epoch``          ``y(t) = s(floor(t / E))``, plateaus of ``E`` updates
-``compressed``         ``y(t) = s(k t)`` for an integer ``k >= 2``
-``off-by-one``         ``y(t) = s(t + 1)`` or ``s(t - 1)``
-``cycle-length``       ``y = s`` with another ``cycle_steps`` ``T``
-``restarts``           restart steps differ (``y = s`` with another ``cycle_steps``/``cycle_mult``)
+``compressed``         ``y(t) = s(k t)`` or ``s(k t + k - 1)`` for an integer ``k >= 2``
+``step-order``         ``y(t) = s(t + 1)``, LR read before ``optimizer.step()``: stepped too early
+``off-by-one``         ``y(t) = s(t + 1)`` read after ``scheduler.step()``, or ``y(t) = s(t - 1)``
 ``warmup-handoff``     ``y = s`` with the other ``warmup_prefix`` (timm)
-``resume-jump``        ``y = s`` up to step ``r``, then ``s(t - r)`` (restarted) or constant (stuck)
+``warmup-missing``     ``y = s`` without its warmup (``warmup_steps = 0``)
+``cycle-length``       ``y = s`` with another ``cycle_steps`` ``T``
+``floor``              ``y = s`` with another floor (``min_lr`` / ``eta_min``)
+``peak``               ``y = s`` with another peak (the optimizer's base LR)
+``restarts``           restart steps differ (``y = s`` with another ``cycle_steps``/``cycle_mult``)
+``resume-jump``        ``y = s`` up to step ``r``, then ``s(t - r)`` (restarted, possibly from the
+                       LR at the resume) or constant (stuck)
 ``past-horizon``       ``y = s`` up to the end, then climbing back up
 =====================  =====================================================================
+
+PyTorch's ``CosineAnnealingLR`` and Hugging Face's cosine schedules do not hold their floor past their
+end (``T_max``, ``num_training_steps``): they follow ``cos()`` back up. Every hypothesis that shifts or
+stretches time (``compressed``, ``cycle-length``, ``warmup-missing``, ``floor``, ``peak``, ``resume-jump``)
+is therefore checked twice: with the schedule as configured (holding its floor) and with its last
+cosine continued past the end, the way those peers continue (:func:`continued`).
 """
 
 from __future__ import annotations
@@ -31,11 +42,60 @@ import numpy.typing as npt
 
 from cosanneal.errors import CosannealError
 
-__all__ = ["Diagnosis", "Fitter", "diagnose", "plateau_length", "restart_steps"]
+__all__ = ["LR_READS", "Diagnosis", "Fitter", "continued", "diagnose", "plateau_length", "restart_steps"]
 
 FloatArray = npt.NDArray[np.float64]
 _MAX_K = 64
 _SHOW = 8
+
+#: How a trace's LR was read: just before ``optimizer.step()`` of update ``t`` (what ``docs/verify.md``
+#: prescribes and cosanneal's telemetry records), or after ``scheduler.step()`` at the end of update ``t``.
+LR_READS = ("before-optimizer-step", "after-scheduler-step")
+
+
+def _is_cosine(schedule: Any) -> bool:
+    return getattr(schedule, "kind", None) == "cosine"
+
+
+def continued(schedule: Any, t: npt.ArrayLike) -> FloatArray | None:
+    r"""The schedule as PyTorch's ``CosineAnnealingLR`` and Hugging Face's cosine continue it past its end.
+
+    Before the horizon this is the schedule itself. From the horizon on, the last cycle's cosine goes
+    on instead of holding the floor: with that cycle's start ``S``, length ``L``, peak ``P``, floor ``F``
+    and restart warmup ``w``,
+
+    .. math:: y(t) = F + \tfrac12 (P - F) (1 + \cos(\pi ((t - S - w) / (L - w))^k))
+
+    so the LR climbs back to the peak over the next ``L - w`` steps, and so on (period ``2 (L - w)``).
+
+    Args:
+        schedule: A bound schedule.
+        t: Steps.
+
+    Returns:
+        The continued curve, or ``None`` when the schedule is not a cosine with an end.
+
+    Example:
+        >>> from cosanneal import Cosine
+        >>> s = Cosine(1.0, cycle_steps=10)
+        >>> [round(float(v), 6) for v in continued(s, np.array([5.0, 10.0, 15.0, 20.0]))]
+        [0.5, 0.0, 0.5, 1.0]
+    """
+    if not _is_cosine(schedule) or schedule.max_cycles is None:
+        return None
+    x = np.asarray(t, dtype=np.float64)
+    out = np.asarray(schedule(np.maximum(x, 0.0)), dtype=np.float64).copy()
+    horizon = float(schedule.horizon)
+    past = x >= horizon
+    if np.any(past):
+        i = schedule.max_cycles - 1
+        start = float(schedule.cycle_start(i)) if i else float(schedule.origin)
+        length = horizon - start
+        w = float(schedule.cycle_warmup_steps) if i else 0.0
+        peak, floor = float(schedule.cycle_peak(i)), float(schedule.cycle_floor(i))
+        p = np.maximum(x[past] - start - w, 0.0) / (length - w)
+        out[past] = floor + 0.5 * (peak - floor) * (1 + np.cos(math.pi * p ** float(schedule.k)))
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,9 +169,36 @@ class Fitter:
         y = self.y[sl]
         return bool(len(y)) and not bool(np.any(self.bad(expected, y)))
 
+    def continued(self, schedule: Any, t: FloatArray) -> FloatArray | None:
+        """The schedule continued past its end as the peers do (:func:`continued`), times ``scale``."""
+        out = continued(schedule, t)
+        return None if out is None else out * self.scale
+
     def fits_schedule(self, schedule: Any) -> bool:
         """Whether the trace matches another schedule."""
         return self.fits_at(lambda t: self.curve(schedule, t))
+
+    def fit_mode(self, schedule: Any, warp: Callable[[FloatArray], FloatArray] | None = None) -> str | None:
+        """How the trace follows ``schedule`` at steps ``warp(t)``, if it does.
+
+        Returns:
+            ``"held"`` when ``y(t) = scale * schedule(warp(t))``; ``"continued"`` when it matches only with
+            the schedule continued past its end (:func:`continued`, the peers' behaviour); else ``None``.
+        """
+        if schedule is None:
+            return None
+        at = (lambda t: t) if warp is None else warp
+        if self.fits_at(lambda t: self.curve(schedule, at(t))):
+            return "held"
+        horizon = getattr(schedule, "horizon", None) if _is_cosine(schedule) else None
+        if horizon is None or not np.any(at(self.t) >= horizon):
+            return None  # never past the end: the continuation is the schedule itself
+
+        def extended(t: FloatArray) -> FloatArray:
+            out = self.continued(schedule, at(t))
+            return self.curve(schedule, at(t)) if out is None else out
+
+        return "continued" if self.fits_at(extended) else None
 
     def fits_at(self, expected: Callable[[FloatArray], FloatArray]) -> bool:
         """Whether the trace matches ``expected(t)``; a sample of steps is checked first (cheap rejection)."""
@@ -200,10 +287,6 @@ def _replaced(schedule: Any, **changes: Any) -> Any:
         return None
 
 
-def _is_cosine(schedule: Any) -> bool:
-    return getattr(schedule, "kind", None) == "cosine"
-
-
 # ---- detectors: each returns a Diagnosis or None -------------------------------------------------
 def _never_stepped(f: Fitter) -> Diagnosis | None:
     if len(f.y) < 2 or not f.constant(f.y) or f.constant(f.e):
@@ -260,46 +343,102 @@ def _per_epoch(f: Fitter, steps_per_epoch: float | None) -> Diagnosis | None:
     )
 
 
-def _compressed(f: Fitter) -> Diagnosis | None:
+_CONTINUED_NOTE = (
+    " Past its end the schedule followed the continued cosine back up, as PyTorch's CosineAnnealingLR "
+    "and Hugging Face's cosine do past T_max / num_training_steps."
+)
+
+
+def _affine(k: int, c: int) -> Callable[[FloatArray], FloatArray]:
+    """``t -> k t + c``."""
+    return lambda t: t * k + c
+
+
+def _compressed_fit(f: Fitter) -> tuple[int, int, str] | None:
+    """The first ``(k, c, mode)`` with ``y(t) = s(k t + c)`` (``mode`` as in :meth:`Fitter.fit_mode`)."""
     # Under accumulation the first update already sees k - 1 steps, hence the offsets c in {0, k - 1}.
     candidates = [(k, c) for k in range(2, _MAX_K + 1) for c in sorted({0, k - 1})]
     sample = f.sample()
-    grid = np.array([f.t[sample] * k + c for k, c in candidates])  # every candidate in one schedule call
-    curves = f.curve(f.schedule, grid.ravel()).reshape(grid.shape)
-    for (k, c), curve in zip(candidates, curves, strict=True):
-        if not f.fits(curve, sample) or not f.fits(f.curve(f.schedule, f.t * k + c)):
+    grid = np.array([f.t[sample] * k + c for k, c in candidates]).ravel()  # every candidate in one call
+    held = f.curve(f.schedule, grid).reshape(len(candidates), -1)
+    extended = f.continued(f.schedule, grid)
+    cont = None if extended is None else extended.reshape(len(candidates), -1)
+    for n, (k, c) in enumerate(candidates):
+        if not f.fits(held[n], sample) and not (cont is not None and f.fits(cont[n], sample)):
             continue
-        at = f"schedule({k} t + {c})" if c else f"schedule({k} t)"
-        return Diagnosis(
-            "compressed",
-            f"Stepped {k} times per optimizer update (time compressed by {k})",
-            f"The trace equals {at}: the schedule ran {k}x too fast (equivalently, every length in it "
-            f"was {k}x too short). This happens when scheduler.step() is called {k} times per update "
-            f"(in the loop and in a callback or hook), or once per micro-batch under gradient "
-            f"accumulation over {k} micro-batches.",
-            "Call scheduler.step() exactly once per optimizer.step(): under gradient accumulation, only on "
-            "the micro-batch that steps the optimizer (or use cosanneal's Scheduler with "
-            "count='optimizer').",
-            {"k": k, "offset": c},
-        )
+        mode = f.fit_mode(f.schedule, _affine(k, c))
+        if mode is not None:
+            return k, c, mode
     return None
 
 
-def _off_by_one(f: Fitter) -> Diagnosis | None:
-    def shifted(by: int) -> Callable[[FloatArray], FloatArray]:
-        return lambda t: f.curve(f.schedule, t + by)
+def _compressed(f: Fitter, fit: tuple[int, int, str], steps_per_epoch: float | None) -> Diagnosis:
+    k, c, mode = fit
+    at = f"schedule({k} t + {c})" if c else f"schedule({k} t)"
+    epochs = (
+        ""
+        if steps_per_epoch is not None
+        else f" The same curve results from a length given in epochs (T_max / cycle_steps) while the "
+        f"scheduler is stepped per update with {k} updates per epoch; pass the steps per epoch "
+        "(--steps-per-epoch) to tell the two apart."
+    )
+    return Diagnosis(
+        "compressed",
+        f"Stepped {k} times per optimizer update (time compressed by {k})",
+        f"The trace equals {at}: the schedule ran {k}x too fast (equivalently, every length in it "
+        f"was {k}x too short). This happens when scheduler.step() is called {k} times per update "
+        f"(in the loop and in a callback or hook), or once per micro-batch under gradient "
+        f"accumulation over {k} micro-batches." + (_CONTINUED_NOTE if mode == "continued" else "") + epochs,
+        "Call scheduler.step() exactly once per optimizer.step(): under gradient accumulation, only on "
+        "the micro-batch that steps the optimizer (or use cosanneal's Scheduler with "
+        "count='optimizer').",
+        {"k": k, "offset": c, "continued": mode == "continued"},
+    )
 
-    for shift, when in ((1, "after"), (-1, "before")):
-        if f.fits_at(shifted(shift)):
+
+def _shifted(f: Fitter, lr_read: str) -> Diagnosis | None:
+    """``y(t) = s(t + 1)`` (a step-order bug or a logging offset, by ``lr_read``) or ``s(t - 1)``."""
+    if f.fits_at(lambda t: f.curve(f.schedule, t + 1)):
+        evidence = {"shift": 1, "lr_read": lr_read}
+        if lr_read == "before-optimizer-step":
             return Diagnosis(
-                "off-by-one",
-                f"Shifted by {shift:+d} step: the LR was logged {when} scheduler.step()",
-                f"The trace equals schedule(t {'+' if shift > 0 else '-'} 1): the values are right but logged "
-                f"against the neighbouring step.",
-                "Log optimizer.param_groups[g]['lr'] for update t before optimizer.step() and "
-                "scheduler.step() of that update (cosanneal's telemetry does this).",
-                {"shift": shift},
+                "step-order",
+                "scheduler.step() is called before optimizer.step(): each update used the next step's LR",
+                "The trace equals schedule(t + 1). It was read just before optimizer.step() (lr_read "
+                "before-optimizer-step: what docs/verify.md prescribes and cosanneal's telemetry records), "
+                "so the optimizer really used the LR of update t + 1 at update t: scheduler.step() runs "
+                "before optimizer.step(), the schedule is one step ahead and its first value is never used. "
+                "The numbers alone cannot tell this from a logging offset: if the LR was in fact read after "
+                "scheduler.step(), training used the right LR and only the log is shifted; say so with "
+                "--lr-read after-scheduler-step.",
+                "Call scheduler.step() after optimizer.step(), once per update. (If the LR was read after "
+                "scheduler.step(), the loop may be right: read the LR before optimizer.step() and verify "
+                "again.)",
+                evidence,
             )
+        return Diagnosis(
+            "off-by-one",
+            "Logging offset: the LR was read after scheduler.step(), one update ahead",
+            "The trace equals schedule(t + 1). Read after scheduler.step() (lr_read after-scheduler-step), "
+            "the value logged for update t is the LR of update t + 1, which is what a correct loop logs "
+            "this way: training used the right LR. A loop that calls scheduler.step() before "
+            "optimizer.step() logs exactly the same values when read this way, so the trace cannot rule "
+            "that bug out: check the order in the loop.",
+            "Logging only: read the LR before optimizer.step() of update t (then verify checks the LR the "
+            "optimizer used). If scheduler.step() comes before optimizer.step() in the loop, that is a real "
+            "bug: call it after optimizer.step().",
+            evidence,
+        )
+    if f.fits_at(lambda t: f.curve(f.schedule, t - 1)):
+        return Diagnosis(
+            "off-by-one",
+            "Shifted by -1 step: the row of update t holds the LR of update t - 1",
+            "The trace equals schedule(t - 1): the values are right but logged against the next step, "
+            "as when updates are numbered from 1 or the step counter is advanced before logging.",
+            "Log the LR of update t under step t, counting updates from 0 (the number of optimizer steps "
+            "done before this one).",
+            {"shift": -1, "lr_read": lr_read},
+        )
     return None
 
 
@@ -329,39 +468,193 @@ def _estimate_cycle(f: Fitter, s: Any, trace_restarts: list[int]) -> list[float]
     return out
 
 
-def _cycle_length(f: Fitter, trace_restarts: list[int], expected_restarts: list[int]) -> Diagnosis | None:
+def _epochs_note(cand: float, configured: float, steps_per_epoch: float | None) -> bool:
+    """Whether ``cand`` is the configured length read as epochs (``configured = cand * steps_per_epoch``)."""
+    return (
+        steps_per_epoch is not None and steps_per_epoch > 0 and abs(cand * steps_per_epoch - configured) < 0.5
+    )
+
+
+def _cycle_length(
+    f: Fitter,
+    trace_restarts: list[int],
+    expected_restarts: list[int],
+    steps_per_epoch: float | None = None,
+    extra: tuple[float, ...] = (),
+) -> Diagnosis | None:
     s = f.schedule
     if not _is_cosine(s):
         return None
     configured = float(s.cycle_steps)
     tried: set[float] = set()
-    for est in _estimate_cycle(f, s, trace_restarts):
+    estimates = [*extra, *_estimate_cycle(f, s, trace_restarts)]
+    for est in estimates:
         if not math.isfinite(est) or est <= 0:
             continue
         whole = sorted({round(est) + d for d in (0, -1, 1, -2, 2)}, key=lambda c: abs(c - est))
         for cand in [*whole, est]:
-            if cand <= 0 or cand in tried or cand == configured:
-                continue
+            if cand <= 0 or cand in tried or abs(cand - configured) <= 1e-6 * configured:
+                continue  # (a length within rounding of the configured one is the configured one)
             tried.add(cand)
             other = _replaced(s, cycle_steps=int(cand) if float(cand).is_integer() else cand)
-            if other is not None and f.fits_schedule(other):
-                return Diagnosis(
-                    "cycle-length",
-                    f"Wrong cycle length: the LR followed cycle_steps={cand:g}, configured {configured:g}",
-                    f"The trace is the configured schedule with a first cycle of {cand:g} steps instead of "
-                    f"{configured:g} (ratio {cand / configured:.4g}). Typical causes: T_max / cycle_steps given "
-                    "in epochs where updates were meant (or the reverse), a stale value after changing the "
-                    "batch size or the number of epochs, or warmup steps counted inside T_max.",
-                    "Set the cycle length in optimizer updates (cycle_steps = epochs * updates_per_epoch, "
-                    "minus the warmup when it comes before the cycle), or write it as '3ep' / '0.9dur' and "
-                    "bind the schedule to the real run length.",
-                    {
-                        "fitted_cycle_steps": cand,
-                        "configured_cycle_steps": configured,
-                        "trace_restarts": trace_restarts,
-                        "expected_restarts": expected_restarts,
-                    },
+            mode = f.fit_mode(other)
+            if mode is None:
+                continue
+            in_epochs = _epochs_note(cand, configured, steps_per_epoch)
+            if in_epochs:
+                title = (
+                    f"Wrong cycle length: T_max / cycle_steps of {cand:g} is in epochs; the scheduler is "
+                    f"stepped per update ({configured:g} updates configured)"
                 )
+                why = (
+                    f"The trace is the configured schedule with a first cycle of {cand:g} steps instead of "
+                    f"{configured:g}: {cand:g} x {steps_per_epoch:g} updates per epoch = {configured:g}, so "
+                    "the length was given in epochs while the scheduler is stepped once per update."
+                )
+            else:
+                title = f"Wrong cycle length: the LR followed cycle_steps={cand:g}, configured {configured:g}"
+                why = (
+                    f"The trace is the configured schedule with a first cycle of {cand:g} steps instead of "
+                    f"{configured:g} (ratio {cand / configured:.4g}). Typical causes: T_max / cycle_steps "
+                    "given in epochs where updates were meant (or the reverse), a stale value after changing "
+                    "the batch size or the number of epochs, or warmup steps counted inside T_max."
+                )
+            return Diagnosis(
+                "cycle-length",
+                title,
+                why + (_CONTINUED_NOTE if mode == "continued" else ""),
+                "Set the cycle length in optimizer updates (cycle_steps = epochs * updates_per_epoch, "
+                "minus the warmup when it comes before the cycle), or write it as '3ep' / '0.9dur' and "
+                "bind the schedule to the real run length"
+                + ("; or step the scheduler once per epoch." if in_epochs else "."),
+                {
+                    "fitted_cycle_steps": cand,
+                    "configured_cycle_steps": configured,
+                    "in_epochs": in_epochs,
+                    "continued": mode == "continued",
+                    "trace_restarts": trace_restarts,
+                    "expected_restarts": expected_restarts,
+                },
+            )
+    return None
+
+
+def _warmup_missing(f: Fitter) -> Diagnosis | None:
+    """The trace is the schedule without its warmup: it starts at the peak."""
+    s = f.schedule
+    if not _is_cosine(s) or int(s.warmup_steps) <= 0 or not s.warmup_prefix:
+        return None
+    w, cycle = int(s.warmup_steps), float(s.cycle_steps)
+    for length in (cycle + w, cycle):  # the whole run as the cycle (T_max = N), or the warmup just dropped
+        other = _replaced(s, warmup_steps=0, cycle_steps=int(length) if length.is_integer() else length)
+        mode = f.fit_mode(other)
+        if mode is None:
+            continue
+        start = float(s.warmup_start_lr) * f.scale
+        return Diagnosis(
+            "warmup-missing",
+            f"Warmup missing: the trace starts at the peak; configured warmup of {w} steps",
+            f"The LR starts at the peak ({float(f.y[0]):.6g} at step {int(f.t[0])}) and follows the "
+            f"schedule without its warmup (warmup_steps=0, cycle_steps={length:g}): the configured "
+            f"{s.warmup_shape} warmup of {w} steps from {start:.6g} never ran. Typical causes: a plain "
+            "CosineAnnealingLR instead of SequentialLR([LinearLR, CosineAnnealingLR]), Hugging Face's "
+            "get_cosine_schedule_with_warmup with num_warmup_steps=0, or a warmup option not passed on."
+            + (_CONTINUED_NOTE if mode == "continued" else ""),
+            f"Add the warmup of {w} updates: in PyTorch SequentialLR(opt, [LinearLR(opt, start_factor, "
+            f"total_iters={w}), CosineAnnealingLR(opt, T_max={cycle:g})], milestones=[{w}]); in Hugging Face "
+            f"get_cosine_schedule_with_warmup(opt, num_warmup_steps={w}, num_training_steps="
+            f"{cycle + w:g}); in cosanneal Cosine(..., warmup_steps={w}).",
+            {
+                "warmup_steps": w,
+                "warmup_start_lr": float(s.warmup_start_lr),
+                "fitted_cycle_steps": length,
+                "configured_cycle_steps": cycle,
+                "continued": mode == "continued",
+            },
+        )
+    return None
+
+
+def _nice(x: float) -> list[float]:
+    """``x`` rounded to 6 significant digits (what a user typed), then ``x`` itself."""
+    if abs(x) < 1e-12:
+        return [0.0, x]
+    r = float(f"{x:.6g}")
+    return [r, x] if r != x else [x]
+
+
+def _peak_floor(f: Fitter) -> Diagnosis | None:
+    """The trace is the schedule's shape between another peak and/or floor (fitted by least squares)."""
+    s = f.schedule
+    if not _is_cosine(s):
+        return None
+    peak, floor = float(s.cycle_peak(0)), float(s.cycle_floor(0))
+    if peak <= floor:
+        return None
+    end = float(s.cycle_start(1)) if s.max_cycles is None or s.max_cycles > 1 else float(s.horizon)
+    mask = (f.t >= float(s.origin)) & (f.t < end) & (f.t >= float(s.warmup_steps)) & np.isfinite(f.y)
+    if np.count_nonzero(mask) < 3:
+        return None
+    x = (f.e[mask] / f.scale - floor) / (peak - floor)  # 1 at the peak, 0 at the floor
+    if float(np.ptp(x)) < 0.1:
+        return None
+    a = np.column_stack((1.0 - x, x))
+    (fit_floor, fit_peak), *_ = np.linalg.lstsq(a, f.y[mask] / f.scale, rcond=None)
+    fit_floor, fit_peak = float(fit_floor), float(fit_peak)
+    if (
+        not (math.isfinite(fit_peak) and math.isfinite(fit_floor))
+        or fit_peak <= 0
+        or fit_floor < -1e-12 * peak
+    ):
+        return None
+    same_peak = abs(fit_peak - peak) <= 1e-9 * peak
+    same_floor = abs(fit_floor - floor) <= 1e-9 * peak
+    if same_peak and same_floor:
+        return None
+    candidates: list[Any] = []
+    start = float(s.warmup_start_lr)
+    for p in [float(s.peak_lr)] if same_peak else _nice(fit_peak * float(s.peak_lr) / peak):
+        starts = sorted({start, start * p / float(s.peak_lr)}, reverse=True)  # a warmup scaled with the peak
+        if s.min_ratio is not None:  # the same ratio under another peak
+            candidates += [_replaced(s, peak_lr=p, warmup_start_lr=w) for w in starts]
+        for fl in [floor] if same_floor else _nice(max(fit_floor, 0.0)):
+            candidates += [
+                _replaced(s, peak_lr=p, min_lr=fl, min_ratio=None, warmup_start_lr=w) for w in starts
+            ]
+    for other in candidates:
+        if other is None or f.fit_mode(other) is None:
+            continue
+        got_peak, got_floor = float(other.cycle_peak(0)), float(other.cycle_floor(0))
+        peak_changed = got_peak != peak
+        evidence = {
+            "fitted_peak": got_peak,
+            "configured_peak": peak,
+            "fitted_floor": got_floor,
+            "configured_floor": floor,
+        }
+        if not peak_changed:
+            return Diagnosis(
+                "floor",
+                f"Wrong floor: the LR anneals to {got_floor:.6g}, configured {floor:.6g}",
+                f"The trace is the configured schedule with the floor {got_floor:.6g} instead of {floor:.6g}: "
+                "the scheduler's eta_min / min_lr (or min_lr_rate, min_ratio) differs from the configuration.",
+                f"Give the scheduler the configured floor: CosineAnnealingLR(..., eta_min={floor:.6g}) in "
+                f"PyTorch, get_cosine_with_min_lr_schedule_with_warmup(..., min_lr={floor:.6g}) in Hugging "
+                "Face, min_lr / min_ratio in cosanneal; or configure the floor the job really used.",
+                evidence,
+            )
+        also = f" and the floor {got_floor:.6g} instead of {floor:.6g}" if got_floor != floor else ""
+        return Diagnosis(
+            "peak",
+            f"Wrong peak: the LR peaks at {got_peak:.6g}, configured {peak:.6g}",
+            f"The trace is the configured schedule with the peak {got_peak:.6g} instead of {peak:.6g}{also} "
+            f"(ratio {got_peak / peak:.4g}). PyTorch's and Hugging Face's schedulers take the peak from the "
+            "optimizer's lr (LambdaLR multiplies it), so the optimizer was built with another lr, or a "
+            "param group's lr differs.",
+            f"Build the optimizer with lr={peak:.6g} (the peak the schedule is scaled from), or configure the "
+            "peak the job really used.",
+            evidence,
+        )
     return None
 
 
@@ -436,14 +729,46 @@ def _warmup_handoff(f: Fitter) -> Diagnosis | None:
     )
 
 
+def _restart_fit(f: Fitter, i: int) -> tuple[float, str, float | None] | None:
+    """How the tail from index ``i`` restarts the schedule: ``(resume step r, mode, lr it restarted from)``.
+
+    ``y(t) = s(t - r)`` (the scheduler rebuilt at update ``r``; its first LR may coincide with the expected
+    one when the optimizer's loaded LR was used first), or the same shape scaled between the floor and
+    the LR at the resume (PyTorch's ``CosineAnnealingLR`` rebuilt on an optimizer whose state was loaded
+    continues its recursive formula from that LR as if at step 0).
+    """
+    s, tail = f.schedule, slice(i, None)
+    starts = [float(f.t[i])]
+    if i and f.t[i - 1] == f.t[i] - 1:
+        starts.append(float(f.t[i - 1]))
+    for r in starts:
+        held = f.curve(s, f.t[i:] - r)
+        extended = f.continued(s, f.t[i:] - r)
+        for curve, mode in ((held, "held"), (extended, "continued")):
+            if curve is not None and f.fits(curve, tail):
+                return r, mode, None
+    if not _is_cosine(s) or not (i and f.t[i - 1] == f.t[i] - 1):
+        return None
+    peak, floor = float(s.cycle_peak(0)) * f.scale, float(s.cycle_floor(0)) * f.scale
+    start = float(f.y[i - 1])
+    r = float(f.t[i - 1])
+    if peak <= floor or not math.isfinite(start):
+        return None
+    for curve, mode in ((f.curve(s, f.t[i:] - r), "held"), (f.continued(s, f.t[i:] - r), "continued")):
+        if curve is not None and f.fits(floor + (start - floor) * (curve - floor) / (peak - floor), tail):
+            return r, mode, start
+    return None
+
+
 def _resume(f: Fitter, bad: npt.NDArray[np.bool_]) -> Diagnosis | None:
     i = int(np.argmax(bad))
     horizon = f.schedule.horizon
     if i < 2 or (horizon is not None and f.t[i] >= horizon):
         return None
-    r = float(f.t[i])
-    tail = slice(i, None)
-    restarted = f.fits(f.curve(f.schedule, f.t[i:] - r), tail)
+    fit = _restart_fit(f, i)
+    restarted = fit is not None
+    r = fit[0] if fit is not None else float(f.t[i])
+    from_lr = fit[2] if fit is not None else None
     stuck = not restarted and len(f.y) - i >= 2 and f.constant(f.y[i:])
     if not (restarted or stuck):
         prev_gap = float(np.nanmedian(np.abs(np.diff(f.y[:i])))) if i >= 2 else 0.0
@@ -456,40 +781,36 @@ def _resume(f: Fitter, bad: npt.NDArray[np.bool_]) -> Diagnosis | None:
         "lr_at_resume": float(f.y[i]),
         "expected_at_resume": float(f.e[i]),
         "restarted_from_start": restarted,
+        "restarted_from_lr": from_lr,
         "stuck": stuck,
     }
-    shape = (
-        "then the schedule starts again from its first step (LR(t) = schedule(t - "
-        f"{int(r)})): the scheduler was rebuilt at the resume without loading its state"
-        if restarted
-        else f"then it stays at {float(f.y[i]):.6g}: the scheduler is no longer stepped after the resume"
-        if stuck
-        else f"then it jumps from {float(f.y[i - 1]):.6g} to {float(f.y[i]):.6g} (expected {float(f.e[i]):.6g})"
-    )
+    if restarted and from_lr is not None:
+        shape = (
+            f"then the schedule's shape starts again from its first step, scaled down to begin at the LR of "
+            f"the resume ({from_lr:.6g}): the scheduler was rebuilt at the resume without loading its state, "
+            "on an optimizer whose state (and LR) was loaded, as PyTorch's CosineAnnealingLR does when it "
+            "continues its recursive formula from the loaded LR as if at step 0"
+        )
+    elif restarted:
+        shape = (
+            "then the schedule starts again from its first step (LR(t) = schedule(t - "
+            f"{int(r)})): the scheduler was rebuilt at the resume without loading its state"
+        )
+    elif stuck:
+        shape = f"then it stays at {float(f.y[i]):.6g}: the scheduler is no longer stepped after the resume"
+    else:
+        shape = f"then it jumps from {float(f.y[i - 1]):.6g} to {float(f.y[i]):.6g} (expected {float(f.e[i]):.6g})"
+    matched_to = int(f.t[i - 1]) if from_lr is None else int(r)
     return Diagnosis(
         "resume-jump",
         f"A jump at a resume around step {int(r)}",
-        f"The LR matches the schedule up to step {int(f.t[i - 1])}, {shape}.",
+        f"The LR matches the schedule up to step {matched_to}, {shape}.",
         "Save scheduler.state_dict() in every checkpoint and load it on resume (before the first step), "
         "or rebuild the scheduler at the resumed update count; cosanneal's Scheduler state holds the step "
         "and checks the schedule.",
         evidence,
         restarted or stuck,
     )
-
-
-def _cosine_continued(f: Fitter, t: FloatArray) -> FloatArray | None:
-    """The last cosine cycle continued past its end (PyTorch's CosineAnnealingLR / HF cosine)."""
-    s = f.schedule
-    if not _is_cosine(s) or s.max_cycles is None:
-        return None
-    i = s.max_cycles - 1
-    start = float(s.cycle_start(i)) if i else float(s.origin)
-    length = float(s.cycle_start(i + 1)) - start
-    w = float(s.cycle_warmup_steps) if i else 0.0
-    peak, floor = float(s.cycle_peak(i)), float(s.cycle_floor(i))
-    p = np.maximum(t - start - w, 0.0) / (length - w)
-    return (floor + 0.5 * (peak - floor) * (1 + np.cos(math.pi * p ** float(s.k)))) * f.scale
 
 
 def _past_horizon(f: Fitter, bad: npt.NDArray[np.bool_]) -> Diagnosis | None:
@@ -505,8 +826,8 @@ def _past_horizon(f: Fitter, bad: npt.NDArray[np.bool_]) -> Diagnosis | None:
     top = int(np.nanargmax(y))
     if not float(y[top]) - floor > 0.01 * f.ref:
         return None
-    continued = _cosine_continued(f, f.t[after])
-    fitted = continued is not None and f.fits(continued, slice(int(np.flatnonzero(after)[0]), None))
+    extended = f.continued(f.schedule, f.t[after])
+    fitted = extended is not None and f.fits(extended, slice(int(np.flatnonzero(after)[0]), None))
     return Diagnosis(
         "past-horizon",
         "The LR climbs back up after the end of the schedule",
@@ -527,13 +848,22 @@ def _past_horizon(f: Fitter, bad: npt.NDArray[np.bool_]) -> Diagnosis | None:
     )
 
 
-def diagnose(f: Fitter, bad: npt.NDArray[np.bool_], steps_per_epoch: float | None = None) -> list[Diagnosis]:
+def diagnose(
+    f: Fitter,
+    bad: npt.NDArray[np.bool_],
+    steps_per_epoch: float | None = None,
+    lr_read: str = "before-optimizer-step",
+) -> list[Diagnosis]:
     """Every known mistake whose shape the mismatching trace has; fitted hypotheses first and alone.
 
     Args:
         f: The trace, schedule and tolerance.
         bad: The mismatch mask of the trace against the schedule (at least one ``True``).
-        steps_per_epoch: Updates per epoch, when known, to compare with a staircase's plateaus.
+        steps_per_epoch: Updates per epoch, when known: compared with a staircase's plateaus, and it tells
+            a length given in epochs from a scheduler stepped ``k`` times per update (the same curve when
+            ``k`` is the number of updates per epoch).
+        lr_read: How the trace's LR was read (one of :data:`LR_READS`); it decides whether a trace one step
+            ahead is a scheduler stepped before ``optimizer.step()`` or only a logging offset.
 
     Returns:
         The diagnoses whose curve fits the trace; when none fits, the shapes recognised without a fit.
@@ -542,29 +872,46 @@ def diagnose(f: Fitter, bad: npt.NDArray[np.bool_], steps_per_epoch: float | Non
         >>> from cosanneal import Cosine
         >>> s = Cosine(1.0, cycle_steps=100)
         >>> t = np.arange(100)
-        >>> f = Fitter(t, s(t + 1), s, 1e-9)  # logged after scheduler.step()
-        >>> [d.code for d in diagnose(f, f.bad(f.e))]
+        >>> f = Fitter(t, s(t + 1), s, 1e-9)  # one step ahead
+        >>> [d.code for d in diagnose(f, f.bad(f.e))]  # read before optimizer.step(): stepped too early
+        ['step-order']
+        >>> [d.code for d in diagnose(f, f.bad(f.e), lr_read="after-scheduler-step")]
         ['off-by-one']
     """
     trace_restarts = restart_steps(f.t, f.y, f.ref)
     expected_restarts = restart_steps(f.t, f.e, f.ref)
+    never = _never_stepped(f)
+    if never is not None:
+        return [never]
+    found: list[Diagnosis] = []
+    per_epoch = _per_epoch(f, steps_per_epoch)
+    if per_epoch is not None:
+        found.append(per_epoch)
+    squeezed = _compressed_fit(f)
+    if squeezed is not None:
+        k, c, _ = squeezed
+        if c == 0 and _is_cosine(f.schedule) and steps_per_epoch is not None and k == round(steps_per_epoch):
+            # The same curve as a cycle length given in epochs: with the epoch known, that is the cause.
+            in_epochs = _cycle_length(
+                f, trace_restarts, expected_restarts, steps_per_epoch, (float(f.schedule.cycle_steps) / k,)
+            )
+            if in_epochs is not None:
+                return [*[d for d in found if d.fitted], in_epochs]
+        # a compressed trace is also a shorter cycle: one explanation is enough
+        return [*[d for d in found if d.fitted], _compressed(f, squeezed, steps_per_epoch)]
     detectors: list[Callable[[], Diagnosis | None]] = [
-        lambda: _never_stepped(f),
-        lambda: _per_epoch(f, steps_per_epoch),
-        lambda: _compressed(f),
-        lambda: _off_by_one(f),
+        lambda: _shifted(f, lr_read),
         lambda: _warmup_handoff(f),
-        lambda: _cycle_length(f, trace_restarts, expected_restarts),
+        lambda: _warmup_missing(f),
+        lambda: _cycle_length(f, trace_restarts, expected_restarts, steps_per_epoch),
+        lambda: _peak_floor(f),
         lambda: _past_horizon(f, bad),
         lambda: _resume(f, bad),
     ]
-    found: list[Diagnosis] = []
     for detect in detectors:
         d = detect()
         if d is not None:
             found.append(d)
-            if d.code in ("never-stepped", "compressed"):
-                break  # a compressed trace is also a shorter cycle: one explanation is enough
     if not any(d.fitted for d in found) and not any(d.code == "past-horizon" for d in found):
         d = _restarts(f, trace_restarts, expected_restarts)
         if d is not None:
