@@ -11,11 +11,7 @@ from torch.nn import functional
 
 from cosanneal import Cosine
 from cosanneal.examples import build_model, load_dataset
-from cosanneal.runtime.checkpoints import Checkpoints
-from cosanneal.runtime.guard import NonFiniteGuard
-from cosanneal.runtime.preemption import Preemption
-from cosanneal.runtime.runstore import RunStore
-from cosanneal.runtime.telemetry import Telemetry
+from cosanneal.runtime import Checkpoints, NonFiniteGuard, Preemption, RunStore, Telemetry
 from cosanneal.torch import Scheduler
 
 run_dir = sys.argv[1] if len(sys.argv) > 1 else "runs/custom"
@@ -28,14 +24,15 @@ schedule = Cosine(peak_lr=0.2, warmup_steps=10, cycle_steps=60, cycle_mult=2, ma
 scheduler = Scheduler(optimizer, schedule, count="optimizer")  # advances only on real updates
 ckpts = Checkpoints(f"{run_dir}/checkpoints", keep_last=2, every_steps=25)
 parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
-ckpts.load_latest(**parts)  # restores everything on a second run; None on the first
+resumed = ckpts.load_latest(**parts)  # restores everything on a second run; None on the first
 guard = NonFiniteGuard(max_consecutive=3, on_exhausted="stop")
 
 with RunStore(run_dir) as store, Preemption() as preempt:
     telemetry = Telemetry(store, schedule=schedule, expected=scheduler.lrs_at)
+    telemetry.resume(resumed.step if resumed else 0)  # drop rows past the checkpoint: they come again
     while (t := scheduler.last_epoch) < steps:
         if preempt.requested:  # SIGTERM/SIGINT: checkpoint at the step boundary, then exit 143/130
-            ckpts.save(t - 1, **parts)
+            ckpts.save(t, **parts, reason="preempted")  # named by the updates done
             store.close()
             sys.exit(preempt.exit_code)
         idx = torch.randint(0, len(x), (32,), generator=torch.Generator().manual_seed(t))
@@ -50,9 +47,10 @@ with RunStore(run_dir) as store, Preemption() as preempt:
         lrs = [g["lr"] for g in optimizer.param_groups]
         optimizer.step()
         telemetry.on_update(t, lrs, loss=loss.detach())
-        if ckpts.should_save(t, schedule):
-            ckpts.save(t, **parts, cycle_end=ckpts.is_cycle_end(t, schedule))
-    ckpts.save(scheduler.last_epoch - 1, **parts)
+        if ckpts.should_save(t + 1, schedule):  # t + 1 updates done
+            ckpts.save(t + 1, **parts, cycle_end=ckpts.ends_cycle(t + 1, schedule), reason="periodic")
+    if getattr(ckpts.latest, "step", None) != scheduler.last_epoch:  # not saved at this very update
+        ckpts.save(scheduler.last_epoch, **parts, reason="final")
     ckpts.close()
 print(
     f"done: {scheduler.last_epoch} updates, last lr {optimizer.param_groups[0]['lr']:.4g}, run in {run_dir}"

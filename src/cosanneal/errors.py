@@ -37,3 +37,14 @@ class SchedulerUsageError(CosannealError, RuntimeError):
 
 class ConfigError(CosannealError, ValueError):
     """A training config (file or ``--set`` override) is invalid; the message names the key and the fix."""
+
+
+class RunIOError(CosannealError, OSError):
+    """A run's files cannot be written: the disk is full, the run directory is read-only or vanished.
+
+    Not bad input: the CLI prints its one line and exits with :attr:`exit_code` (74, ``EX_IOERR`` of
+    ``sysexits.h``). The message names the device, what was kept (the last good checkpoint, the run
+    store's rows up to it) and how to resume.
+    """
+
+    exit_code = 74

@@ -176,11 +176,12 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict[str, Any], message: str) -> 
 def test_should_save_every_steps_and_at_restarts() -> None:
     s = Cosine(peak_lr=1.0, warmup_steps=3, cycle_steps=10, cycle_mult=2.0, max_cycles=None)
     ck = Checkpoints("/nonexistent/never-written", every_steps=25)
-    got = [t for t in range(80) if ck.should_save(t, s)]
-    # restarts at 13, 33, 73 -> cycle ends 12, 32, 72; every 25 updates -> 24, 49, 74
-    assert got == [12, 24, 32, 49, 72, 74]
+    got = [n for n in range(81) if ck.should_save(n, s)]
+    # restarts at 13, 33, 73: the updates done when a cycle ends; every 25 updates -> 25, 50, 75
+    assert got == [13, 25, 33, 50, 73, 75]
+    assert not ck.should_save(0, s)  # nothing done yet: 0 is no multiple of every_steps here
     off = Checkpoints("/nonexistent/never-written", at_restarts=False)
-    assert [t for t in range(80) if off.should_save(t, s)] == []
+    assert [n for n in range(81) if off.should_save(n, s)] == []
 
 
 def test_should_save_every_seconds(tmp_path: Path) -> None:
@@ -263,11 +264,11 @@ def test_keep_cycle_ends_protects_snapshots(tmp_path: Path) -> None:
     model, _, _ = make()
     s = Cosine(peak_lr=1.0, cycle_steps=4, max_cycles=None)
     ck = Checkpoints(tmp_path, keep_last=2, keep_cycle_ends=True, every_steps=1, best=None)
-    for step in range(14):
-        if ck.should_save(step, s):
-            ck.save(step, model=model, cycle_end=ck.is_cycle_end(step, s))
-    assert [c.step for c in ck.cycle_end_snapshots()] == [3, 7, 11]
-    assert [c.step for c in ck.list()] == [3, 7, 11, 12, 13]
+    for updates in range(1, 15):
+        if ck.should_save(updates, s):
+            ck.save(updates, model=model, cycle_end=ck.ends_cycle(updates, s))
+    assert [c.step for c in ck.cycle_end_snapshots()] == [4, 8, 12]
+    assert [c.step for c in ck.list()] == [4, 8, 12, 13, 14]
     plain = Checkpoints(tmp_path / "plain", keep_last=2, best=None)
     for step in range(6):
         plain.save(step, model=model, cycle_end=step == 3)
@@ -485,7 +486,7 @@ def test_file_url_scheduler_argument_and_bad_step(tmp_path: Path) -> None:
     info = ck.save(0, model=model)
     assert info.path == str(tmp_path / "step-000000000")
     # a Scheduler works wherever a schedule is expected: warmup 2 + cycle 5 -> restart at 7
-    assert [t for t in range(12) if ck.should_save(t, sched)] == [6, 11]
+    assert [n for n in range(13) if ck.should_save(n, sched)] == [7, 12]
     for bad in (-1, True, 1.5):
         with pytest.raises(CheckpointError, match=f"step must be an int >= 0, got {bad!r}"):
             ck.save(bad, model=model)  # type: ignore[arg-type]

@@ -36,7 +36,7 @@ import torch
 from cosanneal.errors import CosannealError
 from cosanneal.runtime import ckpt_dist
 from cosanneal.runtime.ckpt_async import BackgroundWriter
-from cosanneal.runtime.ckpt_policy import as_schedule, is_better, is_cycle_end, to_delete
+from cosanneal.runtime.ckpt_policy import as_schedule, ends_cycle, is_better, is_cycle_end, to_delete
 from cosanneal.runtime.ckpt_tensors import (
     MODEL_FILE,
     OPTIMIZER_FILE,
@@ -65,6 +65,7 @@ __all__ = [
     "Checkpoints",
     "LoadedCheckpoint",
     "SkippedCheckpoint",
+    "ends_cycle",
     "is_cycle_end",
 ]
 
@@ -75,6 +76,9 @@ STEP_WIDTH = 9
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 EventHook = Callable[..., None]
+CommitHook = Callable[["CheckpointInfo"], None]
+#: Why a checkpoint was saved (the ``reason`` of its ``checkpoint_saved`` event).
+SAVE_REASONS = ("periodic", "restart", "eval", "epoch", "final", "preempted", "manual")
 
 
 class CheckpointError(CosannealError, RuntimeError):
@@ -86,7 +90,8 @@ class CheckpointInfo:
     """What is known about one checkpoint without loading it.
 
     Attributes:
-        step: the update index it was saved at (its directory is ``step-<step, 9 digits>``).
+        step: the number of optimizer updates done when it was saved (its directory is
+            ``step-<step, 9 digits>``); training resumes with update index ``step``.
         path: its directory (a local path, or a URL for object stores).
         epoch: the epoch given to :meth:`Checkpoints.save`.
         batch_index: the batch index in that epoch given to :meth:`Checkpoints.save`.
@@ -128,7 +133,7 @@ class LoadedCheckpoint:
 
     @property
     def step(self) -> int:
-        """The step the checkpoint was saved at; resume with update ``step + 1``."""
+        """The number of updates done when it was saved; the next update to train has index ``step``."""
         return self.info.step
 
     @property
@@ -159,6 +164,7 @@ class _Snapshot:
     optimizer: dict[str, Any] | None
     state_json: bytes
     info: CheckpointInfo
+    reason: str = "manual"
 
 
 def _step_name(step: int) -> str:
@@ -258,15 +264,21 @@ class Checkpoints:
         keep_last: how many of the newest checkpoints rotation keeps (>= 1).
         best: ``(metric name, "min" | "max")`` for ``best/``, or ``None`` for no best copy.
         keep_cycle_ends: also keep every checkpoint saved with ``cycle_end=True`` (snapshot ensembles).
-        every_steps: :meth:`should_save` is true after every ``every_steps`` updates.
+        every_steps: :meth:`should_save` is true after every ``every_steps`` updates (a multiple of it).
         every_seconds: :meth:`should_save` is true when this long has passed since the last save
             (rank 0's clock decides for every rank under DDP).
-        at_restarts: :meth:`should_save` is true at the last update of every cycle of the schedule.
+        at_restarts: :meth:`should_save` is true after the last update of every cycle of the schedule.
         async_write: copy the state to CPU memory in :meth:`save` and write it on a background
             thread; the next save (and every load or accessor) waits for it first.
         storage_options: passed to fsspec for URLs (credentials, ``endpoint_url``, ...).
-        on_event: ``on_event(kind, **payload)`` for ``checkpoint_saved``, ``checkpoint_deleted``,
-            ``checkpoint_best``, ``checkpoint_skipped_corrupt`` and ``checkpoint_loaded``.
+        on_event: ``on_event(kind, **payload)`` for ``checkpoint_saved``, ``checkpoint_failed``,
+            ``checkpoint_deleted``, ``checkpoint_best``, ``checkpoint_skipped_corrupt`` and
+            ``checkpoint_loaded``. ``checkpoint_saved`` is emitted once every file of the checkpoint
+            is written, just *before* its commit marker (the rename, or the manifest on object
+            stores); a commit that then fails emits ``checkpoint_failed``.
+        before_commit: ``before_commit(info)``, called right after ``checkpoint_saved`` and before
+            the commit marker, on the thread that writes. The trainer makes its run store durable
+            here, so the store holds every row up to a checkpoint before the checkpoint exists.
 
     Raises:
         CheckpointError: an argument is out of range.
@@ -275,12 +287,12 @@ class Checkpoints:
         >>> import tempfile, torch
         >>> ckpts = Checkpoints(tempfile.mkdtemp(), keep_last=2)
         >>> model = torch.nn.Linear(2, 1)
-        >>> for step in range(4):
-        ...     _ = ckpts.save(step, model=model, metrics={"val_loss": 1.0 / (step + 1)})
+        >>> for updates in range(1, 5):
+        ...     _ = ckpts.save(updates, model=model, metrics={"val_loss": 1.0 / updates})
         >>> [c.step for c in ckpts.list()], ckpts.best.step
-        ([2, 3], 3)
+        ([3, 4], 4)
         >>> ckpts.load_latest(model).step
-        3
+        4
     """
 
     def __init__(
@@ -296,6 +308,7 @@ class Checkpoints:
         *,
         storage_options: dict[str, Any] | None = None,
         on_event: EventHook | None = None,
+        before_commit: CommitHook | None = None,
     ) -> None:
         if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
             raise CheckpointError(f"keep_last must be an int >= 1, got {keep_last!r}")
@@ -328,6 +341,7 @@ class Checkpoints:
         self.at_restarts = at_restarts
         self.async_write = async_write
         self._on_event = on_event
+        self._before_commit = before_commit
         self._writer = BackgroundWriter() if async_write else None
         self._staging = CpuStaging() if async_write else None
         self._last_save = time.monotonic()
@@ -335,37 +349,37 @@ class Checkpoints:
         self._cycle_end_cache: dict[str, bool] = {}
 
     # ---- deciding -----------------------------------------------------------------------------
-    def should_save(self, step: int, schedule: Any = None) -> bool:
-        """Whether to checkpoint after update ``step`` (0-based).
+    def should_save(self, updates: int, schedule: Any = None) -> bool:
+        """Whether to checkpoint now that ``updates`` optimizer updates are done.
 
-        True when ``every_steps`` divides ``step + 1``, when ``every_seconds`` have passed since the
-        last save, or (with ``at_restarts`` and a ``schedule``) when ``step`` is the last update of a
-        cycle (:func:`~cosanneal.runtime.ckpt_policy.is_cycle_end`): the low-LR snapshot before a
-        restart.
+        True when ``updates`` is a positive multiple of ``every_steps``, when ``every_seconds`` have
+        passed since the last save, or (with ``at_restarts`` and a ``schedule``) when the last update
+        ended a cycle (:func:`~cosanneal.runtime.ckpt_policy.ends_cycle`): the low-LR snapshot before
+        a restart. Save it as ``save(updates, ...)``: a checkpoint is named by the updates done.
 
         Args:
-            step: the index of the update just done.
+            updates: the number of updates done so far.
             schedule: a cosanneal ``Schedule`` or ``Scheduler`` (optional).
 
         Example:
             >>> from cosanneal import Cosine
             >>> c = Checkpoints("/tmp/unused-ckpts", every_steps=4)
             >>> s = Cosine(peak_lr=1.0, cycle_steps=6, max_cycles=2)
-            >>> [t for t in range(12) if c.should_save(t, s)]
-            [3, 5, 7, 11]
+            >>> [n for n in range(13) if c.should_save(n, s)]
+            [4, 6, 8, 12]
         """
-        due = self.every_steps is not None and (step + 1) % self.every_steps == 0
+        due = self.every_steps is not None and updates > 0 and updates % self.every_steps == 0
         if self.at_restarts and schedule is not None and not due:
-            due = is_cycle_end(step, schedule)
+            due = ends_cycle(updates, schedule)
         if self.every_seconds is not None:
             due = due or time.monotonic() - self._last_save >= self.every_seconds
             due = ckpt_dist.agree(due)
         return due
 
     @staticmethod
-    def is_cycle_end(step: int, schedule: Any) -> bool:
-        """Whether update ``step`` is the last of a cycle (see :func:`ckpt_policy.is_cycle_end`)."""
-        return is_cycle_end(step, schedule)
+    def ends_cycle(updates: int, schedule: Any) -> bool:
+        """Whether the ``updates``-th update ended a cycle (see :func:`ckpt_policy.ends_cycle`)."""
+        return ends_cycle(updates, schedule)
 
     # ---- saving -------------------------------------------------------------------------------
     def save(
@@ -381,15 +395,17 @@ class Checkpoints:
         trackers: Mapping[str, Any] | None = None,
         cycle_end: bool = False,
         extra: Mapping[str, Any] | None = None,
+        reason: str = "manual",
     ) -> CheckpointInfo:
-        """Checkpoint the state after update ``step``; return its :class:`CheckpointInfo`.
+        """Checkpoint the state after ``step`` updates; return its :class:`CheckpointInfo`.
 
         Under DDP every rank must call it: all ranks meet at a barrier, then rank 0 alone writes.
         With ``async_write`` the state is copied to CPU here and written in the background; the
         returned info describes the checkpoint that will exist once :meth:`wait` returns.
 
         Args:
-            step: the index of the update just done (>= 0); the directory is ``step-<step>``.
+            step: the number of updates done (>= 0); the directory is ``step-<step>``, and a resumed
+                job trains update index ``step`` next.
             model: the model (a DDP wrapper is unwrapped).
             optimizer: its optimizer, saved with ``torch.save``.
             scheduler: an LR scheduler; its ``state_dict()`` must be JSON data (cosanneal's is).
@@ -397,8 +413,9 @@ class Checkpoints:
             batch_index: the index in the epoch of the next batch to train on.
             metrics: numbers such as ``{"val_loss": 0.31}``; ``best`` is judged on them.
             trackers: JSON-able states of the guard, early stopping and other helpers.
-            cycle_end: whether ``step`` ends a schedule cycle (kept with ``keep_cycle_ends``).
+            cycle_end: whether update ``step`` ended a schedule cycle (kept with ``keep_cycle_ends``).
             extra: any other JSON-able data.
+            reason: why it is saved, one of :data:`SAVE_REASONS` (recorded in ``checkpoint_saved``).
 
         Raises:
             CheckpointError: a write failed (disk full, permissions; earlier checkpoints are intact and
@@ -406,6 +423,8 @@ class Checkpoints:
         """
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise CheckpointError(f"step must be an int >= 0, got {step!r}")
+        if reason not in SAVE_REASONS:
+            raise CheckpointError(f"reason must be one of {', '.join(SAVE_REASONS)}; got {reason!r}")
         if self._writer is not None:
             self._writer.wait()
         ckpt_dist.barrier()
@@ -422,7 +441,7 @@ class Checkpoints:
         )
         if ckpt_dist.rank() != 0:
             return info
-        snapshot = self._snapshot(info, name, model, optimizer, scheduler, trackers, extra)
+        snapshot = self._snapshot(info, name, model, optimizer, scheduler, trackers, extra, reason)
         if self._writer is not None:
             self._writer.submit(lambda: self._write(snapshot))
         else:
@@ -438,6 +457,7 @@ class Checkpoints:
         scheduler: Any,
         trackers: Mapping[str, Any] | None,
         extra: Mapping[str, Any] | None,
+        reason: str,
     ) -> _Snapshot:
         copy = self.async_write
         try:
@@ -469,7 +489,7 @@ class Checkpoints:
             "versions": _versions(),
         }
         state_json = (json.dumps(state, indent=2, sort_keys=True) + "\n").encode("utf-8")
-        return _Snapshot(info.step, name, tensors, opt_state, state_json, info)
+        return _Snapshot(info.step, name, tensors, opt_state, state_json, info, reason)
 
     def _write(self, snap: _Snapshot) -> None:
         from safetensors.torch import save, save_file
@@ -477,6 +497,8 @@ class Checkpoints:
         storage = self._storage
         final = storage.join(snap.name)
         staging: str | None = None
+        started = time.monotonic()
+        announced = False
         try:
             self._clean_stale()
             staging = storage.begin(final)
@@ -499,12 +521,31 @@ class Checkpoints:
                 f"{staging}/{STATE_FILE}", _bytes_writer(snap.state_json)
             )
             manifest = encode_manifest(build_manifest(snap.step, digests))
+            # everything is written: announce it, and let the caller make its records durable, before
+            # the commit marker (the manifest on object stores, the rename locally)
+            announced = True
+            self._emit(
+                None,
+                "checkpoint_saved",
+                step=snap.step,
+                path=snap.info.path,
+                reason=snap.reason,
+                cycle_end=snap.info.cycle_end,
+                seconds=round(time.monotonic() - started, 6),
+            )
+            if self._before_commit is not None:
+                self._before_commit(snap.info)
             storage.write_file(f"{staging}/{MANIFEST_NAME}", _bytes_writer(manifest))
             storage.commit(staging, final)
         except Exception as exc:
             if staging is not None:
                 with contextlib.suppress(Exception):
                     storage.remove(staging)
+            if announced:
+                with contextlib.suppress(Exception):
+                    self._emit(
+                        None, "checkpoint_failed", step=snap.step, path=snap.info.path, reason=str(exc)
+                    )
             raise CheckpointError(
                 f"could not write checkpoint {snap.name} to {self._url}: {_describe(exc)}; "
                 "the partial write was removed and earlier checkpoints are intact"
@@ -515,7 +556,6 @@ class Checkpoints:
                     storage.remove(staging)
             raise
         self._cycle_end_cache[snap.name] = snap.info.cycle_end
-        self._emit(None, "checkpoint_saved", step=snap.step, path=snap.info.path)
         try:
             self._update_best(snap.info, final, [*digests, MANIFEST_NAME])
             self._rotate(snap.step)
@@ -524,9 +564,18 @@ class Checkpoints:
                 f"checkpoint {snap.name} was saved, but updating best/ or rotation failed: {_describe(exc)}"
             ) from exc
 
+    def clean_stale(self) -> None:
+        """Remove what killed writers left: ``.tmp-`` and ``.trash-`` dirs, and (object stores) uncommitted ones.
+
+        Only the job that writes this directory may call it (a reader never deletes: another
+        process's write in progress looks the same). The first :meth:`save` does it anyway; the
+        trainer calls it at start, once its resume is settled.
+        """
+        self._cleaned = False
+        self._clean_stale()
+
     def _clean_stale(self) -> None:
-        """Remove leftovers of killed writers: temporary dirs, and (object stores) uncommitted ones."""
-        if self._cleaned:
+        if self._cleaned or ckpt_dist.rank() != 0:
             return
         storage = self._storage
         for where in (storage.root, storage.join(BEST_DIR)):
@@ -742,6 +791,12 @@ class Checkpoints:
         if match is None:
             raise CheckpointError(f"path must name a step-<N> checkpoint directory, got {path!r}")
         step = int(match.group(1))
+        if self._storage.local and not os.path.isdir(where):
+            names = ", ".join(f"step-{s:0{STEP_WIDTH}d}" for s in sorted(self._steps(self._storage.root)))
+            raise CheckpointError(
+                f"checkpoint {path!r} does not exist (looked for {where}); "
+                f"checkpoints in {self._url}: {names or 'none'}"
+            )
         try:
             decoded = self._decode(where, step, map_location)
         except _CorruptError as exc:
@@ -865,9 +920,12 @@ class Checkpoints:
         text = os.fspath(path)
         if "://" in text:
             return text.split("://", 1)[1].rstrip("/") if not self._storage.local else text.split("://", 1)[1]
-        if self._storage.local and os.path.isabs(text):
-            return text
-        return self._storage.join(*text.strip("/").split("/"))
+        if self._storage.local:
+            if os.path.isabs(text):
+                return text
+            if os.path.isdir(text):  # relative to the working directory
+                return os.path.abspath(text)
+        return self._storage.join(*text.strip("/").split("/"))  # a name inside the directory
 
     def _emit(self, override: EventHook | None, kind: str, **payload: Any) -> None:
         hook = override if override is not None else self._on_event

@@ -53,6 +53,21 @@ def is_cycle_end(step: int, schedule: Any) -> bool:
     return any(step < float(r) <= nxt for r in sched.restarts(step + 2))
 
 
+def ends_cycle(updates: int, schedule: Any) -> bool:
+    """Whether the ``updates``-th update (counting from 1) was the last of a cycle.
+
+    The same test as :func:`is_cycle_end` in the checkpoint convention, where a checkpoint is named by
+    the number of updates done: ``ends_cycle(n, s) == is_cycle_end(n - 1, s)``, and ``False`` for 0.
+
+    Example:
+        >>> from cosanneal import Cosine
+        >>> s = Cosine(peak_lr=1.0, cycle_steps=10, cycle_mult=2.0, max_cycles=3)
+        >>> [n for n in range(101) if ends_cycle(n, s)]
+        [10, 30, 70]
+    """
+    return updates > 0 and is_cycle_end(updates - 1, schedule)
+
+
 def is_better(value: float, best: float | None, mode: str) -> bool:
     """Whether ``value`` strictly improves on ``best`` (``None`` = nothing yet); NaN never does.
 

@@ -17,14 +17,20 @@ Schema (version :data:`SCHEMA_VERSION`)::
             wall REAL, session INTEGER)
     events(step INTEGER, kind TEXT, payload TEXT /* JSON object */, wall REAL, session INTEGER)
 
-Rows are appended, never updated: when a resumed run logs a step again both rows stay, and readers
-take the one written last (the larger ``rowid``).
+Rows are appended, never updated. A resumed run first calls :meth:`RunStore.discard_after` with the
+checkpoint it resumes from, which deletes the rows it will record again, so every step has one row;
+readers still take the one written last (the larger ``rowid``) should a step appear twice.
+
+Durability: :meth:`RunStore.flush` with ``durable=True`` also fsyncs the database files, so what it
+committed survives a power cut too; the trainer does that before every checkpoint's commit marker,
+so the store always holds every row up to the checkpoint a run resumes from.
 """
 
 from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import getpass
 import importlib.metadata
 import itertools
@@ -39,7 +45,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -163,6 +169,24 @@ def _device_floats(tensors: list[Any], names: list[str]) -> list[float]:
             for i in idx:
                 out[i] = _safe_float(tensors[i], names[i])
     return out
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; on an error roll back if a transaction is still open.
+
+    SQLite itself rolls back on some errors (a full disk, an I/O error); a second ``ROLLBACK`` would
+    then raise "no transaction is active" and hide the real error, so the original one always wins.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
 
 
 #: Rows per multi-row INSERT statement (5 parameters each, far below SQLite's 32766-parameter limit).
@@ -390,26 +414,24 @@ class RunStore:
         conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
-            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            if row[0] is None:
-                conn.execute("INSERT INTO schema_version VALUES (?, ?)", (SCHEMA_VERSION, time.time()))
-            elif row[0] > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{path} has run-store schema version {row[0]}; this cosanneal writes version "
-                    f"{SCHEMA_VERSION}; upgrade cosanneal to append to it"
+            with _transaction(conn):
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+                row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+                if row[0] is None:
+                    conn.execute("INSERT INTO schema_version VALUES (?, ?)", (SCHEMA_VERSION, time.time()))
+                elif row[0] > SCHEMA_VERSION:
+                    raise RuntimeError(
+                        f"{path} has run-store schema version {row[0]}; this cosanneal writes version "
+                        f"{SCHEMA_VERSION}; upgrade cosanneal to append to it"
+                    )
+                cur = conn.execute(
+                    "INSERT INTO sessions (pid, host, started) VALUES (?, ?, ?)",
+                    (os.getpid(), socket.gethostname(), time.time()),
                 )
-            cur = conn.execute(
-                "INSERT INTO sessions (pid, host, started) VALUES (?, ?, ?)",
-                (os.getpid(), socket.gethostname(), time.time()),
-            )
-            self.session = int(cur.lastrowid or 0)
-            conn.execute("COMMIT")
+                self.session = int(cur.lastrowid or 0)
         except BaseException:
-            conn.execute("ROLLBACK")
             conn.close()
             raise
         return conn
@@ -476,13 +498,8 @@ class RunStore:
         rows = [(str(k), json.dumps(_plain(v), sort_keys=True), wall) for k, v in params.items()]
         with self._io_lock:
             conn = self._require_conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 conn.executemany("INSERT OR REPLACE INTO params VALUES (?, ?, ?)", rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
     @property
     def pending(self) -> int:
@@ -565,17 +582,12 @@ class RunStore:
             return
         sid = int(self.session)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 _insert_scalars(conn, scalars, sid)
                 conn.executemany(
                     "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
                     [(s, k, json.dumps(p, sort_keys=True), w, sid) for s, k, p, w in events],
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         except Exception:
             self._retry = (scalars, events)  # keep the batch; the next flush tries again
             raise
@@ -593,21 +605,90 @@ class RunStore:
             except Exception as exc:
                 warnings.warn(f"cosanneal: sink {type(sink).__name__} failed: {exc}", stacklevel=3)
 
-    def flush(self) -> None:
+    def flush(self, *, durable: bool = False) -> None:
         """Write every row queued so far, in one transaction, and flush the sinks; blocks until done.
 
         Safe from any thread at any time; a call made while the same thread is already flushing (a
         signal handler interrupting a flush) returns at once and the outer flush completes. Raises the
         error of a failed background flush, if any (its rows are kept and retried).
+
+        Args:
+            durable: also fsync the database and its write-ahead log, so every row committed so far
+                survives a power cut (with ``synchronous="NORMAL"`` a commit survives a process kill
+                but not a power cut). Costs one or two fsyncs.
         """
         if not self.enabled or self._conn is None or self._io_owner == threading.get_ident():
             return
         self._flush_once()
+        if self._error is None and durable:
+            with self._io_lock:
+                self._sync_files()
         with self._io_lock:
             self._each_sink("flush")
         if self._error is not None:
             err, self._error = self._error, None
             raise err
+
+    def _sync_files(self) -> None:
+        """Sync the write-ahead log (where WAL commits live until a checkpoint) and the database to disk."""
+        assert self.path is not None
+        for path in (Path(f"{self.path}-wal"), self.path):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def discard_after(
+        self,
+        step: int,
+        *,
+        keep_scalars_at: str = "val_*",
+        keep_events_at: Iterable[str] = (),
+    ) -> tuple[int, int]:
+        """Delete the rows a run resumed at ``step`` will record again; returns ``(scalars, events)`` deleted.
+
+        Deleted: every scalar and event with a step above ``step``, and at ``step`` itself the scalars
+        whose name does not match the GLOB pattern ``keep_scalars_at`` and the events whose kind is not
+        in ``keep_events_at``. The rows kept at ``step`` describe the state *after* ``step`` updates
+        (an evaluation, a checkpoint); the ones deleted describe update index ``step`` (its LR, loss,
+        a restart starting there), which the resumed run trains again. Rows still queued are written
+        first, so they are judged by the same rule. One transaction: readers see the rows before or
+        after, never half of it.
+
+        Example:
+            >>> import tempfile
+            >>> from cosanneal import runs
+            >>> d = tempfile.mkdtemp()
+            >>> with RunStore(d) as store:
+            ...     for t in range(6):
+            ...         store.log_scalar(t, "lr", 0.1)
+            ...     store.log_scalar(4, "val_loss", 0.5)
+            ...     store.discard_after(4)
+            (2, 0)
+            >>> run = runs.open(d); run.scalar("lr")[0].tolist(), run.scalar("val_loss")[0].tolist()
+            ([0, 1, 2, 3], [4])
+        """
+        if not self.enabled:
+            return (0, 0)
+        self.flush()
+        kinds = sorted(set(keep_events_at))
+        marks = ", ".join("?" * len(kinds)) or "NULL"
+        with self._io_lock:
+            conn = self._require_conn()
+            with _transaction(conn):
+                scalars = conn.execute(
+                    "DELETE FROM scalars WHERE step > ? OR (step = ? AND NOT name GLOB ?)",
+                    (step, step, keep_scalars_at),
+                ).rowcount
+                events = conn.execute(
+                    f"DELETE FROM events WHERE step > ? OR (step = ? AND kind NOT IN ({marks}))",
+                    (step, step, *kinds),
+                ).rowcount
+        return (int(scalars), int(events))
 
     def close(self) -> None:
         """Flush, stop the writer thread, close the sinks and the database (idempotent)."""
@@ -617,20 +698,24 @@ class RunStore:
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
+        error: BaseException | None = None
         try:
             self.flush()
-        finally:
-            with self._io_lock:
-                conn, self._conn = self._conn, None
-                if conn is not None:
-                    try:
-                        conn.execute(
-                            "UPDATE sessions SET ended = ? WHERE id = ?", (time.time(), self.session)
-                        )
-                    finally:
-                        conn.close()
-                self._each_sink("close")
-            _LIVE.discard(self)
+        except BaseException as exc:  # still close the database and the sinks; then raise it
+            error = exc
+        with self._io_lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                try:
+                    conn.execute("UPDATE sessions SET ended = ? WHERE id = ?", (time.time(), self.session))
+                except sqlite3.Error as exc:  # the flush's error (if any) is the one worth reporting
+                    error = error or exc
+                finally:
+                    conn.close()
+            self._each_sink("close")
+        _LIVE.discard(self)
+        if error is not None:
+            raise error
 
     def __enter__(self) -> RunStore:
         return self

@@ -107,7 +107,9 @@ class LocalStorage:
     local = True
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = os.fspath(Path(root).expanduser())
+        # absolute, so the paths it hands out (events, CheckpointInfo.path) mean the same from any
+        # working directory
+        self.root = os.path.abspath(os.fspath(Path(root).expanduser()))
 
     def join(self, *parts: str) -> str:
         """Join ``parts`` below the root."""
@@ -190,7 +192,19 @@ class LocalStorage:
             self.remove(trash)
 
     def remove(self, path: str) -> None:
-        """Delete ``path`` recursively, ignoring what is already gone."""
+        """Delete ``path``: renamed aside to a hidden ``.trash-`` sibling first, then deleted.
+
+        The rename is atomic, so a kill during the deletion never leaves a visible half directory
+        under the checkpoint's own name; the ``.trash-`` leftover is removed by the next writer's
+        clean-up. What is already gone is ignored.
+        """
+        if os.path.isdir(path) and not os.path.islink(path):
+            name = os.path.basename(path.rstrip(os.sep))
+            if not name.startswith((TRASH_PREFIX, TMP_PREFIX)):
+                trash = os.path.join(os.path.dirname(path), f"{TRASH_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(path, trash)
+                    path = trash
         shutil.rmtree(path, ignore_errors=True)
         if os.path.lexists(path):  # a plain file or a link
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
@@ -292,8 +306,12 @@ class FsspecStorage:
         """Nothing to do: the manifest, already written, is the commit marker."""
 
     def remove(self, path: str) -> None:
-        """Delete every object under ``path``."""
+        """Delete every object under ``path``; a checkpoint's manifest goes first (it is uncommitted at once)."""
         self._refresh(path)
+        manifest = f"{path}/MANIFEST.json"
+        with contextlib.suppress(FileNotFoundError):
+            if self.fs.isfile(manifest):
+                self.fs.rm(manifest)
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(path, recursive=True)
         self._refresh(path)

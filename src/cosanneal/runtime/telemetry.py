@@ -39,20 +39,38 @@ from cosanneal.runtime.runstore import RunStore, Sink
 #: Codes of the ``phase`` scalar (``schedule.phase(step)``); any other phase name is stored as -1.
 PHASE_CODES: dict[str, int] = {"warmup": 0, "anneal": 1, "hold": 2}
 
-#: Event kinds :meth:`Telemetry.event` accepts, with the payload fields the runtime writes.
-EVENT_KINDS: dict[str, str] = {
-    "restart": "cycle, previous_cycle, lr_expected (emitted by on_update when a new cycle starts, not a hold)",
-    "checkpoint_saved": "path, reason (periodic|restart|best|final|preempted), seconds",
-    "checkpoint_loaded": "path",
-    "checkpoint_skipped_corrupt": "path, reason",
-    "preempted": "signal, exit_code",
-    "resumed": "from_step, checkpoint",
-    "nonfinite": "what (loss|grad), count, consecutive",
-    "rollback": "to_step, checkpoint, lr_factor, rollbacks",
-    "early_stop": "metric, best, cycles_without_improvement",
-    "run_finished": "steps, seconds",
-    "run_failed": "error, message",
+#: Event kinds :meth:`Telemetry.event` accepts, each with the payload fields the cosanneal runtime writes
+#: (a trailing ``?`` marks a field written only sometimes). ``docs/runstore.md`` shows the same table;
+#: a test checks both against the events a real run writes.
+EVENT_KINDS: dict[str, tuple[str, ...]] = {
+    "restart": ("cycle", "previous_cycle", "lr_expected"),
+    "checkpoint_saved": ("path", "reason", "cycle_end", "seconds"),
+    "checkpoint_failed": ("path", "reason"),
+    "checkpoint_deleted": ("path", "reason"),
+    "checkpoint_best": ("metric", "value", "path"),
+    "checkpoint_loaded": ("path", "skipped"),
+    "checkpoint_skipped_corrupt": ("path", "reason"),
+    "preempted": ("signal", "exit_code"),
+    "resumed": ("from_step", "checkpoint", "epoch", "batch", "discarded_rows"),
+    "nonfinite": ("loss", "nonfinite_grads", "consecutive", "where"),
+    "rollback": ("message", "rollbacks", "lr_scale", "schedule?"),
+    "stop": ("message", "nonfinite", "rollbacks"),
+    "early_stop": ("reason", "by"),
+    "run_finished": ("updates", "seconds"),
+    "run_failed": ("error", "message"),
 }
+
+#: Event kinds whose ``step`` is a count of updates done: they describe the state *after* that many
+#: updates (an evaluation, a checkpoint, the end of a session), unlike ``restart`` or ``nonfinite``,
+#: whose step is the index of an update. A run resumed from the checkpoint at ``n`` updates keeps these
+#: at step ``n`` and records every other row from step ``n`` on again (:meth:`Telemetry.resume`).
+STATE_EVENTS: frozenset[str] = frozenset(
+    {
+        "checkpoint_saved", "checkpoint_failed", "checkpoint_deleted", "checkpoint_best",
+        "checkpoint_loaded", "checkpoint_skipped_corrupt", "preempted", "resumed", "early_stop",
+        "run_finished", "run_failed",
+    }
+)  # fmt: skip
 
 LRs = Sequence[Any] | float
 
@@ -273,6 +291,38 @@ class Telemetry:
         if self.schedule is not None:
             payload["lr_expected"] = float(self.schedule(start))
         self.store.log_event(start, "restart", **payload)
+
+    # ---- resuming ---------------------------------------------------------------------------
+    def resume(self, updates: int) -> tuple[int, int]:
+        """Continue a run from a checkpoint taken after ``updates`` updates; returns the rows discarded.
+
+        Deletes from the store what the resumed run will record again (every per-update row from
+        update index ``updates`` on, and every later evaluation and event; see
+        :meth:`RunStore.discard_after` and :data:`STATE_EVENTS`), so each step keeps exactly one row,
+        and sets the restart detection to the cycle of the last update done, so a restart at update
+        ``updates`` is recorded once.
+
+        Example:
+            >>> import tempfile
+            >>> from cosanneal import Cosine, runs
+            >>> d, s = tempfile.mkdtemp(), Cosine(0.1, cycle_steps=4, max_cycles=None)
+            >>> with RunStore(d) as store:
+            ...     tel = Telemetry(store, schedule=s)
+            ...     for t in range(6):                  # killed after 6 updates, checkpoint at 4
+            ...         tel.on_update(t, [s(t)])
+            ...     tel2 = Telemetry(store, schedule=s)
+            ...     _ = tel2.resume(4)
+            ...     for t in range(4, 8):
+            ...         tel2.on_update(t, [s(t)])
+            >>> run = runs.open(d)
+            >>> run.scalar("lr", 0)[0].tolist(), [e["step"] for e in run.events("restart")]
+            ([0, 1, 2, 3, 4, 5, 6, 7], [4])
+        """
+        discarded = self.store.discard_after(updates, keep_events_at=STATE_EVENTS)
+        self._cycle_start, self._cycle_end = 0.0, -1.0
+        self._cycle = self._cycle_of(updates - 1) if self._has_cycle and updates > 0 else -1
+        self._last_time = None
+        return discarded
 
     # ---- per evaluation ---------------------------------------------------------------------
     def on_eval(self, step: int, metrics: Mapping[str, Any]) -> None:

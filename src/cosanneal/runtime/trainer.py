@@ -15,8 +15,12 @@ Each piece used here (:class:`~cosanneal.torch.Scheduler`, :class:`~cosanneal.ru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,13 +30,14 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from cosanneal.errors import ConfigError, ScheduleError
+from cosanneal.errors import ConfigError, RunIOError, ScheduleError
 from cosanneal.runtime import distributed
 from cosanneal.runtime.builders import build_model, build_optimizer, pick_device, training_batches
-from cosanneal.runtime.checkpoints import Checkpoints, is_cycle_end
+from cosanneal.runtime.checkpoints import CheckpointError, Checkpoints, ends_cycle, is_cycle_end
 from cosanneal.runtime.config import TrainConfig
 from cosanneal.runtime.data import EpochBatches
 from cosanneal.runtime.guard import NonFiniteGuard
+from cosanneal.runtime.iofailure import device_of, io_failure
 from cosanneal.runtime.preemption import Preemption
 from cosanneal.runtime.runstore import RunStore, run_params
 from cosanneal.runtime.stopping import RestartAwareEarlyStopping
@@ -124,6 +129,12 @@ class Trainer:
         progress: show a rich progress bar (default: the config's ``telemetry.progress``).
         on_eval: called after every evaluation as ``on_eval(updates, {"val_loss": ..}, cycle_end)``;
             returning True stops the job with status ``pruned`` (sweeps prune at cycle ends with it).
+        resume_hint: how to continue the job after an interruption, quoted in messages (the CLI
+            passes the exact command line; default: "resume with the same command").
+
+    Steps: a checkpoint, an evaluation and an event are named by the number of updates done
+    (``step-000000528`` after 528 updates); a per-update row (LR, loss) by the index of its update
+    (0 for the first), which is the schedule step its LR came from.
     """
 
     def __init__(
@@ -135,6 +146,7 @@ class Trainer:
         log: Log | None = None,
         progress: bool | None = None,
         on_eval: Callable[[int, dict[str, float], bool], bool] | None = None,
+        resume_hint: str | None = None,
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
@@ -142,6 +154,7 @@ class Trainer:
         self.log: Log = log or print
         self.show_progress = config.telemetry.progress if progress is None else progress
         self.on_eval = on_eval
+        self._resume_hint = resume_hint
         self._last_eval_at = -1
 
     # ---- setup ----------------------------------------------------------------------------
@@ -164,7 +177,14 @@ class Trainer:
 
     # ---- the job --------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        """Train to the end of the budget, an early stop, a preemption signal or a guard stop."""
+        """Train to the end of the budget, an early stop, a preemption signal or a guard stop.
+
+        Raises:
+            ConfigError: the config cannot be built, or the run directory holds a run trained with
+                another schedule (nothing is written to the run then).
+            RunIOError: the run's files cannot be written (disk full, read-only or vanished run
+                directory); earlier checkpoints and the run store's rows up to them are kept.
+        """
         cfg = self.config
         started = time.time()
         device = pick_device(cfg.device)
@@ -197,31 +217,24 @@ class Trainer:
             for warning in lint(schedule, total, steps_per_epoch=steps_per_epoch):
                 self.log(f"lint {warning.code}: {warning.message}")
 
-        store = (
-            RunStore(
-                self.run_dir, flush_rows=cfg.telemetry.flush_rows, flush_seconds=cfg.telemetry.flush_seconds
-            )
-            if world.is_main
-            else RunStore.disabled()
-        )
-        sinks = []
-        if world.is_main and cfg.telemetry.tensorboard:
-            from cosanneal.sinks.tensorboard import TensorBoardSink
-
-            sinks.append(TensorBoardSink(self.run_dir / "tb"))
-        if world.is_main:
-            sinks.extend(_observability_sinks(cfg, self.run_dir, schedule))
-        telemetry = Telemetry(
-            store,
-            schedule=schedule,
-            expected=lambda t: scheduler.lrs_at(t),
-            sinks=sinks,
-            every=cfg.telemetry.every,
-        )
+        # The run store is opened only once the checkpoint to resume from (if any) is known to fit, so
+        # a refused resume writes nothing to the run. Until then events wait here.
+        store: RunStore | None = None
+        early_events: list[tuple[int, str, dict[str, Any]]] = []
+        position = _Position()
 
         def on_event(kind: str, **payload: Any) -> None:
             at = int(payload.pop("step", position.updates))
-            store.log_event(at, kind, **{k: v for k, v in payload.items() if k not in ("kind", "wall")})
+            fields = {k: self._portable(v) if k == "path" else v for k, v in payload.items()}
+            fields = {k: v for k, v in fields.items() if k not in ("kind", "wall")}
+            if store is None:
+                early_events.append((at, kind, fields))
+            else:
+                store.log_event(at, kind, **fields)
+
+        def before_commit(_info: Any) -> None:
+            if store is not None:  # every row up to this checkpoint is durable before it exists
+                store.flush(durable=True)
 
         ck_cfg = cfg.checkpoint
         ckpts = (
@@ -235,6 +248,7 @@ class Trainer:
                 at_restarts=ck_cfg.at_restarts,
                 async_write=ck_cfg.async_write,
                 on_event=on_event,
+                before_commit=before_commit,
             )
             if ck_cfg.enabled
             else None
@@ -268,9 +282,9 @@ class Trainer:
         scaler = torch.amp.GradScaler(device.type) if use_scaler else None
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
 
-        position = _Position()
         rank_trace: list[list[float]] = []
         last_metrics: dict[str, float] = {}
+        saved_at = -1  # updates done at the newest checkpoint this session wrote or resumed from
         initial_state = {
             "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(),
@@ -284,11 +298,13 @@ class Trainer:
                 "last_metrics": last_metrics,
             }
 
-        def save(cycle_end: bool = False, metrics: dict[str, float] | None = None) -> None:
-            if ckpts is None:
+        def save(reason: str, cycle_end: bool = False, metrics: dict[str, float] | None = None) -> None:
+            """Checkpoint the state after ``position.updates`` updates (named by that count)."""
+            nonlocal saved_at
+            if ckpts is None or saved_at == position.updates:
                 return
             ckpts.save(
-                max(position.updates - 1, 0),
+                position.updates,
                 model=model,
                 optimizer=optimizer,
                 scheduler=scheduler,
@@ -298,7 +314,9 @@ class Trainer:
                 trackers=trackers(),
                 cycle_end=cycle_end,
                 extra={"updates": position.updates},
+                reason=reason,
             )
+            saved_at = position.updates
 
         def rebuild_scheduler(at: int) -> None:
             """A fresh scheduler on the current ``schedule`` at update count ``at``."""
@@ -307,12 +325,13 @@ class Trainer:
             scheduler = self._make_scheduler(optimizer, schedule, scales)
             if at:
                 scheduler.load_state_dict({"version": 1, "step": at, "schedule": schedule.to_dict()})
-            telemetry.schedule = schedule
+            if telemetry is not None:
+                telemetry.schedule = schedule
 
         def restore_position(loaded: Any) -> dict[str, Any]:
             """Data position, metrics and early stopping from a loaded checkpoint; returns its trackers."""
             tracked: dict[str, Any] = dict(loaded.trackers or {})
-            position.updates = int((loaded.extra or {}).get("updates", loaded.step + 1))
+            position.updates = int((loaded.extra or {}).get("updates", loaded.step))
             position.epoch, position.batch = loaded.epoch, loaded.batch_index
             last_metrics.clear()
             last_metrics.update(tracked.get("last_metrics") or {})
@@ -322,9 +341,10 @@ class Trainer:
 
         def resume(loaded: Any) -> None:
             """Continue an interrupted run: position, trackers, and the schedule it was really using."""
-            nonlocal schedule
+            nonlocal schedule, saved_at
             tracked = restore_position(loaded)
             position.attempts = int(tracked.get("attempts", position.updates))
+            saved_at = position.updates
             state = loaded.scheduler_state
             saved = (
                 from_dict(state["schedule"])
@@ -333,50 +353,103 @@ class Trainer:
             )
             if saved != schedule:
                 if not (tracked.get("guard") or {}).get("rollbacks"):
-                    raise ConfigError(
-                        f"schedule: the run in {self.run_dir} was trained with another schedule "
-                        f"(fingerprint {saved.fingerprint()} vs {schedule.fingerprint()}); "
-                        "use --fresh or a new --run-dir"
-                    )
+                    raise ConfigError(_schedule_mismatch(self.run_dir, saved, schedule))
                 schedule = saved  # the guard lowered it before the interruption
             if guard is not None and tracked.get("guard"):
                 guard.load_state_dict(tracked["guard"])
                 guard.schedule = schedule
             rebuild_scheduler(position.updates)
 
+        telemetry: Telemetry | None = None
+        loaded = None
         if ckpts is not None:
             loaded = ckpts.load_latest(model, optimizer, None)
             if loaded is not None:
                 resume(loaded)
+            if world.is_main:
+                with contextlib.suppress(OSError):  # a read-only directory keeps them; the save says why
+                    ckpts.clean_stale()
+
+        try:
+            store = (
+                RunStore(
+                    self.run_dir,
+                    flush_rows=cfg.telemetry.flush_rows,
+                    flush_seconds=cfg.telemetry.flush_seconds,
+                )
+                if world.is_main
+                else RunStore.disabled()
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise self._io_error(exc, "opening the run store", ckpts) from exc
+        sinks = []
+        if world.is_main and cfg.telemetry.tensorboard:
+            from cosanneal.sinks.tensorboard import TensorBoardSink
+
+            sinks.append(TensorBoardSink(self.run_dir / "tb"))
+        if world.is_main:
+            sinks.extend(_observability_sinks(cfg, self.run_dir, schedule))
+        telemetry = Telemetry(
+            store,
+            schedule=schedule,
+            expected=lambda t: scheduler.lrs_at(t),
+            sinks=sinks,
+            every=cfg.telemetry.every,
+        )
+        status, message, exit_code = "finished", "", 0
+        bar = _Progress(self.show_progress and world.is_main, total)
+        preempt: Preemption | None = None
+        metrics_checked = False
+        train_model.train()
+        try:
+            if loaded is not None:
+                # rows past the checkpoint are recorded again from here: drop the old ones first
+                discarded = telemetry.resume(position.updates)
+                for at, kind, fields in early_events:
+                    store.log_event(at, kind, **fields)
                 store.log_event(
-                    position.updates, "resumed", checkpoint_step=loaded.step, epoch=position.epoch
+                    position.updates,
+                    "resumed",
+                    from_step=position.updates,
+                    checkpoint=self._portable(loaded.info.path),
+                    epoch=position.epoch,
+                    batch=position.batch,
+                    discarded_rows=sum(discarded),
                 )
                 self.log(
                     f"resumed from update {position.updates} (epoch {position.epoch}, batch {position.batch})"
                 )
-        if position.updates == 0:
-            params = run_params(cfg.to_dict(), schedule=schedule, seed=cfg.seed)
-            store.log_params({**params, "steps_per_epoch": steps_per_epoch, "total_steps": total})
+            else:
+                for at, kind, fields in early_events:
+                    store.log_event(at, kind, **fields)
+                if position.updates == 0:
+                    params = run_params(cfg.to_dict(), schedule=schedule, seed=cfg.seed)
+                    store.log_params({**params, "steps_per_epoch": steps_per_epoch, "total_steps": total})
+            early_events.clear()
+            preempt = Preemption()
+            try:
+                preempt.install()
+            except Exception:  # not the main thread (e.g. a notebook worker): run without signal handling
+                preempt = None
 
-        status, message, exit_code = "finished", "", 0
-        bar = _Progress(self.show_progress and world.is_main, total)
-        preempt = Preemption()
-        try:
-            preempt.install()
-        except Exception:  # not the main thread (e.g. a notebook worker): run without signal handling
-            preempt = None  # type: ignore[assignment]
-        train_model.train()
-        try:
+            def evaluate() -> dict[str, float]:
+                nonlocal metrics_checked
+                metrics = self._eval_and_record(model, val, device, telemetry, position)
+                if not metrics_checked:  # names the task really reports, before any checkpoint needs one
+                    _check_metric_names(cfg, _val(metrics))
+                    metrics_checked = True
+                return metrics
+
             while position.updates < total:
                 if position.batch >= steps_per_epoch:
                     position.epoch, position.batch = position.epoch + 1, 0
                     # epoch end: evaluate and checkpoint, unless this very update was just evaluated
                     # (a cycle end on the epoch boundary), whose checkpoint is already marked cycle_end
                     if cfg.eval.every_steps is None and self._last_eval_at != position.updates:
-                        ended = position.updates > 0 and is_cycle_end(position.updates - 1, schedule)
-                        last_metrics = self._eval_and_record(model, val, device, telemetry, position)
+                        ended = ends_cycle(position.updates, schedule)
+                        last_metrics = evaluate()
                         if self._prune(position.updates, last_metrics, ended):
-                            save(ended, _val(last_metrics))
+                            save("eval", ended, _val(last_metrics))
                             status, message = "pruned", "stopped by the on_eval callback"
                             break
                         if stopper is not None and stopper.update(
@@ -387,14 +460,14 @@ class Trainer:
                                 stopper.reason or "no improvement at cycle ends",
                             )
                             break
-                        save(ended, _val(last_metrics))
+                        save("epoch", ended, _val(last_metrics))
                     continue
                 if distributed.any_rank(preempt is not None and preempt.requested, world):
-                    save(metrics=_val(last_metrics) or None)
+                    save("preempted", metrics=_val(last_metrics) or None)
                     signum = preempt.signal if preempt is not None else None
                     exit_code = preempt.exit_code if preempt is not None and preempt.exit_code else 143
                     store.log_event(position.updates, "preempted", signal=str(signum), exit_code=exit_code)
-                    status, message = "preempted", f"preempted by {signum}; resume with the same command"
+                    status, message = "preempted", f"preempted by {signum}; {self.resume_hint}"
                     break
 
                 x, y = train.batch(position.epoch, position.batch)
@@ -427,11 +500,9 @@ class Trainer:
                         # back to the last good checkpoint, on the schedule the guard just lowered
                         self.log(f"guard: {decision.message}")
                         schedule = guard.schedule or schedule
-                        loaded = (
-                            ckpts.load_latest(model, optimizer, None, restore_rng=False) if ckpts else None
-                        )
-                        if loaded is not None:
-                            restore_position(loaded)
+                        back = ckpts.load_latest(model, optimizer, None, restore_rng=False) if ckpts else None
+                        if back is not None:
+                            restore_position(back)
                         else:
                             model.load_state_dict(initial_state["model"])
                             optimizer.load_state_dict(initial_state["optimizer"])
@@ -440,7 +511,9 @@ class Trainer:
                         continue
                     if decision.action == "stop":
                         status, message, exit_code = "stopped_nonfinite", decision.message, 1
-                        store.log_event(position.updates, "run_failed", reason=decision.message)
+                        store.log_event(
+                            position.updates, "run_failed", error="NonFiniteStop", message=decision.message
+                        )
                         break
                 if scaler is not None:
                     scaler.step(optimizer)
@@ -469,36 +542,59 @@ class Trainer:
                     cfg.eval.every_steps is not None and position.updates % cfg.eval.every_steps == 0
                 )
                 if eval_due:
-                    last_metrics = self._eval_and_record(model, val, device, telemetry, position)
+                    last_metrics = evaluate()
                     if self._prune(position.updates, last_metrics, cycle_end):
-                        save(cycle_end, _val(last_metrics))
+                        save("eval", cycle_end, _val(last_metrics))
                         status, message = "pruned", "stopped by the on_eval callback"
                         break
                     if stopper is not None and stopper.update(position.updates, _val(last_metrics), schedule):
-                        save(cycle_end, _val(last_metrics))
+                        save("eval", cycle_end, _val(last_metrics))
                         status, message = "early_stopped", stopper.reason or "no improvement at cycle ends"
                         break
-                if ckpts is not None and (eval_due or ckpts.should_save(step, schedule)):
-                    save(cycle_end, _val(last_metrics) if eval_due else None)
+                if ckpts is None or position.updates >= total:
+                    continue  # the final checkpoint is written once, after the loop
+                # an epoch that ends here is evaluated and checkpointed right after (with its metrics)
+                epoch_end_follows = position.batch >= steps_per_epoch and cfg.eval.every_steps is None
+                if eval_due:
+                    save("restart" if cycle_end else "eval", cycle_end, _val(last_metrics))
+                elif not epoch_end_follows and ckpts.should_save(position.updates, schedule):
+                    save("periodic")
             if status == "finished":
                 if position.batch >= steps_per_epoch:
                     position.epoch, position.batch = position.epoch + 1, 0
-                last_metrics = self._eval_and_record(model, val, device, telemetry, position)
-                save(metrics=_val(last_metrics))
-                store.log_event(position.updates, "run_finished", updates=position.updates)
+                if self._last_eval_at != position.updates:
+                    last_metrics = evaluate()
+                save("final", ends_cycle(position.updates, schedule), _val(last_metrics))
+                store.log_event(
+                    position.updates, "run_finished", updates=position.updates,
+                    seconds=round(time.time() - started, 3),
+                )  # fmt: skip
             elif status in ("early_stopped", "pruned"):
-                store.log_event(position.updates, "early_stop", reason=message)
+                by = "early_stopping" if status == "early_stopped" else "on_eval"
+                store.log_event(position.updates, "early_stop", reason=message, by=by)
         except BaseException as exc:
-            store.log_event(position.updates, "run_failed", error=f"{type(exc).__name__}: {exc}")
+            failure = io_failure(exc)
+            with contextlib.suppress(Exception):
+                store.log_event(position.updates, "run_failed", error=type(exc).__name__, message=str(exc))
+            _close_quietly(bar, preempt, ckpts, scheduler, store)
+            distributed.shutdown(world)
+            if failure is not None and not isinstance(exc, RunIOError):
+                raise self._io_error(exc, f"training at update {position.updates}", ckpts) from exc
             raise
-        finally:
-            bar.close()
-            if preempt is not None:
-                preempt.uninstall()
+        bar.close()
+        if preempt is not None:
+            preempt.uninstall()
+        try:
             if ckpts is not None:
                 ckpts.close()
             scheduler.close()
             store.close()
+        except (OSError, sqlite3.Error, CheckpointError) as exc:
+            _close_quietly(store)
+            if io_failure(exc) is None:
+                raise
+            raise self._io_error(exc, "closing the run", ckpts) from exc
+        finally:
             distributed.shutdown(world)
 
         if cfg.debug.lr_trace_dir is not None:
@@ -507,7 +603,7 @@ class Trainer:
             atomic_write_json(
                 Path(cfg.debug.lr_trace_dir) / f"lr-rank{world.rank}.json", rank_trace, indent=None
             )
-        result = TrainResult(
+        return TrainResult(
             run_dir=self.run_dir,
             status=status,
             exit_code=exit_code,
@@ -525,7 +621,38 @@ class Trainer:
             wall_seconds=time.time() - started,
             message=message,
         )
-        return result
+
+    @property
+    def resume_hint(self) -> str:
+        """What to run to continue this job (the CLI sets it to the exact command line)."""
+        return self._resume_hint or "resume with the same command"
+
+    def _portable(self, path: Any) -> Any:
+        """``path`` relative to the run directory when it lies inside it (so a run can move), else as is."""
+        if not isinstance(path, str) or "://" in path:
+            return path
+        try:
+            return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(self.run_dir))).as_posix()
+        except ValueError:  # another drive (Windows)
+            return path
+
+    def _io_error(self, exc: BaseException, doing: str, ckpts: Checkpoints | None) -> RunIOError:
+        """One line for a failed write: the cause, the device, what was kept, how to resume."""
+        kind = io_failure(exc) or "I/O error"
+        where = device_of(self.run_dir)
+        kept = "no checkpoint"
+        if ckpts is not None:
+            with contextlib.suppress(Exception):
+                latest = ckpts.latest
+                if latest is not None:
+                    kept = (
+                        f"checkpoint step-{latest.step:09d} ({latest.step} updates; the run store holds "
+                        "every row up to it)"
+                    )
+        return RunIOError(
+            f"{kind} on {where} while {doing} in {self.run_dir}; kept: {kept}; earlier checkpoints are "
+            f"intact; fix the disk and {self.resume_hint} to resume"
+        )
 
     def _prune(self, updates: int, metrics: dict[str, float], cycle_end: bool) -> bool:
         return self.on_eval is not None and bool(self.on_eval(updates, _val(metrics), cycle_end))
@@ -542,6 +669,50 @@ class Trainer:
         self._last_eval_at = position.updates
         telemetry.on_eval(position.updates, metrics)
         return metrics
+
+
+def _set_value(value: Any) -> str:
+    """``value`` as the text of a ``--set key=value`` that reads back as ``value``."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _schedule_mismatch(run_dir: Path, saved: Schedule, configured: Schedule) -> str:
+    """One line naming every schedule key that differs, the ``--set`` that restores it, and the alternative."""
+    old, new = saved.to_dict(), configured.to_dict()
+    keys = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+    differs = ", ".join(f"{k} = {old.get(k)!r} in the run, {new.get(k)!r} in the config" for k in keys)
+    sets = " ".join(
+        f"--set schedule.{k}={_set_value(old[k])}" for k in keys if old.get(k) is not None and k != "kind"
+    )
+    restore = f"to resume it, add {sets}; " if sets and "kind" not in keys else ""
+    return (
+        f"schedule: the run in {run_dir} was trained with another schedule ({differs}); "
+        f"{restore}to start over, use --fresh (the old run is moved aside) or a new --run-dir"
+    )
+
+
+def _check_metric_names(cfg: TrainConfig, reported: dict[str, float]) -> None:
+    """Refuse a ``best_metric`` or early-stopping metric the task does not report (at the first evaluation)."""
+    wanted = []
+    if cfg.checkpoint.enabled and cfg.checkpoint.best_metric:
+        wanted.append(("checkpoint.best_metric", cfg.checkpoint.best_metric))
+    if cfg.early_stopping.enabled:
+        wanted.append(("early_stopping.metric", cfg.early_stopping.metric))
+    for key, name in wanted:
+        if name not in reported:
+            raise ConfigError(
+                f"{key}: {name!r} is not a metric the task reports; it reports {', '.join(sorted(reported))}"
+            )
+
+
+def _close_quietly(*things: Any) -> None:
+    """Close what an aborted run holds; errors here would only hide the one that stopped it."""
+    for thing in things:
+        if thing is None:
+            continue
+        closer = getattr(thing, "uninstall", None) or thing.close
+        with contextlib.suppress(Exception):
+            closer()
 
 
 def _observability_sinks(cfg: TrainConfig, run_dir: Path, schedule: Schedule) -> list[Any]:
