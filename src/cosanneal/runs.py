@@ -30,9 +30,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from cosanneal.errors import CosannealError
 from cosanneal.runtime.runstore import SCHEMA_VERSION, resolve_db
 
-__all__ = ["Run", "open"]
+__all__ = ["Run", "RunStoreError", "open"]
+
+
+class RunStoreError(CosannealError, ValueError):
+    """A file where a run store should be is not one (not SQLite, no cosanneal schema, too new a schema)."""
 
 
 class Run:
@@ -46,7 +51,8 @@ class Run:
 
     Raises:
         FileNotFoundError: No run store at ``path``.
-        ValueError: The file was written by a newer cosanneal (schema version too high).
+        RunStoreError: The file is not a cosanneal run store (not an SQLite database, or one without the
+            run store's tables), or was written by a newer cosanneal (schema version too high).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -55,10 +61,14 @@ class Run:
             raise FileNotFoundError(f"no run store at {path}: expected a run directory holding run.db")
         uri = "file:" + urllib.parse.quote(str(self.path.resolve())) + "?mode=ro"
         self._conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False)
-        version = self._conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        try:
+            version = self._conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise RunStoreError(_not_a_store(self.path, exc)) from None
         if version is None or version > SCHEMA_VERSION:
             self._conn.close()
-            raise ValueError(
+            raise RunStoreError(
                 f"run store {self.path} has schema version {version}; this cosanneal reads up to "
                 f"{SCHEMA_VERSION}; upgrade cosanneal"
             )
@@ -186,6 +196,18 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
+
+
+def _not_a_store(path: Path, exc: sqlite3.DatabaseError) -> str:
+    """One line saying why the SQLite file ``path`` cannot be read as a run store."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "no such table" in detail:
+        return (
+            f"{path} is not a cosanneal run store (no schema_version table): an SQLite database, but {detail}"
+        )
+    if isinstance(exc, sqlite3.OperationalError):  # locked, unreadable...: a store that cannot be read now
+        return f"{path}: cannot read the run store: {detail}"
+    return f"{path} is not a cosanneal run store (not an SQLite database): {detail}"
 
 
 def open(path: str | os.PathLike[str]) -> Run:  # the documented name: cosanneal.runs.open

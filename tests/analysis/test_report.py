@@ -348,3 +348,15 @@ def test_cli_missing_run_is_exit_2_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: run ") and "nope" in done.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("content", [b"step,lr\n0,0.1\n", b""], ids=["text-file", "empty-sqlite"])
+def test_cli_run_db_that_is_not_a_run_store_is_exit_2_with_one_line(tmp_path: Path, content: bytes) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.db").write_bytes(content)  # an empty file is a valid, empty SQLite database
+    done = _cli("report", run_dir, "-o", tmp_path / "r.html")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"error: {run_dir / 'run.db'} is not a cosanneal run store (")
+    assert not (tmp_path / "r.html").exists()

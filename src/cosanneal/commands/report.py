@@ -1,6 +1,7 @@
 """``cosanneal report RUN [RUN ...] -o report.html``: an offline HTML report of one or more runs.
 
-Exit codes: 0 written; 2 bad input (a path without a run store), as one ``error:`` line.
+Exit codes: 0 written; 2 bad input (a path without a run store, or a run.db that is not an SQLite run
+store), as one ``error:`` line.
 """
 
 from __future__ import annotations
