@@ -9,6 +9,7 @@ traces travel through real CSV/JSONL files, TensorBoard event files, an MLflow s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 from cosanneal import Cosine
 from cosanneal.analysis import TraceError, load_trace, read_trace, verify
 from cosanneal.analysis.diagnose import plateau_length, restart_steps
+from cosanneal.analysis.verify import format_verdict
 from cosanneal.errors import ScheduleError
 from cosanneal.torch import Scheduler
 
@@ -506,7 +508,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
             [str(csv_path), *cosine, "--set", "cycle_steps=3", "--tag", "learning_rate"],
             "no column 'learning_rate'",
         ),
-        ([str(tmp_path), *cosine, "--set", "cycle_steps=3"], "no TensorBoard scalars found"),
+        ([str(tmp_path), *cosine, "--set", "cycle_steps=3"], "nor a TensorBoard log directory"),
         (["mlflow:", *cosine, "--set", "cycle_steps=3"], "needs a run id"),
     ]
     for args, needle in cases:
@@ -526,3 +528,129 @@ def test_cli_csv_match_and_per_epoch_text(tmp_path: Path) -> None:
     proc = _cli_process(str(_write_csv(tmp_path / "bad.csv", steps, lrs)), "--schedule", str(spec))
     assert proc.returncode == 1
     assert "MISMATCH" in proc.stdout and "[per-epoch]" in proc.stdout and "fix:" in proc.stdout
+
+
+# ---- a run store that is not one ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [(b"step,lr\n0,0.1\n", "not an SQLite database"), (b"", "no schema_version table")],
+    ids=["text-file", "empty-sqlite"],
+)
+def test_cli_run_db_that_is_not_a_run_store_is_one_error_line(
+    tmp_path: Path, content: bytes, why: str
+) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.db").write_bytes(content)
+    (tmp_path / "x.db").write_bytes(content)
+    for source, db in ((run_dir, run_dir / "run.db"), (tmp_path / "x.db", tmp_path / "x.db")):
+        proc = _cli_process(str(source))
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith(f"error: {db} is not a cosanneal run store ({why})"), proc.stderr
+
+
+def test_cli_directory_without_run_db_or_event_files_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    proc = _cli(
+        str(tmp_path / "empty"), "--set", "kind=cosine", "--set", "peak_lr=0.1", "--set", "cycle_steps=3"
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr == (
+        f"error: {tmp_path / 'empty'}: not a run directory (no run.db) nor a TensorBoard log directory "
+        "(no events.out.tfevents.* files)\n"
+    )
+
+
+# ---- incomplete traces: holes are never a match --------------------------------------------------
+def _store_with_rows(
+    run_dir: Path, schedule: Cosine, steps: list[int], *, every: int = 1, finished: int | None = None
+) -> None:
+    """A run store as the trainer writes it (params with the schedule), holding LR rows for ``steps`` only."""
+    from cosanneal.runtime.runstore import RunStore, run_params
+
+    with RunStore(run_dir) as store:
+        config = {"telemetry": {"every": every}}
+        store.log_params({**run_params(config, schedule=schedule, seed=0), "steps_per_epoch": 11})
+        for t in steps:
+            store.log_scalars(t, {"lr": float(schedule(t)), "lr_expected": float(schedule(t))}, group=0)
+        if finished is not None:
+            store.log_event(finished, "run_finished", updates=finished)
+
+
+HOLES = Cosine(PEAK, warmup_steps=6, cycle_steps=60, min_ratio=0.01)
+
+
+def test_verdict_of_a_trace_with_holes_is_incomplete_and_names_the_ranges() -> None:
+    t = np.arange(66)
+    keep = (t >= 12) & ~((t >= 30) & (t < 33))
+    v = verify(t[keep], HOLES(t[keep]), HOLES)
+    assert (v.status, v.matches, v.values_match) == ("incomplete", False, True)
+    assert v.gaps.ranges == [(0, 11), (30, 32)] and (v.gaps.missing, v.gaps.expected) == (15, 66)
+    assert v.diagnoses == [] and v.mismatched == 0
+    text = format_verdict(v)
+    assert text.startswith("INCOMPLETE: missing updates 0-11, 30-32 (15 of 66); the 51 steps present")
+    # a run that knowingly starts later, or whose end is known
+    assert verify(t[12:], HOLES(t[12:]), HOLES, first_step=12).status == "match"
+    assert verify(t[:50], HOLES(t[:50]), HOLES, last_step=65).gaps.ranges == [(50, 65)]
+    # sparse logging is not a hole: every 5 updates, inferred or given
+    assert verify(t[::5], HOLES(t[::5]), HOLES).status == "match"
+    assert verify(t[::5], HOLES(t[::5]), HOLES, stride=5, last_step=65).status == "match"
+    assert verify(t[::5], HOLES(t[::5]), HOLES, stride=1).gaps.missing == 66 - 14
+
+
+def test_mismatch_among_the_rows_present_is_still_a_mismatch() -> None:
+    t = np.arange(12, 66)
+    lrs = HOLES(t)
+    lrs[20] *= 1.5
+    v = verify(t, lrs, HOLES)
+    assert v.status == "mismatch" and v.mismatched == 1 and v.first_mismatches[0].step == 32
+    assert "incomplete too: missing updates 0-11 (12 of 66)" in format_verdict(v)
+
+
+def test_cli_run_store_with_missing_updates_is_incomplete_exit_3(tmp_path: Path) -> None:
+    from cosanneal.commands.verify import EXIT_CODES
+
+    assert EXIT_CODES == {"match": 0, "mismatch": 1, "incomplete": 3}
+    _store_with_rows(tmp_path / "killed", HOLES, list(range(12, 66)))  # rows of updates 0-11 lost at a kill
+    proc = _cli_process(str(tmp_path / "killed"))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "INCOMPLETE: missing updates 0-11 (12 of 66)" in proc.stdout and "MATCH" not in proc.stdout
+    out = json.loads(_cli(str(tmp_path / "killed"), "--format", "json").stdout)
+    assert out["status"] == "incomplete" and out["matches"] is False and out["values_match"] is True
+    assert out["gaps"]["ranges"] == [[0, 11]] and out["gaps"]["missing"] == 12
+    # the run's end is in its store: rows lost at the end are missing too
+    _store_with_rows(tmp_path / "tail", HOLES, list(range(50)), finished=66)
+    proc = _cli(str(tmp_path / "tail"))
+    assert proc.returncode == 3 and "missing updates 50-65 (16 of 66)" in proc.stdout
+    # telemetry.every=5: a row every 5 updates is complete; a lost one is not
+    _store_with_rows(tmp_path / "every", HOLES, list(range(0, 66, 5)), every=5, finished=66)
+    assert _cli(str(tmp_path / "every")).returncode == 0
+    _store_with_rows(tmp_path / "every-hole", HOLES, [s for s in range(0, 66, 5) if s != 25], every=5)
+    proc = _cli(str(tmp_path / "every-hole"))
+    assert (
+        proc.returncode == 3
+        and "missing updates 25 every 5 (1 of 14 rows logged every 5 updates)" in proc.stdout
+    )
+    # a mismatch in the rows present wins: exit 1, and the holes are still named
+    _store_with_rows(tmp_path / "both", HOLES, list(range(12, 66)))
+    wrong = _spec(tmp_path / "s.json", dataclasses.replace(HOLES, cycle_steps=50))
+    proc = _cli(str(tmp_path / "both"), "--schedule", str(wrong))
+    assert (
+        proc.returncode == 1
+        and "MISMATCH" in proc.stdout
+        and "missing updates 0-11 (12 of 66)" in proc.stdout
+    )
+
+
+def test_deleting_rows_from_a_real_run_makes_it_incomplete(trained_run: Path, tmp_path: Path) -> None:
+    import shutil
+    import sqlite3
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    with contextlib.closing(sqlite3.connect(run / "run.db")) as conn, conn:
+        conn.execute("DELETE FROM scalars WHERE name = 'lr' AND step < 12")
+    proc = _cli(str(run))
+    assert proc.returncode == 3, proc.stdout
+    assert "INCOMPLETE: missing updates 0-11 (12 of " in proc.stdout

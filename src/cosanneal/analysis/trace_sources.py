@@ -58,6 +58,11 @@ class Trace:
         resolution: Relative precision of the stored values (0 for float64 sources).
         schedule: The schedule stored with the source (run directories), else ``None``.
         scale: Factor of the stored schedule for this param group (run directories), else 1.
+        stride: Updates between two recorded steps when the source says (a run's ``telemetry.every``),
+            else ``None`` (inferred from the steps).
+        last_step: The run's last update when the source records its end (a run directory's last
+            ``run_finished`` or ``preempted`` event), else ``None``.
+        steps_per_epoch: Updates per epoch when the source records it (a run directory's params).
     """
 
     steps: npt.NDArray[np.int64]
@@ -66,6 +71,9 @@ class Trace:
     resolution: float = 0.0
     schedule: Any = None
     scale: float = 1.0
+    stride: int | None = None
+    last_step: int | None = None
+    steps_per_epoch: float | None = None
 
 
 def find_lr_keys(keys: Iterable[str]) -> list[str]:
@@ -151,7 +159,37 @@ def _read_run(path: Path, group: int, tag: str | None) -> Trace:
                 base = float(schedule(float(e_steps[0])))
                 if base != 0.0 and math.isfinite(float(expected[0])):
                     scale = float(expected[0]) / base
-    return Trace(steps, lrs, f"{path} ({name}, group {group})", 0.0, schedule, scale)
+        stride, last_step = _recorded_coverage(params, run.events())
+    per_epoch = params.get("steps_per_epoch")
+    steps_per_epoch = (
+        float(per_epoch) if isinstance(per_epoch, (int, float)) and _positive(per_epoch) else None
+    )
+    source = f"{path} ({name}, group {group})"
+    return Trace(
+        steps, lrs, source, schedule=schedule, scale=scale, stride=stride, last_step=last_step,
+        steps_per_epoch=steps_per_epoch,
+    )  # fmt: skip
+
+
+def _positive(value: float) -> bool:
+    return not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _recorded_coverage(
+    params: Mapping[str, Any], events: Sequence[Mapping[str, Any]]
+) -> tuple[int | None, int | None]:
+    """``(stride, last update)`` a run store states: its config's ``telemetry.every`` and its end.
+
+    A trainer run records scalars every ``telemetry.every`` updates (``step % every == 0``); its last
+    ``run_finished`` / ``preempted`` event is at the number of updates done, so the last update is one less.
+    """
+    config = params.get("config")
+    telemetry = config.get("telemetry") if isinstance(config, Mapping) else None
+    every = telemetry.get("every") if isinstance(telemetry, Mapping) else None
+    stride = every if isinstance(every, int) and not isinstance(every, bool) and every >= 1 else None
+    ends = [e["step"] for e in events if e.get("kind") in ("run_finished", "preempted")]
+    last_step = int(ends[-1]) - 1 if ends and int(ends[-1]) >= 1 else None
+    return stride, last_step
 
 
 # ---- TensorBoard ------------------------------------------------------------------------------
@@ -164,8 +202,14 @@ def _event_dirs(path: Path) -> list[Path]:
 def _read_tensorboard(path: Path, tag: str | None, group: int) -> Trace:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    dirs = _event_dirs(path)
+    if not dirs:
+        raise TraceError(
+            f"{path}: not a run directory (no run.db) nor a TensorBoard log directory (no "
+            "events.out.tfevents.* files)"
+        )
     found: dict[str, tuple[Any, str]] = {}
-    for where in _event_dirs(path):
+    for where in dirs:
         acc = EventAccumulator(str(where), size_guidance={"scalars": 0})
         acc.Reload()
         rel = "." if where == path or where.is_file() else where.relative_to(path).as_posix()

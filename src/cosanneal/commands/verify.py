@@ -1,6 +1,7 @@
 """``cosanneal verify SOURCE``: check that a job used the LR it was configured for.
 
-Exit codes: 0 the trace matches the schedule, 1 it does not (diagnoses printed), 2 bad input.
+Exit codes: 0 the trace matches the schedule, 1 it does not (diagnoses printed; also when steps are
+missing too), 2 bad input, 3 the trace is incomplete (steps missing; every step present matches).
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["register"]
+__all__ = ["EXIT_CODES", "register"]
+
+#: Exit status of ``cosanneal verify`` per verdict status (2 is bad input, from the CLI's ``main``).
+EXIT_CODES = {"match": 0, "mismatch": 1, "incomplete": 3}
 
 
 class VerifyFormat(StrEnum):
@@ -19,6 +23,13 @@ class VerifyFormat(StrEnum):
 
     text = "text"
     json = "json"
+
+
+class LrRead(StrEnum):
+    """Where the loop read the LR it logged (see ``docs/verify.md``)."""
+
+    before_optimizer_step = "before-optimizer-step"
+    after_scheduler_step = "after-scheduler-step"
 
 
 def register(app: typer.Typer) -> None:
@@ -66,6 +77,22 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--tracking-uri", help="MLflow tracking URI for mlflow:<run_id>.")
         ] = None,
         fmt: Annotated[VerifyFormat, typer.Option("--format", help="Output format.")] = VerifyFormat.text,
+        lr_read: Annotated[
+            LrRead,
+            typer.Option(
+                "--lr-read",
+                help="Where the loop read the LR it logged: just before optimizer.step() (docs/verify.md; "
+                "cosanneal's telemetry) or after scheduler.step().",
+            ),
+        ] = LrRead.before_optimizer_step,
+        first_step: Annotated[
+            int,
+            typer.Option(
+                "--first-step",
+                min=0,
+                help="The run's first update; earlier steps are not expected in the trace.",
+            ),
+        ] = 0,
     ) -> None:
         """Compare the LR a job really used with its schedule, and explain the difference."""
         import json
@@ -96,7 +123,18 @@ def register(app: typer.Typer) -> None:
         tol = 1e-9 if tolerance is None else tolerance
         if tolerance is None and trace.resolution > tol:
             tol = trace.resolution  # float32 values cannot match closer than their own rounding
-        verdict = verify(trace.steps, trace.lrs, bound, tol, scale=scale, steps_per_epoch=steps_per_epoch)
+        verdict = verify(
+            trace.steps,
+            trace.lrs,
+            bound,
+            tol,
+            scale=scale,
+            steps_per_epoch=steps_per_epoch if steps_per_epoch is not None else trace.steps_per_epoch,
+            lr_read=lr_read.value,
+            stride=trace.stride,
+            first_step=first_step,
+            last_step=trace.last_step,
+        )
         if fmt is VerifyFormat.json:
             payload = {
                 "source": trace.source,
@@ -107,4 +145,4 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(payload, indent=2))
         else:
             typer.echo(format_verdict(verdict, trace.source))
-        raise typer.Exit(0 if verdict.matches else 1)
+        raise typer.Exit(EXIT_CODES[verdict.status])
