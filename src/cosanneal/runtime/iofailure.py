@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -27,6 +28,7 @@ _KINDS = {
     errno.EIO: "I/O error",
     errno.EFBIG: "file size limit reached",
 }
+_OS_ERROR = re.compile(r"\(os error (\d+)\)|\[Errno (\d+)\]")
 # sqlite3 result codes (primary, the low byte of the extended code)
 _SQLITE_KINDS = {13: "disk full", 8: "read-only filesystem", 14: "run directory vanished", 10: "I/O error"}
 
@@ -64,6 +66,12 @@ def io_failure(exc: BaseException) -> str | None:
     for node in reversed(_chain(exc)):  # the root cause first
         if isinstance(node, OSError) and node.errno in _KINDS:
             return _KINDS[node.errno]
+        # libraries in Rust or C report the OS error in their own exception types (safetensors:
+        # "I/O error: No space left on device (os error 28)")
+        match = _OS_ERROR.search(str(node))
+        code = int(match.group(1) or match.group(2)) if match else None
+        if code in _KINDS:
+            return _KINDS[code]
         if isinstance(node, sqlite3.Error):
             code = getattr(node, "sqlite_errorcode", None)
             if code is not None and code & 0xFF in _SQLITE_KINDS:

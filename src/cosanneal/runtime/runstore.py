@@ -31,6 +31,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import errno
 import getpass
 import importlib.metadata
 import itertools
@@ -383,6 +384,7 @@ class RunStore:
         self._conn: sqlite3.Connection | None = None
         self._thread: threading.Thread | None = None
         self.path: Path | None = None
+        self._identity: tuple[int, int] | None = None
         self.session = 0
         if not self.enabled:
             return
@@ -391,6 +393,8 @@ class RunStore:
         self.path = resolve_db(run_dir)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = self._connect(self.path, synchronous.upper())
+        st = os.stat(self.path)
+        self._identity = (st.st_dev, st.st_ino)
         self._sinks.extend(sinks)
         self._thread = threading.Thread(
             target=self._run, name=f"cosanneal-runstore-{self.session}", daemon=True
@@ -630,8 +634,24 @@ class RunStore:
             raise err
 
     def _sync_files(self) -> None:
-        """Sync the write-ahead log (where WAL commits live until a checkpoint) and the database to disk."""
+        """Sync the write-ahead log (where WAL commits live until a checkpoint) and the database to disk.
+
+        Raises:
+            FileNotFoundError: the database file was deleted or replaced under the run (its directory
+                vanished): SQLite would go on writing into the deleted file, losing every row.
+        """
         assert self.path is not None
+        try:
+            st = os.stat(self.path)
+            same = (st.st_dev, st.st_ino) == self._identity
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise FileNotFoundError(
+                errno.ENOENT,
+                "the run store was deleted or replaced while the run was writing it",
+                str(self.path),
+            )
         for path in (Path(f"{self.path}-wal"), self.path):
             try:
                 fd = os.open(path, os.O_RDONLY)

@@ -213,9 +213,6 @@ class Trainer:
         optimizer = build_optimizer(model, cfg.optimizer, schedule.peak)
         scales = [g["lr"] / schedule.peak for g in optimizer.param_groups]
         scheduler = self._make_scheduler(optimizer, schedule, scales)
-        if world.is_main:  # only once the whole config has been built without error
-            for warning in lint(schedule, total, steps_per_epoch=steps_per_epoch):
-                self.log(f"lint {warning.code}: {warning.message}")
 
         # The run store is opened only once the checkpoint to resume from (if any) is known to fit, so
         # a refused resume writes nothing to the run. Until then events wait here.
@@ -426,6 +423,9 @@ class Trainer:
                     params = run_params(cfg.to_dict(), schedule=schedule, seed=cfg.seed)
                     store.log_params({**params, "steps_per_epoch": steps_per_epoch, "total_steps": total})
             early_events.clear()
+            if world.is_main:  # once the whole config is built and the resume settled
+                for warning in lint(schedule, total, steps_per_epoch=steps_per_epoch):
+                    self.log(f"lint {warning.code}: {warning.message}")
             preempt = Preemption()
             try:
                 preempt.install()
