@@ -11,8 +11,10 @@ Commands (more are added by other modules of the package as they land):
 key=value`` overrides its values or, without a file, builds the whole spec. ``--steps`` is the run
 length; it defaults to the schedule's end (horizon) when it has one.
 
-Exit codes: 0 success, 1 ``lint`` found problems, 2 bad input (one ``error:`` line on stderr, no
-traceback).
+Exit codes: 0 success, 1 ``lint`` found problems (``train``: the non-finite guard stopped the run), 2
+bad input (one ``error:`` line on stderr, no traceback), 74 the run's files cannot be written (disk
+full, read-only or vanished run directory; one ``error:`` line naming the device and what was kept),
+143/130 ``train`` was preempted by SIGTERM/SIGINT and saved a checkpoint.
 """
 
 from __future__ import annotations
@@ -389,7 +391,8 @@ def _run_training(config: Any, run_dir: Path, fresh: bool, progress: bool) -> No
     def log(message: str) -> None:
         console.print(message, soft_wrap=True, markup=False, highlight=False)
 
-    result = Trainer(config, run_dir, fresh=fresh, log=log, progress=progress).run()
+    hint = f"run {_resume_command()}"
+    result = Trainer(config, run_dir, fresh=fresh, log=log, progress=progress, resume_hint=hint).run()
     if int(os.environ.get("RANK", "0")) == 0:
         Console().print(_summary(result))
         if result.status != "preempted":
@@ -399,6 +402,30 @@ def _run_training(config: Any, run_dir: Path, fresh: bool, progress: bool) -> No
             plot_run(run_dir, png)
             Console().print(f"wrote {run_dir}/ (run.db, checkpoints/, tb/) and {png}")
     raise typer.Exit(result.exit_code)
+
+
+def _resume_command() -> str:
+    """The command line that continues this job: the one given, without ``--fresh``."""
+    import shlex
+
+    args = [a for a in sys.argv[1:] if a != "--fresh"]
+    return shlex.join(["cosanneal", *args])
+
+
+def _finished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run that reached its end (finished or early-stopped)."""
+    if not (run_dir / "run.db").is_file():
+        return False
+    from cosanneal import runs
+
+    try:
+        run = runs.open(run_dir)
+    except Exception:  # not a readable run store: let the trainer say what is wrong with it
+        return False
+    try:
+        return bool(run.events("run_finished") or run.events("early_stop"))
+    finally:
+        run.close()
 
 
 @app.command()
@@ -424,15 +451,22 @@ def train(
 def demo(
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Where the demo run goes.")] = Path("runs/demo"),
     sets: SetOpt = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Start over even if an interrupted demo run can be resumed.")
+    ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
-    """Train the built-in example (CNN on 8x8 digits, warmup + SGDR) end to end, from scratch."""
+    """Train the built-in example (CNN on 8x8 digits, warmup + SGDR) end to end.
+
+    An interrupted demo run resumes where it stopped when you run the same command again; a finished
+    one is moved aside and the demo starts over.
+    """
     from importlib.resources import files
 
     from cosanneal.runtime.config import load_config
 
     path = Path(str(files("cosanneal.examples").joinpath("configs/digits_sgdr.toml")))
-    _run_training(load_config(path, sets or []), run_dir, True, progress)
+    _run_training(load_config(path, sets or []), run_dir, fresh or _finished(run_dir), progress)
 
 
 def _register_commands() -> None:
@@ -458,4 +492,4 @@ def main(argv: Sequence[str] | None = None) -> None:
         text = str(exc).strip()
         message = text.splitlines()[0] if text else type(exc).__name__
         sys.stderr.write(f"error: {message}\n")
-        raise SystemExit(2) from None
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
