@@ -230,9 +230,7 @@ def test_kill_during_rotation_never_shows_a_half_checkpoint(tmp_path: Path) -> N
 # ---- one checkpoint per step, one convention --------------------------------------------------------
 def test_each_step_is_checkpointed_once_and_named_by_updates_done(tmp_path: Path) -> None:
     """Epoch ends on the every_steps grid and the final update: one save each (they were written twice)."""
-    cfg = config_from_dict(
-        blobs_config(eval__every_steps=None, checkpoint__every_steps=10, checkpoint__keep_last=50)
-    )
+    cfg = config_from_dict(blobs_config(eval__every_steps=None, checkpoint__every_steps=10))
     run_dir = tmp_path / "run"
     result = Trainer(cfg, run_dir, progress=False, log=lambda _: None).run()
     assert result.status == "finished" and result.steps == TOTAL
@@ -251,6 +249,12 @@ def test_each_step_is_checkpointed_once_and_named_by_updates_done(tmp_path: Path
     assert best["step"] in val_steps.tolist()  # the best checkpoint's step is its evaluation's step
     assert best["value"] == pytest.approx(val[val_steps.tolist().index(best["step"])])
     assert all(not e["path"].startswith("/") for e in saved)  # relative to the run directory
+    from cosanneal.analysis.report_data import load_run
+
+    summary = load_run(run_dir, "run").summary  # the report card says what the trainer's summary says
+    assert summary.updates == result.steps == TOTAL
+    assert summary.checkpoints == len(steps) and summary.checkpoints_kept == result.checkpoints_kept
+    assert summary.best_metric is not None and summary.best_metric[2] == summary.best_checkpoint_step
 
 
 def test_every_event_has_its_documented_payload(tmp_path: Path) -> None:

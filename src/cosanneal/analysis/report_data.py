@@ -51,7 +51,8 @@ class RunSummary:
         updates: optimizer updates done.
         epochs: epochs done, when the store tells (``None`` otherwise).
         restarts: ``restart`` events.
-        checkpoints: ``checkpoint_saved`` events.
+        checkpoints: checkpoints saved: the distinct steps of ``checkpoint_saved`` events (a step
+            saved again, after a kill before its commit, counts once).
         best_checkpoint_step: step of the last ``checkpoint_best`` event, or ``None``.
         best_metric: ``(name, value, step)`` of the best validation value (the checkpoint's metric and
             mode from the config, default ``val_loss`` / ``min``), or ``None`` without validation.
@@ -62,6 +63,9 @@ class RunSummary:
         throughput: samples per second of update time, or ``None`` when not logged.
         fingerprint: the schedule fingerprint (param ``schedule_fingerprint``), or ``None``.
         sessions: processes that wrote the run (more than 1 after a resume).
+        checkpoints_kept: of those, the ones not deleted since (no ``checkpoint_deleted`` event): the
+            ``step-*`` directories the run left, what ``cosanneal train``'s summary calls "checkpoints
+            kept" (``best/`` copies are not counted).
     """
 
     name: str
@@ -80,6 +84,7 @@ class RunSummary:
     throughput: float | None
     fingerprint: str | None
     sessions: int
+    checkpoints_kept: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +228,8 @@ def summarize(
     status = _status(events)
     updates = _updates(lr, series, events)
     kinds = [e["kind"] for e in events]
+    saved = {int(e["step"]) for e in events if e["kind"] == "checkpoint_saved"}
+    deleted = {int(e["step"]) for e in events if e["kind"] == "checkpoint_deleted"}
     best_events = [e for e in events if e["kind"] == "checkpoint_best"]
     nonfinite_steps = 0
     if "nonfinite" in series:
@@ -241,7 +248,7 @@ def summarize(
         updates=updates,
         epochs=_epochs(params, config, status, updates),
         restarts=kinds.count("restart"),
-        checkpoints=kinds.count("checkpoint_saved"),
+        checkpoints=len(saved),
         best_checkpoint_step=int(best_events[-1]["step"]) if best_events else None,
         best_metric=_best(config, series),
         final_metrics=finals,
@@ -251,4 +258,5 @@ def summarize(
         throughput=_throughput(series),
         fingerprint=str(fingerprint) if fingerprint is not None else None,
         sessions=int(store.get("sessions", 0)),
+        checkpoints_kept=len(saved - deleted),
     )
