@@ -400,8 +400,11 @@ def test_malicious_pickle_is_refused_and_runs_no_code(tmp_path: Path) -> None:
     fresh, opt, _ = make(seed=4)
     with pytest.raises(CheckpointError, match=r"refused by torch.load\(weights_only=True\)"):
         ck.load(d, fresh, opt)
-    with pytest.warns(RuntimeWarning, match="refused by torch.load"):
+    with pytest.warns(RuntimeWarning, match="refused by torch.load") as seen:
         loaded = ck.load_latest(fresh, opt)
+    text = str(seen[0].message)
+    assert "it would call posix.system" in text and "never load it with weights_only=False" in text
+    assert "Re-running `torch.load` with `weights_only` set to `False`" not in text  # torch's advice
     assert loaded is not None and loaded.step == 1
     assert not marker.exists()
     # the payload really is live: plain pickle would have run it

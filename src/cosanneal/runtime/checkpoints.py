@@ -227,6 +227,23 @@ def _fingerprint(scheduler: Any) -> str | list[str] | None:
         return None
 
 
+def _refused_pickle(exc: BaseException) -> str:
+    """Why ``optimizer.pt`` was refused, without torch's advice to retry with ``weights_only=False``.
+
+    That advice would run whatever the file holds; an optimizer state never needs it, so a refusal
+    means the file was not written by cosanneal (or was tampered with).
+    """
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    what = (
+        f"it would call {found.group(1)}" if found else "it holds objects that are not tensors or plain data"
+    )
+    return (
+        f"{OPTIMIZER_FILE} refused by torch.load(weights_only=True): {what}, which no optimizer state "
+        "needs; the file was not written by cosanneal or was tampered with, so it is not loaded (never "
+        "load it with weights_only=False)"
+    )
+
+
 def _bytes_writer(data: bytes) -> Callable[[IO[bytes]], None]:
     def write(handle: IO[bytes]) -> None:
         handle.write(data)
@@ -862,7 +879,7 @@ class Checkpoints:
         except _CorruptError:
             raise
         except pickle.UnpicklingError as exc:
-            raise _CorruptError(f"{OPTIMIZER_FILE} refused by torch.load(weights_only=True): {exc}") from exc
+            raise _CorruptError(_refused_pickle(exc)) from exc
         except Exception as exc:  # safetensors/json/key errors: the content does not decode
             raise _CorruptError(f"does not decode: {type(exc).__name__}: {exc}") from exc
         return {"state": state, "tensors": tensors, "optimizer": opt_state}
