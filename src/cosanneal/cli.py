@@ -395,7 +395,9 @@ def _run_training(config: Any, run_dir: Path, fresh: bool, progress: bool) -> No
     result = Trainer(config, run_dir, fresh=fresh, log=log, progress=progress, resume_hint=hint).run()
     if int(os.environ.get("RANK", "0")) == 0:
         Console().print(_summary(result))
-        if result.status != "preempted":
+        if result.status == "preempted":  # in full, on one line, whatever the table's width
+            log(result.message)
+        else:
             from cosanneal.plotting import plot_run
 
             png = run_dir / "lr_loss.png"
