@@ -83,13 +83,13 @@ def test_uses_exactly_the_kept_cycle_end_snapshots(sgdr_run: tuple[Path, dict[st
     restarts = from_dict(schedule).restarts(TOTAL)
     assert restarts == [20, 40, 60, 80]
     kept = [c.step for c in Checkpoints(run_dir / "checkpoints").cycle_end_snapshots()]
-    assert kept == [r - 1 for r in restarts]
+    assert kept == restarts  # named by the updates done: the update before each restart is the last
 
     result = evaluate_ensemble(run_dir)
     assert result.snapshots == tuple(kept) == result.available
     assert [Path(p).name for p in result.paths] == [f"step-{s:09d}" for s in kept]
     assert [m.steps for m in result.members] == [(s,) for s in kept]
-    assert result.final.steps == (TOTAL - 1,)
+    assert result.final.steps == (TOTAL,)
     assert result.n_val == 160
 
     acc, nll, _ = _direct(list(result.paths))
@@ -101,15 +101,15 @@ def test_uses_exactly_the_kept_cycle_end_snapshots(sgdr_run: tuple[Path, dict[st
     assert 0.3 < acc < 1.0  # overlapping blobs: a real classification problem, not a saturated one
     best = min(result.members, key=lambda m: (m.nll, -m.steps[0]))
     assert result.best_single.steps == best.steps and result.best_single.nll == best.nll
-    f_acc, f_nll, _ = _direct([str(run_dir / "checkpoints" / f"step-{TOTAL - 1:09d}")])
+    f_acc, f_nll, _ = _direct([str(run_dir / "checkpoints" / f"step-{TOTAL:09d}")])
     assert (result.final.accuracy, result.final.nll) == (f_acc, pytest.approx(f_nll, rel=1e-12))
 
 
 def test_last_k_takes_the_last_k(sgdr_run: tuple[Path, dict[str, Any]]) -> None:
     run_dir, _ = sgdr_run
     result = evaluate_ensemble(run_dir, last=2)
-    assert result.snapshots == (59, 79)
-    assert result.available == (19, 39, 59, 79)
+    assert result.snapshots == (60, 80)
+    assert result.available == (20, 40, 60, 80)
     acc, nll, _ = _direct(list(result.paths))
     assert (result.ensemble.accuracy, result.ensemble.nll) == (acc, pytest.approx(nll, rel=1e-12))
     with pytest.raises(EnsembleError, match=r"last=5: .* kept only 4 cycle-end snapshots"):
@@ -164,7 +164,7 @@ def test_cli_json_and_errors(sgdr_run: tuple[Path, dict[str, Any]]) -> None:
     out = _cli("ensemble", str(run_dir), "--last", "3", "--json", "--device", "cpu")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert data["snapshots"] == [39, 59, 79]
+    assert data["snapshots"] == [40, 60, 80]
     lib = evaluate_ensemble(run_dir, last=3, device="cpu")
     assert data["ensemble"]["nll"] == lib.ensemble.nll and data["final"]["accuracy"] == lib.final.accuracy
 

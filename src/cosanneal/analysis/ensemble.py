@@ -17,8 +17,8 @@ Each is reported with its accuracy (argmax of the probabilities equals the label
 log-likelihood :math:`-\frac1N \sum_i \log \bar p(y_i \mid x_i)`, probabilities computed in float64 and
 clipped below at the smallest normal float64 before the log.
 
-A snapshot is taken at every restart, so a run with ``r`` restarts keeps ``r`` cycle-end snapshots, at
-steps ``restart - 1``. (The end of the last cycle is the end of the run: that checkpoint is the final
+A snapshot is taken at every restart, so a run with ``r`` restarts keeps ``r`` cycle-end snapshots,
+named by the updates done when they were taken: the restart steps themselves. (The end of the last cycle is the end of the run: that checkpoint is the final
 model, saved by the trainer's final save.)
 """
 

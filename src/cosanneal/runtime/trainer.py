@@ -564,7 +564,8 @@ class Trainer:
                     position.epoch, position.batch = position.epoch + 1, 0
                 if self._last_eval_at != position.updates:
                     last_metrics = evaluate()
-                save("final", ends_cycle(position.updates, schedule), _val(last_metrics))
+                # the end of the last cycle is the final model, not one of the cycle-end snapshots
+                save("final", False, _val(last_metrics))
                 store.log_event(
                     position.updates, "run_finished", updates=position.updates,
                     seconds=round(time.time() - started, 3),
