@@ -16,7 +16,7 @@ import optuna
 import pytest
 import sqlalchemy
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from cosanneal import ConfigError, runs
 from cosanneal.cli import main
@@ -25,6 +25,7 @@ from cosanneal.tune.sweep import (
     SweepSettings,
     apply_params,
     check_space,
+    default_storage,
     load_space,
     open_study,
     parse_budget,
@@ -234,24 +235,56 @@ def _wait_for(predicate: Any, timeout: float = 120.0) -> None:
         time.sleep(0.1)
 
 
-def test_two_workers_share_one_sqlite_study(tmp_path: Path) -> None:
-    config, space = _files(tmp_path, sleep=0.02)
-    procs = [_worker(config, space, tmp_path, "--trials", "6") for _ in range(2)]
-    assert [p.wait(timeout=300) for p in procs] == [0, 0]
-    study = optuna.load_study(study_name="w", storage=f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}")
-    trials = study.get_trials()
-    assert all(t.state == TrialState.COMPLETE for t in trials)
-    assert 6 <= len(trials) <= 7  # a worker may finish the trial it was running when the 6th completed
-    assert len({t.user_attrs["run_dir"] for t in trials}) == len(trials)
-    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes ran trials
-    for t in trials:  # every trial trained its own run with its own sampled LR
-        with runs.open(t.user_attrs["run_dir"]) as run:
-            assert run.params["config"]["schedule"]["peak_lr"] == t.params["schedule.peak_lr"]
+def test_a_claim_that_loses_a_race_is_given_back_unrun_and_the_study_ends_with_exactly_its_trials(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    settings = _settings(tmp_path, trials=1, pruner="none")
+    study = open_study(settings)
+    study.enqueue_trial({"schedule.peak_lr": 0.2})  # the worker's claim pops this queued trial
+    rival = optuna.load_study(study_name="s", storage=settings.url)  # another worker, its own connection
+    rival_trials: list[optuna.Trial] = []
+    space = parse_space(SPACE)
+
+    class RacingSampler(optuna.samplers.TPESampler):
+        """The rival claims a trial just after the worker's claim, before the worker counts again."""
+
+        def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+            super().before_trial(study, trial)
+            if not rival_trials:
+                rival_trials.append(rival.ask({"schedule.peak_lr": space["schedule.peak_lr"].distribution}))
+                threading.Timer(1.5, lambda: rival.tell(rival_trials[0], 0.5)).start()  # it finishes later
+
+    result = run_sweep(BLOBS, space, settings, sampler=RacingSampler(seed=0), **QUIET)
+    assert (result.complete, result.pruned, result.failed, result.surplus) == (1, 0, 0, 1)
+    assert result.best_trial == rival_trials[0].number  # the rival's trial is the study's one trial
+    trials = _study(settings).get_trials()
+    given_back = trials[0]
+    assert given_back.state == TrialState.FAIL and given_back.user_attrs == {
+        "status": "surplus"
+    }  # never trained
+    assert not (settings.runs_dir / "s" / "trial-0").exists()
+    requeued = [t for t in trials if t.state == TrialState.WAITING]  # its queued parameters are kept
+    assert [t.system_attrs["fixed_params"] for t in requeued] == [{"schedule.peak_lr": 0.2}]
+    assert [t.state for t in trials if t.state != TrialState.WAITING] == [
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+    ]
 
 
-def test_a_killed_workers_trial_is_failed_and_rerun_and_the_sweep_resumes(tmp_path: Path) -> None:
-    config, space = _files(tmp_path, sleep=0.02)
-    args = ("--trials", "3", "--heartbeat-interval", "1", "--grace-period", "2")
+def test_a_grid_sweep_ends_when_its_grid_is_done(tmp_path: Path) -> None:
+    grid = optuna.samplers.GridSampler({"schedule.peak_lr": [0.1, 0.2]}, seed=0)
+    space = parse_space({"schedule.peak_lr": {"choices": [0.1, 0.2]}})
+    result = run_sweep(BLOBS, space, _settings(tmp_path, trials=3, pruner="none"), sampler=grid, **QUIET)
+    assert (result.complete, result.failed, result.stopped_by) == (2, 0, "sampler")
+    assert sorted(t.params["schedule.peak_lr"] for t in _study(_settings(tmp_path)).get_trials()) == [
+        0.1,
+        0.2,
+    ]
+
+
+def _reader(tmp_path: Path) -> Any:
     url = f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}"
 
     def trials() -> list[optuna.trial.FrozenTrial]:
@@ -263,6 +296,37 @@ def test_a_killed_workers_trial_is_failed_and_rerun_and_the_sweep_resumes(tmp_pa
             return []
         except sqlalchemy.exc.SQLAlchemyError:  # the worker is creating the schema this instant: ask again
             return []
+
+    return trials
+
+
+def test_two_workers_share_one_sqlite_study(tmp_path: Path) -> None:
+    config, space = _files(tmp_path, sleep=0.02)
+    trials = _reader(tmp_path)
+    first = _worker(config, space, tmp_path, "--trials", "6")
+    # the second joins mid-trial, so the two never finish together: when one worker finishes the 5th trial
+    # the other is always running the 6th (a worker counting only finished trials would start a 7th)
+    _wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials()))
+    procs = [first, _worker(config, space, tmp_path, "--trials", "6")]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    study = optuna.load_study(study_name="w", storage=f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}")
+    everything = study.get_trials()
+    trials = [t for t in everything if t.state == TrialState.COMPLETE]
+    assert len(trials) == 6  # the budget holds across workers: not one trial more
+    # the only other trials are claims a worker gave back before training (it counted 6 already live)
+    assert all(t.state == TrialState.FAIL and t.user_attrs["status"] == "surplus" and "steps" not in t.user_attrs
+               for t in everything if t.state != TrialState.COMPLETE)  # fmt: skip
+    assert len({t.user_attrs["run_dir"] for t in trials}) == len(trials)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes ran trials
+    for t in trials:  # every trial trained its own run with its own sampled LR
+        with runs.open(t.user_attrs["run_dir"]) as run:
+            assert run.params["config"]["schedule"]["peak_lr"] == t.params["schedule.peak_lr"]
+
+
+def test_a_killed_workers_trial_is_failed_and_rerun_and_the_sweep_resumes(tmp_path: Path) -> None:
+    config, space = _files(tmp_path, sleep=0.02)
+    args = ("--trials", "3", "--heartbeat-interval", "1", "--grace-period", "2")
+    trials = _reader(tmp_path)
 
     first = _worker(config, space, tmp_path, *args)
     _wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials()[1:]))
@@ -282,6 +346,58 @@ def test_a_killed_workers_trial_is_failed_and_rerun_and_the_sweep_resumes(tmp_pa
     with runs.open(retries[0].user_attrs["run_dir"]) as run:
         steps, _ = run.scalar("lr", 0)
     assert np.array_equal(steps, np.arange(80))  # the retry trained the whole run
+
+
+def test_a_worker_restarted_at_once_after_a_kill_in_the_last_trial_retries_it_before_reporting_done(
+    tmp_path: Path,
+) -> None:
+    config, space = _files(tmp_path, sleep=0.02)
+    # a grace period longer than a worker takes to start, so the restarted worker finds a fresh heartbeat
+    args = ("--trials", "2", "--heartbeat-interval", "1", "--grace-period", "8")
+    trials = _reader(tmp_path)
+
+    first = _worker(config, space, tmp_path, *args)
+    # the study's last trial (1 complete, the 2nd running and past its first rung)
+    _wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials()[1:]))
+    first.send_signal(signal.SIGKILL)
+    assert first.wait(timeout=30) == -signal.SIGKILL
+    killed = next(t for t in trials() if t.state == TrialState.RUNNING)
+    second = _worker(config, space, tmp_path, *args)  # at once: the killed trial's heartbeat is still fresh
+    assert second.wait(timeout=300) == 0
+    after = trials()
+    assert [t.state for t in after if t.state == TrialState.RUNNING] == []  # nothing left running forever
+    assert after[killed.number].state == TrialState.FAIL
+    retries = [t for t in after if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == killed.params
+    assert sum(t.state == TrialState.COMPLETE for t in after) == 2
+    assert len(after) == 3  # the worker waited for the stale trial instead of starting another one
+
+
+def test_best_params_are_printed_in_the_units_of_the_space(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = _files(tmp_path, sleep=0.0)
+    space = tmp_path / "space.toml"
+    space.write_text('"schedule.cycle_steps" = {low = 0.1, high = 0.3, step = 0.05, unit = "dur"}\n'
+                     '"schedule.peak_lr" = {low = 0.05, high = 0.3}\n')  # fmt: skip
+    argv = ["sweep", str(config), "--space", str(space), "--study", "u", "--runs-dir", str(tmp_path / "runs"),
+            "--trials", "1", "--pruner", "none", "--seed", "0"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    trial = optuna.load_study(study_name="u", storage=default_storage(tmp_path / "runs")).best_trial
+    cycle = trial.params["schedule.cycle_steps"]
+    line = next(line for line in out.splitlines() if line.startswith("best params: "))
+    assert f"schedule.cycle_steps={cycle:g}dur" in line, line
+    assert f"schedule.peak_lr={trial.params['schedule.peak_lr']:.4g}," in line + ","
+    with runs.open(trial.user_attrs["run_dir"]) as run:  # the trial trained with that duration string
+        assert run.params["config"]["schedule"]["cycle_steps"] == f"{cycle:g}dur"
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", "--show", "--study", "u", "--runs-dir", str(tmp_path / "runs")])
+    assert exit_.value.code == 0
+    assert f"{cycle:g}dur" in capsys.readouterr().out  # --show too
 
 
 def test_cli_bad_space_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

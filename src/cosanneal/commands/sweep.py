@@ -24,6 +24,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _value(trial: Any, key: str) -> Any:
+    """A trial's parameter as the config got it (``0.15dur``, not the sampled ``0.15``), else as sampled."""
+    return trial.user_attrs.get("config_values", {}).get(key, trial.params.get(key, "-"))
+
+
 def _show(storage: str, study: str, png: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -42,7 +47,7 @@ def _show(storage: str, study: str, png: Path) -> None:
         table.add_row(
             str(t.number),
             _fmt(t.value),
-            *(_fmt(t.params.get(k, "-")) for k in params),
+            *(_fmt(_value(t, k)) for k in params),
             str(t.user_attrs.get("steps", "-")),
             _fmt(t.user_attrs.get("seconds", "-")),
             str(t.user_attrs.get("cycles_reported", "-")),

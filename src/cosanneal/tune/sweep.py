@@ -12,9 +12,12 @@ records its cost as user attrs ``steps`` and ``seconds``; a budget (the sum of `
 study's trials, all workers together) stops the study: no trial starts once it is spent.
 
 Storage is an Optuna ``RDBStorage``: a SQLite file ``<runs_dir>/optuna.db`` by default, or any
-SQLAlchemy URL (PostgreSQL for many machines). Workers heartbeat; a trial whose worker died (SIGKILL,
-preemption) is marked ``FAIL`` by the next worker once its heartbeat is older than the grace period, and
-re-queued with the same parameters (``RetryHeartbeatStaleTrialCallback``).
+SQLAlchemy URL (PostgreSQL for many machines). The study is done when exactly ``trials`` trials are
+COMPLETE or PRUNED and none is RUNNING. Workers claim a trial before running it and give back a claim that
+would exceed ``trials``; a worker heartbeats its trial, and a trial whose worker died (SIGKILL, a lost node)
+is marked ``FAIL`` once its heartbeat is older than the grace period and re-queued with the same
+parameters (``RetryHeartbeatStaleTrialCallback``); a worker that finds the study full of running trials
+waits for them to finish or go stale (see :class:`_Worker`).
 
 Example:
     >>> space = parse_space({"schedule.peak_lr": {"low": 1e-3, "high": 1.0, "log": True},
@@ -31,10 +34,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import math
 import os
+import random
 import re
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -77,6 +83,8 @@ _SPACE_KEYS = ("low", "high", "log", "step", "choices", "unit")
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|m|h|d)?\s*$")
 _SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+#: ``status`` user attr of a claim a worker gave back unrun because the study already had enough trials.
+SURPLUS = "surplus"
 _OPEN_ATTEMPTS = 6
 
 
@@ -400,13 +408,15 @@ def open_study(
     *,
     pruner: optuna.pruners.BasePruner | None = None,
     sampler: optuna.samplers.BaseSampler | None = None,
+    storage: optuna.storages.RDBStorage | None = None,
 ) -> optuna.Study:
     """Create the study, or load it when it exists (so workers and resumed sweeps share it).
 
-    The sampler is TPE (seeded with ``settings.seed``) unless one is given.
+    The sampler is TPE (seeded with ``settings.seed``) unless one is given; the storage is opened from
+    ``settings`` (with its heartbeat and retry settings) unless one is given.
     """
     return optuna.create_study(
-        storage=_storage(settings),
+        storage=storage or _storage(settings),
         study_name=settings.study,
         direction=settings.resolved_direction,
         load_if_exists=True,
@@ -415,8 +425,15 @@ def open_study(
     )
 
 
-def _finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+def _counts(study: optuna.Study) -> tuple[int, int]:
+    """``(finished, running)``: COMPLETE or PRUNED trials, and RUNNING ones (claimed by some worker)."""
+    live = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    finished = sum(t.state in FINISHED for t in live)
+    return finished, len(live) - finished
+
+
+def _is_surplus(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.FAIL and trial.user_attrs.get("status") == SURPLUS
 
 
 def _spent(study: optuna.Study) -> float:
@@ -472,6 +489,7 @@ class _Objective:
         values = {key: self.space[key].value(v) for key, v in sampled.items()}
         cfg: TrainConfig = config_from_dict(apply_params(self.config, values))
         run_dir = Path(self.settings.runs_dir) / self.settings.study / f"trial-{trial.number}"
+        trial.set_user_attr("config_values", values)
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         reporter = _CycleReporter(trial, self.settings.metric, self.settings.resolved_direction)
@@ -505,7 +523,12 @@ class _Objective:
 # ---- the sweep ------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class SweepResult:
-    """What a sweep worker leaves behind (counts are over the whole study, all workers)."""
+    """What a sweep worker leaves behind (counts are over the whole study, all workers).
+
+    ``best_params`` holds config values as the trials used them (a ``unit = "dur"`` parameter sampled as
+    ``0.15`` is ``"0.15dur"``); ``failed`` does not count ``surplus`` claims (trials a worker claimed and gave
+    back unrun because the other workers' trials already filled the study).
+    """
 
     study: str
     storage: str
@@ -518,6 +541,157 @@ class SweepResult:
     steps: int
     seconds: float
     stopped_by: str
+    surplus: int = 0
+
+
+class _Heartbeat:
+    """Record a trial's heartbeat now, then every ``interval`` seconds on a thread until :meth:`stop`."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int, interval: float) -> None:
+        self._storage, self._trial_id, self._interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        storage.record_heartbeat(trial_id)  # at once: a claim is never without a heartbeat for long
+        self._thread = threading.Thread(target=self._beat, name=f"sweep-heartbeat-{trial_id}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._storage.record_heartbeat(self._trial_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclasses.dataclass
+class _Worker:
+    """One worker's loop over the shared study: fail stale trials, claim a trial, check the claim, run it.
+
+    The study is done when ``settings.trials`` trials are COMPLETE or PRUNED **and none is RUNNING**.
+
+    * Before each claim the worker fails every RUNNING trial whose heartbeat is older than the grace period
+      (Optuna's ``fail_stale_trials``; the storage's ``RetryHeartbeatStaleTrialCallback`` re-queues it with
+      the same parameters).
+    * A worker only claims a trial while ``finished + running < trials``; otherwise it waits (polling) for
+      the running trials to finish or to go stale, so a killed worker's trial is retried rather than
+      replaced or forgotten.
+    * A claim is ``study.ask()`` (the trial is RUNNING, with a heartbeat, before the check). Then the worker
+      counts again: if ``finished + running`` now exceeds ``trials`` another worker claimed at the same
+      time, and this claim is given back unrun (FAIL, ``status = "surplus"``, its queued parameters
+      re-queued) before it waits or tries again. Every claim is visible before its own count, so of two
+      racing claims the later one sees the earlier: the live trials never exceed ``trials``.
+    """
+
+    study: optuna.Study
+    storage: optuna.storages.RDBStorage
+    objective: Callable[[optuna.Trial], float]
+    settings: SweepSettings
+    log: Log
+
+    def __post_init__(self) -> None:
+        self.poll = min(max(self.settings.heartbeat_interval / 2.0, 0.2), 5.0)
+        self.rng = random.Random()  # jitter after a lost race; never the trainer's seeded global RNG
+        self.sampler_stopped = False
+
+    def tell(self, trial: optuna.Trial, value: float | None = None, state: TrialState | None = None) -> None:
+        """``study.tell``; a sampler that stops the study (GridSampler, its grid done) ends this worker.
+
+        Outside ``study.optimize`` Optuna's ``study.stop()`` raises from the sampler's ``after_trial``; the
+        trial's state is stored before that (Optuna stores it in a ``finally``).
+        """
+        try:
+            self.study.tell(trial, value, state=state)
+        except RuntimeError as exc:
+            if "Study.stop" not in str(exc):
+                raise
+            self.sampler_stopped = True
+
+    def budget_spent(self) -> bool:
+        spent = self.settings.budget_seconds
+        return spent is not None and _spent(self.study) >= spent
+
+    def fail_stale(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+
+    def run(self) -> str:
+        """Run trials until the study is done or the budget is spent; returns what stopped it."""
+        wanted = self.settings.trials
+        attempts, cap = 0, 3 * wanted  # a worker whose every trial fails gives up
+        said_waiting = False
+        while True:
+            self.fail_stale()
+            finished, running = _counts(self.study)
+            if finished >= wanted and running == 0:
+                if attempts == 0 and not said_waiting:
+                    self.log(f"study {self.settings.study!r} already has {wanted} finished trials")
+                return "trials"
+            if self.sampler_stopped:
+                self.log("the sampler has no new parameters (a grid is done); no new trial starts")
+                return "sampler"
+            if self.budget_spent():
+                if attempts == 0:
+                    self.log(
+                        f"study {self.settings.study!r} has spent its budget of {self.settings.budget_seconds:g} s"
+                    )
+                else:
+                    self.log(f"budget of {self.settings.budget_seconds:g} s spent; no new trial starts")
+                return "budget"
+            if finished + running >= wanted:
+                if not said_waiting:
+                    self.log(
+                        f"{finished} finished and {running} running of {wanted} trials: waiting for the running "
+                        f"ones (one silent for {self.settings.grace_period} s is failed and retried)"
+                    )
+                    said_waiting = True
+                time.sleep(self.poll)
+                continue
+            if attempts >= cap:
+                self.log(f"{attempts} trials started by this worker and the study is not done; giving up")
+                return "failures"
+            said_waiting = False
+            with warnings.catch_warnings():  # this loop heartbeats its trials itself (_Heartbeat)
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+                trial = self.study.ask()
+            heartbeat = _Heartbeat(self.storage, trial._trial_id, self.settings.heartbeat_interval)
+            try:
+                finished, running = _counts(self.study)
+                if finished + running > wanted:
+                    self._give_back(trial)
+                    time.sleep(self.rng.uniform(0.0, self.poll))
+                    continue
+                attempts += 1
+                self._run_one(trial)
+            finally:
+                heartbeat.stop()
+                gc.collect()
+
+    def _give_back(self, trial: optuna.Trial) -> None:
+        """Fail a claim unrun (``status = "surplus"``) and re-queue it if it carried queued parameters."""
+        frozen = self.storage.get_trial(trial._trial_id)
+        trial.set_user_attr("status", SURPLUS)
+        self.tell(trial, state=TrialState.FAIL)
+        if "fixed_params" in frozen.system_attrs:  # a retry or an enqueued trial: keep it for a later claim
+            self.study.add_trial(
+                optuna.create_trial(
+                    state=TrialState.WAITING, user_attrs=frozen.user_attrs, system_attrs=frozen.system_attrs
+                )
+            )
+
+    def _run_one(self, trial: optuna.Trial) -> None:
+        try:
+            value = self.objective(trial)
+        except optuna.TrialPruned:
+            self.tell(trial, state=TrialState.PRUNED)
+        except ConfigError as exc:  # this trial's combination is invalid: it fails, the sweep goes on
+            self.log(f"trial {trial.number} failed: {exc}")
+            self.tell(trial, state=TrialState.FAIL)
+        except BaseException:
+            self.tell(trial, state=TrialState.FAIL)
+            raise
+        else:
+            self.tell(trial, value)  # NaN (a diverged run) is recorded as FAIL
 
 
 def run_sweep(
@@ -530,6 +704,10 @@ def run_sweep(
     sampler: optuna.samplers.BaseSampler | None = None,
 ) -> SweepResult:
     """Run (or join, or resume) a sweep until ``settings.trials`` trials are done or the budget is spent.
+
+    Done means exactly ``settings.trials`` trials COMPLETE or PRUNED, all workers together, and none
+    RUNNING: a dead worker's trial is failed once its heartbeat is older than the grace period and its
+    retry runs before the sweep reports done (see :class:`_Worker` for how claims keep the count exact).
 
     Args:
         config: the base training config as a mapping (e.g. ``TrainConfig.to_dict()``).
@@ -546,55 +724,35 @@ def run_sweep(
     base = dict(config)
     config_from_dict(base)
     check_space(base, space)
-    study = open_study(settings, pruner=pruner, sampler=sampler)
-    stopped_by = "trials"
-
-    def budget_spent() -> bool:
-        return settings.budget_seconds is not None and _spent(study) >= settings.budget_seconds
-
-    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        if _finished(study) >= settings.trials:
-            study.stop()
-        elif budget_spent():
-            nonlocal stopped_by
-            stopped_by = "budget"
-            say(f"budget of {settings.budget_seconds:g} s spent; no new trial starts")
-            study.stop()
-
-    remaining = settings.trials - _finished(study)
-    if remaining <= 0:
-        say(f"study {settings.study!r} already has {settings.trials} finished trials")
-    elif budget_spent():
-        stopped_by = "budget"
-        say(f"study {settings.study!r} has spent its budget of {settings.budget_seconds:g} s")
-    else:
-        objective = _Objective(base, dict(space), settings, say)
-        study.optimize(
-            objective,
-            n_trials=remaining + 2 * settings.trials,  # a hard cap; the callback stops at `trials` done
-            callbacks=[after_trial],
-            catch=(ConfigError,),
-            gc_after_trial=True,
-        )
-    return _result(study, settings, stopped_by)
+    storage = _storage(settings)
+    study = open_study(settings, pruner=pruner, sampler=sampler, storage=storage)
+    objective = _Objective(base, dict(space), settings, say)
+    stopped_by = _Worker(study, storage, objective, settings, say).run()
+    return _result(study, settings, stopped_by, space)
 
 
-def _result(study: optuna.Study, settings: SweepSettings, stopped_by: str) -> SweepResult:
+def _result(
+    study: optuna.Study, settings: SweepSettings, stopped_by: str, space: Mapping[str, ParamSpec]
+) -> SweepResult:
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = study.best_trial if complete else None
+    params = (
+        {} if best is None else {k: space[k].value(v) if k in space else v for k, v in best.params.items()}
+    )
     return SweepResult(
         study=settings.study,
         storage=settings.url,
         complete=len(complete),
         pruned=sum(t.state == TrialState.PRUNED for t in trials),
-        failed=sum(t.state == TrialState.FAIL for t in trials),
+        failed=sum(t.state == TrialState.FAIL and not _is_surplus(t) for t in trials),
         best_value=best.value if best is not None else None,
-        best_params=dict(best.params) if best is not None else {},
+        best_params=params,
         best_trial=best.number if best is not None else None,
         steps=int(sum(t.user_attrs.get("steps", 0) for t in trials)),
         seconds=float(sum(t.user_attrs.get("seconds", 0.0) for t in trials)),
         stopped_by=stopped_by,
+        surplus=sum(_is_surplus(t) for t in trials),
     )
 
 
@@ -631,7 +789,8 @@ def summarize_study(storage: str, study_name: str, *, top: int = 10) -> StudySum
     complete.sort(key=lambda t: float(t.value or 0.0), reverse=direction == "maximize")
     states: dict[str, int] = {}
     for t in trials:
-        states[t.state.name] = states.get(t.state.name, 0) + 1
+        state = "SURPLUS" if _is_surplus(t) else t.state.name  # claims given back unrun are not failures
+        states[state] = states.get(state, 0) + 1
     importances: dict[str, float] = {}
     note = ""
     varied = {k for t in complete for k in t.params if len({str(u.params.get(k)) for u in complete}) > 1}
