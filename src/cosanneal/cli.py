@@ -383,7 +383,8 @@ def _summary(result: Any) -> Table:
     return table
 
 
-def _run_training(config: Any, run_dir: Path, fresh: bool, progress: bool) -> None:
+def _run_training(config: Any, run_dir: Path, fresh: bool, progress: bool | None) -> None:
+    """Train ``config`` in ``run_dir``; ``progress`` None lets the config's ``telemetry.progress`` decide."""
     from cosanneal.runtime.trainer import Trainer
 
     console = Console(stderr=True)
@@ -440,7 +441,14 @@ def train(
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Start over (an existing run dir is moved aside).")
     ] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Show a progress bar (default: the config's telemetry.progress).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Train a config-driven job; resumes from its run directory unless --fresh. Works under torchrun."""
     from cosanneal.runtime.config import load_config

@@ -288,3 +288,34 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "cosanneal"
     result = subprocess.run([str(script), "lint", SGDR], capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout) == (0, "no warnings for 3000 steps\n")
+
+
+# ---- train: option handling ---------------------------------------------------------------------
+class _ProbeStopError(Exception):
+    """Raised by the probe trainer instead of training, carrying what it would have shown."""
+
+
+@pytest.mark.parametrize(
+    ("config_progress", "flags", "shown"),
+    [
+        (False, [], False),  # the config decides when no flag is given
+        (True, [], True),
+        (False, ["--progress"], True),  # a flag given on the command line wins
+        (True, ["--no-progress"], False),
+    ],
+)
+def test_train_progress_flag_defaults_to_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config_progress: bool, flags: list[str], shown: bool
+) -> None:
+    from cosanneal.runtime import trainer
+
+    class Probe(trainer.Trainer):
+        def run(self) -> trainer.TrainResult:
+            raise _ProbeStopError(self.show_progress)
+
+    monkeypatch.setattr(trainer, "Trainer", Probe)
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(f"[telemetry]\nprogress = {str(config_progress).lower()}\n")
+    with pytest.raises(_ProbeStopError) as stopped:
+        main(["train", str(cfg), "--run-dir", str(tmp_path / "run"), *flags])
+    assert stopped.value.args == (shown,)
