@@ -2,29 +2,43 @@
 
 Every write goes to a temporary file in the same directory, is flushed and fsynced, then renamed over
 the target with :func:`os.replace`; the directory is fsynced so the rename survives a power cut.
+
+The temporary file is created with mode ``0o666`` (``O_CREAT | O_EXCL``, a random name), so the kernel
+applies the process umask (and a directory's default ACL) exactly as for ``open(path, "w")``: the
+published file has normal permissions and nothing here reads or changes the umask. (Reading it with
+``os.umask`` means setting it, and for that instant files other threads create get no umask at all.)
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+#: Flags of a temporary file: created here and only here, write-only, not inherited by child processes.
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_ATTEMPTS = 100
 
 
-def _publish(tmp: str, target: Path) -> None:
-    """Give the temporary file normal permissions (mkstemp makes it 0600), then rename it into place."""
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, target)
+def _create_temp(directory: Path, prefix: str, suffix: str) -> str:
+    """Create an empty, new file ``<directory>/<prefix><random><suffix>`` with mode ``0o666 & ~umask``.
+
+    Like :func:`tempfile.mkstemp`, but with the permissions of a normal file instead of ``0o600``, so
+    nothing has to chmod it from a umask read at publish time.
+    """
+    for _ in range(_ATTEMPTS):
+        path = os.path.join(directory, f"{prefix}{secrets.token_hex(6)}{suffix}")
+        try:
+            fd = os.open(path, _CREATE, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return path
+    raise FileExistsError(f"no free temporary name in {directory} after {_ATTEMPTS} attempts")
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -45,16 +59,15 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 def _staged(path: str | os.PathLike[str], prefix: str, suffix: str) -> Iterator[str]:
     """Yield a temporary sibling of ``path``; on success publish it over ``path``, else remove it.
 
-    The caller writes and fsyncs the temporary file; publishing gives it normal permissions,
-    renames it into place and fsyncs the directory.
+    The caller writes and fsyncs the temporary file (created with normal permissions, see the module
+    docstring); publishing renames it into place and fsyncs the directory.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
-    os.close(fd)
+    tmp = _create_temp(target.parent, prefix, suffix)
     try:
         yield tmp
-        _publish(tmp, target)
+        os.replace(tmp, target)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
