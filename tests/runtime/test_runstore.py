@@ -436,3 +436,66 @@ def test_batches_of_any_size_are_stored_whole_and_in_order(tmp_path: Path, n: in
         assert run.summary()["scalar_rows"] == 2 * n
     finally:
         run.close()
+
+
+# ---- resuming, durability, failures -----------------------------------------------------------------
+def test_discard_after_keeps_the_state_at_the_step_and_drops_the_rest(tmp_path: Path) -> None:
+    with RunStore(tmp_path, flush_seconds=0) as store:
+        for t in range(8):
+            store.log_scalar(t, "lr", 0.1 * t, group=0)
+        store.log_scalars(4, {"val_loss": 0.5})
+        store.log_scalars(6, {"val_loss": 0.4})
+        store.log_event(4, "checkpoint_saved", path="checkpoints/step-000000004")
+        store.log_event(4, "restart", cycle=1)  # an update-indexed event at the step: recorded again
+        store.log_event(6, "checkpoint_saved", path="checkpoints/step-000000006")
+        deleted = store.discard_after(4, keep_events_at={"checkpoint_saved"})
+        assert deleted == (5, 2)  # lr 4..7 and val_loss 6; restart at 4 and the checkpoint at 6
+        store.log_scalar(4, "lr", 0.4, group=0)
+    run = runs.open(tmp_path)
+    try:
+        assert run.scalar("lr", 0)[0].tolist() == [0, 1, 2, 3, 4]
+        assert run.scalar("val_loss")[0].tolist() == [4]
+        assert [(e["step"], e["kind"]) for e in run.events()] == [(4, "checkpoint_saved")]
+    finally:
+        run.close()
+
+
+def test_discard_after_judges_queued_rows_too(tmp_path: Path) -> None:
+    store = RunStore(tmp_path, flush_rows=10**9, flush_seconds=0)
+    for t in range(5):
+        store.log_scalar(t, "loss", 1.0)
+    assert store.pending == 5
+    assert store.discard_after(2) == (3, 0)
+    store.close()
+    assert runs.open(tmp_path).scalar("loss")[0].tolist() == [0, 1]
+
+
+def test_durable_flush_refuses_a_deleted_store(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "run", flush_seconds=0)
+    store.log_scalar(0, "loss", 1.0)
+    store.flush(durable=True)  # fine while the file is there
+    for name in os.listdir(tmp_path / "run"):
+        os.unlink(tmp_path / "run" / name)
+    store.log_scalar(1, "loss", 1.0)
+    with pytest.raises(FileNotFoundError, match="deleted or replaced while the run was writing it"):
+        store.flush(durable=True)
+    with pytest.raises(FileNotFoundError):
+        store.close()  # the close says so too; it still releases the handle and the thread
+
+
+def test_a_failed_commit_raises_its_own_error_not_the_rollbacks(tmp_path: Path) -> None:
+    """SQLite rolls back by itself on some errors; the store must not hide them behind a failed ROLLBACK."""
+    from cosanneal.runtime import runstore
+
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    conn.execute("CREATE TABLE t (a INTEGER)")
+
+    class Full(sqlite3.OperationalError):
+        pass
+
+    with pytest.raises(Full, match="database or disk is full"), runstore._transaction(conn):
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.execute("ROLLBACK")  # what SQLite does on SQLITE_FULL
+        raise Full("database or disk is full")
+    assert not conn.in_transaction
+    assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0

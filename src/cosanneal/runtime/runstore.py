@@ -711,7 +711,10 @@ class RunStore:
         return (int(scalars), int(events))
 
     def close(self) -> None:
-        """Flush, stop the writer thread, close the sinks and the database (idempotent)."""
+        """Flush durably, stop the writer thread, close the sinks and the database (idempotent).
+
+        Raises the error of the last flush, if any (after releasing everything).
+        """
         if not self.enabled or self._closed or os.getpid() != self._pid:
             return
         self._closed = True
@@ -720,7 +723,7 @@ class RunStore:
             self._thread.join()
         error: BaseException | None = None
         try:
-            self.flush()
+            self.flush(durable=True)  # the last rows are durable, and really went into the run's file
         except BaseException as exc:  # still close the database and the sinks; then raise it
             error = exc
         with self._io_lock:
