@@ -1,12 +1,20 @@
-"""The Grafana dashboards in deploy/grafana: structure, datasource references, and every PromQL
-expression parsed by the real promtool and using only metrics the exporter (or rules.yml) provides."""
+"""The Grafana dashboards in deploy/grafana: structure, datasource references, every variable a query
+uses defined, every PromQL expression parsed by the real promtool and using only metrics the exporter (or
+rules.yml) provides, and every panel returning data from a real Prometheus scraping a real training run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
+import socket
 import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +30,16 @@ GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules.yml"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 PROMTOOL = shutil.which("promtool")
-# Grafana's variables, replaced by something promtool parses
-SUBSTITUTE = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h", "$job": ".*", "$run": ".*"}
+PROMETHEUS = shutil.which("prometheus")
+#: Grafana's global variables (https://grafana.com/docs/grafana/latest/dashboards/variables/add-template-variables/#global-variables)
+BUILTINS = {
+    "__interval", "__interval_ms", "__rate_interval", "__rate_interval_ms", "__range", "__range_s",
+    "__range_ms", "__from", "__to", "__timeFilter", "__dashboard", "__user", "__org", "__name", "timeFilter",
+}  # fmt: skip
+#: ``$name``, ``${name}``, ``${name:format}``, ``[[name]]``, ``[[name:format]]``
+VARIABLE = re.compile(r"\$\{(\w+)(?::[^}]*)?\}|\$(\w+)|\[\[(\w+)(?::[^\]]*)?\]\]")
+# Grafana's interval variables, replaced by something promtool parses
+INTERVALS = {"__rate_interval": "1m", "__interval": "1m", "__range": "1h"}
 
 
 def _datasource_uid() -> str:
@@ -42,11 +58,42 @@ def _exprs(dashboard: dict[str, Any]) -> list[str]:
     return out
 
 
-def _plain(expr: str) -> str:
-    for k, v in SUBSTITUTE.items():
-        expr = expr.replace(k, v)
-    assert "$" not in expr, expr
-    return expr
+def _used_variables(text: str) -> set[str]:
+    return {next(g for g in m.groups() if g) for m in VARIABLE.finditer(text)}
+
+
+def _defaults(dashboard: dict[str, Any]) -> dict[str, str]:
+    """Each templating variable's default as a query sees it: "All" is its ``allValue``, a multi-value
+    selection is joined into a regex alternation."""
+    out: dict[str, str] = {}
+    for var in dashboard["templating"]["list"]:
+        value = var.get("current", {}).get("value")
+        values = value if isinstance(value, list) else [value]
+        if "$__all" in values:
+            assert var.get("includeAll") and var.get("allValue"), f"{var['name']}: All needs an allValue"
+            out[var["name"]] = str(var["allValue"])
+        else:
+            assert values and all(isinstance(v, str) and v for v in values), (var["name"], value)
+            out[var["name"]] = "|".join(values)
+    return out
+
+
+def _substitute(expr: str, values: dict[str, str]) -> str:
+    """``expr`` with every variable replaced by ``values[name]`` (a name is a whole word: ``$runs`` is not ``$run``)."""
+
+    def one(match: re.Match[str]) -> str:
+        name = next(g for g in match.groups() if g)
+        assert name in values, f"${name} has no value"
+        return values[name]
+
+    return VARIABLE.sub(one, expr)
+
+
+def _plain(expr: str, dashboard: dict[str, Any], intervals: dict[str, str] = INTERVALS) -> str:
+    """``expr`` as the dashboard first runs it: its variables at their defaults, intervals fixed."""
+    out = _substitute(expr, {**intervals, **_defaults(dashboard)})
+    assert "$" not in out, out
+    return out
 
 
 def _exported_names() -> set[str]:
@@ -113,8 +160,8 @@ def test_dashboard_structure(path: Path) -> None:
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package: prometheus)")
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
 def test_every_expression_parses_with_promtool(path: Path, tmp_path: Path) -> None:
-    exprs = _exprs(json.loads(path.read_text()))
-    rules = [{"record": f"dashboard:expr_{i}", "expr": _plain(e)} for i, e in enumerate(exprs)]
+    dash = json.loads(path.read_text())
+    rules = [{"record": f"dashboard:expr_{i}", "expr": _plain(e, dash)} for i, e in enumerate(_exprs(dash))]
     rule_file = tmp_path / "exprs.yml"
     rule_file.write_text(yaml.safe_dump({"groups": [{"name": path.stem, "rules": rules}]}))
     done = subprocess.run(
@@ -136,6 +183,172 @@ def test_every_metric_is_exported(path: Path) -> None:
     assert used <= known, sorted(used - known)
 
 
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_variable_a_query_uses_is_defined(path: Path) -> None:
+    dash = json.loads(path.read_text())
+    defined = [v["name"] for v in dash["templating"]["list"]]
+    assert len(defined) == len(set(defined)), defined
+    for panel in dash["panels"]:
+        for target in panel["targets"]:
+            undefined = _used_variables(target["expr"]) - set(defined) - BUILTINS
+            assert not undefined, f"panel {panel['id']} ({panel['title']}) uses undefined {sorted(undefined)}"
+    for i, var in enumerate(dash["templating"]["list"]):  # a variable's query may use the ones before it
+        if var["type"] == "query":
+            used = _used_variables(var["query"]["query"]) - BUILTINS
+            assert used <= set(defined[:i]), f"variable {var['name']} uses {sorted(used - set(defined[:i]))}"
+    assert set(_defaults(dash)) == set(defined)
+
+
+def test_variable_extraction_and_substitution() -> None:
+    expr = 'a{x=~"$job", y=~"${run}", z="${run:regex}"}[$__rate_interval] [[old]]'
+    assert _used_variables(expr) == {"job", "run", "__rate_interval", "old"}
+    values = {"job": "j", "run": "r|s", "__rate_interval": "4s", "old": "o"}
+    assert _substitute(expr, values) == 'a{x=~"j", y=~"r|s", z="r|s"}[4s] o'
+    assert _substitute('x{a="$runs"}', {"runs": "2", "run": "1"}) == 'x{a="2"}'
+
+
 def test_metric_name_extraction() -> None:
     expr = 'sum by (cosanneal_job) (rate(cosanneal_x_total{cosanneal_run="r"}[5m])) and on (cosanneal_run) cosanneal:y'
     assert _metric_names(expr) == {"cosanneal_x_total", "cosanneal:y"}
+
+
+# ---- every panel against a real Prometheus scraping a real training run ---------------------------
+needs_prometheus = pytest.mark.skipif(
+    PROMETHEUS is None, reason="prometheus not installed (Debian package: prometheus; CI installs it)"
+)
+#: Scrape and rule-evaluation interval of the test's Prometheus (seconds).
+SCRAPE_S = 1
+#: Grafana's interval variables for that Prometheus: ``$__rate_interval = max($__interval + scrape, 4 x scrape)``.
+LIVE_INTERVALS = {"__interval": "1s", "__rate_interval": f"{4 * SCRAPE_S}s", "__range": "1h"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Scraped:
+    """A finished training run that a real Prometheus scraped, and a time at which its series are live."""
+
+    api: str
+    time: float
+    job: str
+    run: str
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """The instant query's result at :attr:`time` (Prometheus HTTP API)."""
+        params = urllib.parse.urlencode({"query": expr, "time": f"{self.time:.3f}"})
+        with urllib.request.urlopen(f"{self.api}/query?{params}", timeout=10) as resp:
+            body = json.loads(resp.read())
+        assert body["status"] == "success", body
+        return list(body["data"]["result"])
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _until(check: Any, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+        time.sleep(0.25)
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
+    """``cosanneal train`` on blobs (evaluations, checkpoints, two restarts, one non-finite update) with its
+    ``/metrics`` scraped every second by a real Prometheus that also evaluates deploy/prometheus/rules.yml
+    (the recording rules some panels use; their interval lowered to the scrape interval)."""
+    from blobs import blobs_config
+
+    tmp = tmp_path_factory.mktemp("grafana")
+    exporter, server = _port(), _port()
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        group["interval"] = f"{SCRAPE_S}s"
+    (tmp / "rules.yml").write_text(yaml.safe_dump(rules))
+    (tmp / "prometheus.yml").write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": f"{SCRAPE_S}s", "evaluation_interval": f"{SCRAPE_S}s"},
+                "rule_files": [str(tmp / "rules.yml")],
+                "scrape_configs": [
+                    {"job_name": "cosanneal", "static_configs": [{"targets": [f"127.0.0.1:{exporter}"]}]}
+                ],
+            }
+        )
+    )
+    prom = subprocess.Popen(
+        [str(PROMETHEUS), f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{server}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    config = tmp / "grafana.json"
+    config.write_text(json.dumps(blobs_config(name="grafana-blobs", debug__inject_nan_at=[70])))
+    api = f"http://127.0.0.1:{server}/api/v1"
+    train: subprocess.Popen[bytes] | None = None
+    try:
+        _until(lambda: _ready(f"http://127.0.0.1:{server}/-/ready"), 60, "prometheus to be ready")
+        train = subprocess.Popen(
+            [sys.executable, "-m", "cosanneal", "train", str(config), "--run-dir", str(tmp / "run"),
+             "--no-progress", "--set", f"telemetry.prometheus_port={exporter}",
+             "--set", "debug.sleep_per_step=0.06"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        _, err = train.communicate(timeout=300)
+        assert train.returncode == 0, err.decode()
+        # the last scrape of the run: every series is live there (the next, failed scrape marks them stale)
+        params = urllib.parse.urlencode({"query": "cosanneal_optimizer_steps_total[1h]", "time": time.time()})
+        with urllib.request.urlopen(f"{api}/query?{params}", timeout=10) as resp:
+            (series,) = json.loads(resp.read())["data"]["result"]
+        last, steps = series["values"][-1]
+        assert float(steps) > 100, series["values"]  # scraped until late in the run
+        yield Scraped(api=api, time=float(last), job="grafana-blobs", run="run")
+    finally:
+        if train is not None:
+            _end(train)
+        _end(prom)
+
+
+@needs_prometheus
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_panel_returns_data_from_a_real_run(path: Path, scraped: Scraped) -> None:
+    dash = json.loads(path.read_text())
+    empty = []
+    for panel in dash["panels"]:
+        for target in panel["targets"]:
+            expr = _plain(target["expr"], dash, LIVE_INTERVALS)
+            if not scraped.query(expr):
+                empty.append(f"panel {panel['id']} ({panel['title']}) {target['refId']}: {expr}")
+    assert empty == [], "\n".join(empty)
+
+
+@needs_prometheus
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_variable_lists_the_real_run(path: Path, scraped: Scraped) -> None:
+    dash = json.loads(path.read_text())
+    expected = {"cosanneal_job": scraped.job, "cosanneal_run": scraped.run}
+    for var in dash["templating"]["list"]:
+        if var["type"] != "query":
+            continue
+        selector, label = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"]["query"]).groups()  # type: ignore[union-attr]
+        values = {s["metric"].get(label) for s in scraped.query(_plain(selector, dash, LIVE_INTERVALS))}
+        assert expected[label] in values, (var["name"], values)
