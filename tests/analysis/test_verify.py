@@ -654,3 +654,23 @@ def test_deleting_rows_from_a_real_run_makes_it_incomplete(trained_run: Path, tm
     proc = _cli(str(run))
     assert proc.returncode == 3, proc.stdout
     assert "INCOMPLETE: missing updates 0-11 (12 of " in proc.stdout
+
+
+def test_cli_lr_read_names_the_cause_of_a_trace_one_step_ahead(tmp_path: Path) -> None:
+    model, optimizer = _model_and_optimizer()
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=UPDATES)
+    lrs: list[float] = []
+    for _ in range(UPDATES):
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])  # read after scheduler.step()
+    csv_path = _write_csv(tmp_path / "lr.csv", np.arange(UPDATES), np.array(lrs))
+    spec = str(_spec(tmp_path / "s.json", Cosine(PEAK, cycle_steps=UPDATES)))
+    default = _cli(str(csv_path), "--schedule", spec, "--format", "json")
+    after = _cli(str(csv_path), "--schedule", spec, "--format", "json", "--lr-read", "after-scheduler-step")
+    assert default.returncode == after.returncode == 1
+    d, a = json.loads(default.stdout), json.loads(after.stdout)
+    assert (d["lr_read"], [x["code"] for x in d["diagnoses"]]) == ("before-optimizer-step", ["step-order"])
+    assert (a["lr_read"], [x["code"] for x in a["diagnoses"]]) == ("after-scheduler-step", ["off-by-one"])

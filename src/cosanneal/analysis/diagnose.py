@@ -46,6 +46,7 @@ __all__ = ["LR_READS", "Diagnosis", "Fitter", "continued", "diagnose", "plateau_
 
 FloatArray = npt.NDArray[np.float64]
 _MAX_K = 64
+_EPOCH_LIKE_K = 8  # from this k on, a compressed trace may as well be a length given in epochs
 _SHOW = 8
 
 #: How a trace's LR was read: just before ``optimizer.step()`` of update ``t`` (what ``docs/verify.md``
@@ -377,7 +378,7 @@ def _compressed(f: Fitter, fit: tuple[int, int, str], steps_per_epoch: float | N
     at = f"schedule({k} t + {c})" if c else f"schedule({k} t)"
     epochs = (
         ""
-        if steps_per_epoch is not None
+        if steps_per_epoch is not None or k < _EPOCH_LIKE_K
         else f" The same curve results from a length given in epochs (T_max / cycle_steps) while the "
         f"scheduler is stepped per update with {k} updates per epoch; pass the steps per epoch "
         "(--steps-per-epoch) to tell the two apart."
