@@ -360,3 +360,12 @@ def test_cli_run_db_that_is_not_a_run_store_is_exit_2_with_one_line(tmp_path: Pa
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith(f"error: {run_dir / 'run.db'} is not a cosanneal run store (")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_cli_directory_without_run_db_is_exit_2_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    done = _cli("report", tmp_path / "empty", "-o", tmp_path / "r.html")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr == (
+        f"error: run {str(tmp_path / 'empty')!r}: no run store there (expected a directory holding run.db)\n"
+    )
