@@ -10,7 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cosanneal import Cosine, ScheduleError, from_dict
-from cosanneal.schedules.lint import DTYPE_SMALLEST_NORMAL, LintWarning, lint, timeline
+from cosanneal.schedules.lint import (
+    DTYPE_SMALLEST_NORMAL,
+    DTYPES,
+    PRECISION_BITS,
+    LintWarning,
+    lint,
+    timeline,
+)
 
 SGDR = Cosine(0.1, min_lr=1e-4, warmup_steps=200, cycle_steps=400, cycle_mult=2, peak_decay=0.7, max_cycles=3)
 
@@ -60,9 +67,11 @@ def test_clean_schedules_have_no_warnings(schedule: Cosine, steps: int) -> None:
     assert lint(schedule, steps) == []
 
 
-def test_clean_sgdr_is_clean_under_bf16_but_not_fp16() -> None:
-    assert lint(SGDR, 3000, dtype="bf16") == []
-    assert codes(lint(SGDR, 3000, dtype="fp16")) == ["CA007"]
+def test_clean_sgdr_is_clean_under_amp_but_not_with_half_precision_weights() -> None:
+    for amp in ("fp16", "bf16", "float16", "bfloat16", "amp-fp16", "amp-bf16", "fp32"):
+        assert lint(SGDR, 3000, dtype=amp) == [], amp  # fp32 master weights: a 1e-4 floor moves them
+    assert codes(lint(SGDR, 3000, dtype="pure-fp16")) == ["CA007"]
+    assert codes(lint(SGDR, 3000, dtype="pure-bf16")) == ["CA007"]
 
 
 # ---- CA001 --------------------------------------------------------------------------------------
@@ -208,28 +217,108 @@ def test_ca006_join_warmup_ending_below_the_peak() -> None:
 
 
 # ---- CA007 --------------------------------------------------------------------------------------
-def test_ca007_fp16_underflow_counts_the_steps() -> None:
+ADAMW = Cosine(3e-4, min_lr=3e-5, warmup_steps=100, cycle_steps=900)  # an ordinary AdamW schedule
+
+
+def _advised_floor(w: LintWarning) -> float:
+    match = re.search(r"min_lr=([0-9.e+-]+)", w.message)
+    assert match, w.message
+    return float(match.group(1))
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "float16", "amp-fp16", "bf16", "bfloat16", "amp-bf16"])
+def test_ca007_amp_keeps_fp32_master_weights_so_adamw_lrs_do_not_warn(dtype: str) -> None:
+    # autocast computes activations in half precision, but the optimizer updates fp32 weights with an fp32 LR
+    assert lint(ADAMW, 1000, dtype=dtype) == []
+
+
+@pytest.mark.parametrize(("dtype", "torch_dtype"), [("pure-fp16", "float16"), ("pure-bf16", "bfloat16")])
+def test_ca007_half_precision_weights_with_a_tiny_floor_warn_and_the_advice_clears_it(
+    dtype: str, torch_dtype: str
+) -> None:
+    import torch
+
     s = Cosine(0.1, cycle_steps=1000, min_lr=1e-6)
+    w = only(lint(s, 1000, dtype=dtype), "CA007")
+    bits = PRECISION_BITS[dtype.removeprefix("pure-")]
+    # half an ulp of a typical weight of 1e-2, times 1 + 2^-bits: the update is rounded to the dtype first
+    lost_below = 2.0 ** (np.floor(np.log2(1e-2)) - bits) * (1 + 2.0**-bits)
     lr = s(np.arange(1000))
-    under = (lr > 0) & (lr * 1e-3 < 6.103515625e-05)
-    w = only(lint(s, 1000, dtype="fp16"), "CA007")
-    assert f"at {int(under.sum())} of the 1000 steps" in w.message
-    assert w.step == int(np.argmax(under))
-    assert "6.1e-05" in w.message and ">= 0.061" in w.message
-    assert "CA007" not in codes(lint(s, 1000, dtype="bfloat16"))
-    assert "CA007" not in codes(lint(s, 1000))
+    lost = lr * 1e-3 <= lost_below
+    assert f"at {int(lost.sum())} of the 1000 steps" in w.message and w.step == int(np.argmax(lost))
+    assert f"lowest LR {lr.min():.4g}" in w.message
+    advised = _advised_floor(w)
+    assert advised > lost_below / 1e-3 and len(f"{advised:g}".replace(".", "").lstrip("0")) <= 4
+    assert "CA007" not in codes(lint(Cosine(0.1, cycle_steps=1000, min_lr=advised), 1000, dtype=dtype))
+
+    # what the warning means, with torch's own SGD on weights of that dtype (the gradient is stored in it too,
+    # so take one it holds exactly, 2^-10 ~ 1e-3): at the flagged LR the update rounds away; at the advised
+    # LR the weight moves
+    grad = 2.0**-10
+    flagged = only(lint(s, 1000, dtype=dtype, typical_grad=grad), "CA007")
+    lowest = float(re.search(r"lowest LR ([0-9.e+-]+)", flagged.message).group(1))  # type: ignore[union-attr]
+
+    def moves(step_lr: float) -> bool:
+        weight = torch.nn.Parameter(torch.full((1,), 1e-2, dtype=getattr(torch, torch_dtype)))
+        before = weight.detach().clone()
+        weight.grad = torch.full_like(weight, grad)
+        torch.optim.SGD([weight], lr=step_lr).step()
+        return not torch.equal(weight.detach(), before)
+
+    assert not moves(lowest) and moves(_advised_floor(flagged))
 
 
-def test_ca007_typical_gradient_is_configurable() -> None:
+@given(
+    st.sampled_from(["pure-fp16", "pure-bf16", "fp16", "fp32"]),
+    st.floats(1e-6, 1.0),
+    st.floats(1e-4, 1.0),
+)
+def test_ca007_advice_rounds_up_so_following_it_clears_the_warning(
+    dtype: str, grad: float, weight: float
+) -> None:
+    bits = PRECISION_BITS[DTYPES[dtype]]
+    threshold = 2.0 ** (np.floor(np.log2(weight)) - bits) * (1 + 2.0**-bits) / grad
+    peak = max(1.0, 10.0 * threshold)
+    # one decay of 100 steps, then the floor held for 100: the run spends steps exactly at min_lr
+    found = [w for w in lint(Cosine(peak, cycle_steps=100, min_lr=threshold / 7), 200, dtype=dtype,
+                             typical_grad=grad, typical_weight=weight) if w.code == "CA007"]  # fmt: skip
+    assert len(found) == 1
+    advised = _advised_floor(found[0])
+    assert threshold < advised <= threshold * (1 + 1e-3)  # above, by at most one in the 4th significant digit
+    again = lint(Cosine(peak, cycle_steps=100, min_lr=advised), 200, dtype=dtype, typical_grad=grad,
+                 typical_weight=weight)  # fmt: skip
+    assert "CA007" not in codes(again)
+
+
+def test_ca007_advice_for_a_min_ratio_schedule_names_min_lr_in_its_place() -> None:
+    s = Cosine(0.1, cycle_steps=1000, min_ratio=1e-4)
+    w = only(lint(s, 1000, dtype="pure-fp16"), "CA007")
+    assert "in place of min_ratio" in w.message
+    assert lint(Cosine(0.1, cycle_steps=1000, min_lr=_advised_floor(w)), 1000, dtype="pure-fp16") == []
+
+
+def test_ca007_typical_gradient_and_weight_are_configurable() -> None:
     s = Cosine(0.1, cycle_steps=1000, min_lr=1e-3)
-    assert "CA007" in codes(lint(s, 1000, dtype="fp16"))
-    assert "CA007" not in codes(lint(s, 1000, dtype="fp16", typical_grad=1.0))
+    assert "CA007" in codes(lint(s, 1000, dtype="pure-fp16"))
+    assert "CA007" not in codes(lint(s, 1000, dtype="pure-fp16", typical_grad=1.0))  # e.g. Adam: update ~ lr
+    assert "CA007" not in codes(lint(s, 1000, dtype="pure-fp16", typical_weight=1e-4))
+    with pytest.raises(ScheduleError, match="typical_weight must be a number > 0"):
+        lint(s, 1000, dtype="pure-fp16", typical_weight=0.0)
 
 
 def test_dtype_table() -> None:
     assert DTYPE_SMALLEST_NORMAL["fp16"] == float(np.finfo(np.float16).smallest_normal)
     assert DTYPE_SMALLEST_NORMAL["fp32"] == float(np.finfo(np.float32).smallest_normal)
     assert DTYPE_SMALLEST_NORMAL["bf16"] == DTYPE_SMALLEST_NORMAL["bfloat16"] == 2.0**-126
+    # significand bits (with the implicit one): half an ulp of 1.0 is 2^-bits
+    assert 2.0 ** -PRECISION_BITS["fp16"] == float(np.finfo(np.float16).eps) / 2
+    assert 2.0 ** -PRECISION_BITS["fp32"] == float(np.finfo(np.float32).eps) / 2
+    assert PRECISION_BITS["bf16"] == 8
+    # every spelling the CLI offers still works; AMP names update fp32 weights
+    assert set(DTYPE_SMALLEST_NORMAL) <= set(DTYPES)
+    assert {k: v for k, v in DTYPES.items() if v != "fp32"} == {
+        "pure-fp16": "fp16", "pure-float16": "fp16", "pure-bf16": "bf16", "pure-bfloat16": "bf16",
+    }  # fmt: skip
 
 
 # ---- CA008 / CA009 ------------------------------------------------------------------------------

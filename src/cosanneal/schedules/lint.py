@@ -22,12 +22,22 @@ CA006 the LR jumps at the warmup hand-off: the step ``s(W-1) -> s(W)`` is more t
       local slope (the steps just before and after) in linear *and* in log scale, and more than 1%
       of the peak. Typical cause: timm's ``warmup_prefix=False`` with a long warmup, or a warmup
       that ends below/above the peak of the decay that follows.
-CA007 with ``dtype`` given (``"fp16"``/``"float16"``: smallest normal ``6.1e-5``;
-      ``"bf16"``/``"bfloat16"``/``"fp32"``/``"float32"``: ``1.18e-38``): after the warmup, some
-      steps have ``0 < lr * typical_grad < smallest normal``, so a weight update computed in that
-      dtype underflows to a subnormal or to zero and the run makes no progress. The typical
-      gradient element is *assumed* to be ``1e-3`` (``typical_grad``); the check concerns updates
-      computed in ``dtype`` (pure half-precision training, no fp32 master weights).
+CA007 with ``dtype`` given: after the warmup, some steps have an update ``lr * typical_grad`` too
+      small to change a typical weight (``typical_weight``) **in the precision the optimizer updates
+      the weights in**: ``w - lr * g`` rounds back to ``w`` and those updates are lost. With ``p``
+      significand bits (fp16 11, bf16 8, fp32 24) half an ulp of ``w`` is
+      ``h = 2^(floor(log2 w) - p)``; an update is lost when it is at most ``h (1 + 2^-p)`` (PyTorch's
+      half-precision kernels round ``lr * g`` to ``p`` bits before adding it, and a tie rounds to
+      even), so the LR must stay ``> h (1 + 2^-p) / typical_grad``. The advice is the next
+      4-significant-digit decimal above that, so following it clears the warning. ``dtype`` names the training
+      precision: ``"fp16"``, ``"bf16"`` (or ``"float16"``, ``"bfloat16"``, ``"amp-fp16"``,
+      ``"amp-bf16"``) mean autocast / AMP, whose master weights are fp32: the LR multiplies fp32
+      updates and never underflows in half precision, so only the fp32 limit applies (about
+      ``4.7e-7`` with the defaults). ``"pure-fp16"``, ``"pure-bf16"`` (or ``"pure-float16"``,
+      ``"pure-bfloat16"``) mean weights stored and updated in half precision with no fp32 copy
+      (``model.half()`` training): there the limit is about ``0.0038`` (fp16) or ``0.031`` (bf16).
+      The assumed magnitudes are a gradient element of ``1e-3`` (SGD; an Adam-family update is
+      normalised, about ``lr`` itself: pass ``typical_grad=1``) and a weight of ``1e-2``.
 CA008 the LR is exactly 0 at some step after the warmup (any dtype): those updates do nothing.
 CA009 the schedule ends (holds its final LR) more than 10% of the run before the budget.
 ===== ============================================================================================
@@ -42,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Hashable, Iterator
+from decimal import ROUND_CEILING, Decimal
 from itertools import pairwise
 
 import numpy as np
@@ -50,9 +61,33 @@ from cosanneal.errors import ScheduleError
 from cosanneal.schedules.base import FloatArray, Schedule, as_number
 from cosanneal.schedules.cosine import Cosine
 
-__all__ = ["DTYPE_SMALLEST_NORMAL", "LintWarning", "Segment", "lint", "timeline"]
+__all__ = ["DTYPES", "DTYPE_SMALLEST_NORMAL", "PRECISION_BITS", "LintWarning", "Segment", "lint", "timeline"]
 
-#: Smallest positive normal number of each dtype name ``lint`` accepts.
+#: The ``dtype`` names ``lint`` accepts -> the precision the optimizer updates the weights in. The
+#: training precisions (``fp16``/``bf16``: autocast, AMP) keep fp32 master weights; ``pure-*`` do not.
+DTYPES: dict[str, str] = {
+    "fp16": "fp32",
+    "float16": "fp32",
+    "amp-fp16": "fp32",
+    "bf16": "fp32",
+    "bfloat16": "fp32",
+    "amp-bf16": "fp32",
+    "fp32": "fp32",
+    "float32": "fp32",
+    "pure-fp16": "fp16",
+    "pure-float16": "fp16",
+    "pure-bf16": "bf16",
+    "pure-bfloat16": "bf16",
+}
+#: Significand bits (with the implicit leading one) of each weight precision: half an ulp of 1.0 is 2^-bits.
+PRECISION_BITS: dict[str, int] = {"fp16": 11, "bf16": 8, "fp32": 24}
+#: How each ``dtype`` name is described in a CA007 message.
+_UPDATES = {
+    "fp32": "the optimizer updates fp32 weights",
+    "fp16": "fp16 weights without an fp32 master copy",
+    "bf16": "bf16 weights without an fp32 master copy",
+}
+#: Smallest positive normal number of each precision name (the names the CLI's ``--dtype`` offers).
 DTYPE_SMALLEST_NORMAL: dict[str, float] = {
     "fp16": 6.103515625e-05,
     "float16": 6.103515625e-05,
@@ -228,7 +263,7 @@ def _scan(s: Schedule, start: int, stop: int, threshold: float) -> _Scan:
             out.zeros += int(zero.sum())
             if out.first_zero is None:
                 out.first_zero = int(steps[np.argmax(zero)])
-        low = (lr > 0.0) & (lr < threshold)
+        low = (lr > 0.0) & (lr <= threshold)
         if low.any():
             out.under += int(low.sum())
             out.lowest_under = min(out.lowest_under, float(lr[low].min()))
@@ -304,17 +339,64 @@ def _check_handoff(s: Schedule, warmup: int, n: int) -> LintWarning | None:
     )
 
 
-def _check_dtype(scan: _Scan, dtype: str, typical_grad: float, warmup: int, n: int) -> LintWarning | None:
+def _half_ulp(weight: float, precision: str) -> float:
+    """Half an ulp of ``weight`` in ``precision``: ``2^(floor(log2 |weight|) - bits)`` (exact)."""
+    return math.ldexp(1.0, math.frexp(abs(weight))[1] - 1 - PRECISION_BITS[precision])
+
+
+def _above(x: float, digits: int = 4) -> str:
+    """The smallest decimal of ``digits`` significant digits that is **greater** than ``x``.
+
+    Its float is greater than ``x`` too (``x`` is a float, and rounding to the nearest float keeps the
+    order), so an LR set to it clears a check for ``lr <= x``.
+
+    Example:
+        >>> _above(0.06103515625), _above(0.0038146972656), _above(0.03125), _above(2.0), _above(4.6566e-7)
+        ('0.06104', '0.003815', '0.03126', '2.001', '4.657e-07')
+    """
+    exact = Decimal(x)  # the float's exact binary value
+    quantum = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+    up = exact.quantize(quantum, rounding=ROUND_CEILING)
+    if up == exact:
+        up += quantum
+    return f"{float(up):.{digits}g}"  # the same decimal (4 digits round-trip through a float), e.g. 4.657e-07
+
+
+def _lost_below(weight: float, precision: str) -> float:
+    """The largest update lost on ``weight``: half an ulp, times ``1 + 2^-bits`` for the update's own rounding.
+
+    An update ``u`` is rounded to the precision first (PyTorch's half-precision kernels do), so any
+    ``u <= h (1 + 2^-bits)`` becomes ``h`` (half an ulp ``h``, a tie rounding to even), and ``w - h``
+    may round back to ``w``.
+    """
+    return _half_ulp(weight, precision) * (1.0 + 2.0 ** -PRECISION_BITS[precision])
+
+
+def _dtype_threshold(dtype: str, typical_grad: float, typical_weight: float) -> float:
+    """The LR at and below which an update ``lr * typical_grad`` on ``typical_weight`` may be lost."""
+    return _lost_below(typical_weight, DTYPES[dtype]) / typical_grad
+
+
+def _check_dtype(
+    s: Schedule, scan: _Scan, dtype: str, typical_grad: float, typical_weight: float, warmup: int, n: int
+) -> LintWarning | None:
     if not scan.under or scan.first_under is None:
         return None
-    tiny = DTYPE_SMALLEST_NORMAL[dtype]
+    precision = DTYPES[dtype]
+    lost = _lost_below(typical_weight, precision)
+    floor = _above(_dtype_threshold(dtype, typical_grad, typical_weight))
+    master = "" if precision == "fp32" else " or keep fp32 master weights (AMP)"
+    if isinstance(s, Cosine) and float(floor) > float(s.peak_lr):
+        fix = f"even peak_lr={_g(float(s.peak_lr))} is below {floor}{master.replace(' or', ';', 1)}"
+    else:
+        instead = " in place of min_ratio" if isinstance(s, Cosine) and s.min_ratio is not None else ""
+        fix = f"keep the LR >= {floor} (min_lr={floor}{instead}){master}"
     return LintWarning(
         "CA007",
-        f"under {dtype}, lr x a typical gradient of {typical_grad:g} falls below the smallest normal "
-        f"{tiny:.3g} at {scan.under} of the {n - warmup} steps after the warmup (first at step "
-        f"{scan.first_under}, lowest LR {_g(scan.lowest_under)}), so those "
-        f"updates underflow; keep the LR >= {tiny / typical_grad:.3g} (raise min_lr) or keep fp32 master "
-        "weights",
+        f"under {dtype} ({_UPDATES[precision]}), an update of lr x a typical gradient of {typical_grad:g} is "
+        f"at most {lost:.3g} (half an ulp of a typical {precision} weight of {typical_weight:g}, with the "
+        f"update's own rounding) at {scan.under} of the {n - warmup} steps after the warmup (first at step "
+        f"{scan.first_under}, lowest LR {_g(scan.lowest_under)}), so those updates round away; {fix}",
         scan.first_under,
     )
 
@@ -482,6 +564,7 @@ def lint(
     dtype: str | None = None,
     *,
     typical_grad: float = 1e-3,
+    typical_weight: float = 1e-2,
 ) -> list[LintWarning]:
     """Check a schedule against a run of ``total_steps`` updates; return the problems found.
 
@@ -494,16 +577,19 @@ def lint(
         schedule: the schedule to check (bound or not).
         total_steps: number of optimizer updates in the run (an integer >= 1).
         steps_per_epoch: optimizer updates per epoch, to bind ``"Nep"`` durations.
-        dtype: ``"fp16"``, ``"bf16"``, ``"float16"``, ``"bfloat16"``, ``"fp32"`` or ``"float32"``:
-            the precision weight updates are computed in; enables the underflow check (CA007).
-        typical_grad: the assumed magnitude of a gradient element for CA007 (default ``1e-3``).
+        dtype: the training precision, a key of :data:`DTYPES`: ``"fp16"``/``"bf16"`` (autocast/AMP,
+            fp32 master weights), ``"fp32"``, or ``"pure-fp16"``/``"pure-bf16"`` (weights updated in half
+            precision, no fp32 copy); enables the lost-update check (CA007).
+        typical_grad: the assumed magnitude of an update per unit LR for CA007: a gradient element for
+            SGD (default ``1e-3``), about 1 for Adam-family optimizers.
+        typical_weight: the assumed magnitude of a weight for CA007 (default ``1e-2``).
 
     Returns:
         The warnings, in code order; empty when the schedule is clean.
 
     Raises:
-        ScheduleError: ``total_steps``, ``dtype`` or ``typical_grad`` is invalid, or a duration
-            cannot be bound.
+        ScheduleError: ``total_steps``, ``dtype``, ``typical_grad`` or ``typical_weight`` is invalid, or
+            a duration cannot be bound.
 
     Example:
         >>> sgdr = Cosine(0.1, warmup_steps=200, cycle_steps=400, cycle_mult=2, max_cycles=3)
@@ -518,10 +604,11 @@ def lint(
     """
     if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) or total_steps < 1:
         raise ScheduleError(f"total_steps must be an integer >= 1, got {total_steps!r}")
-    if dtype is not None and dtype not in DTYPE_SMALLEST_NORMAL:
-        raise ScheduleError(f"dtype must be one of {', '.join(DTYPE_SMALLEST_NORMAL)}; got {dtype!r}")
-    if not (isinstance(typical_grad, (int, float)) and 0.0 < typical_grad < math.inf):
-        raise ScheduleError(f"typical_grad must be a number > 0, got {typical_grad!r}")
+    if dtype is not None and dtype not in DTYPES:
+        raise ScheduleError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    for name, value in (("typical_grad", typical_grad), ("typical_weight", typical_weight)):
+        if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 < value < math.inf):
+            raise ScheduleError(f"{name} must be a number > 0, got {value!r}")
     n = int(total_steps)
     s = schedule.bind(total_steps=n, steps_per_epoch=steps_per_epoch)
     segments = timeline(s, n)
@@ -536,7 +623,7 @@ def lint(
                 0,
             )
         ]
-    threshold = DTYPE_SMALLEST_NORMAL[dtype] / typical_grad if dtype is not None else 0.0
+    threshold = _dtype_threshold(dtype, typical_grad, typical_weight) if dtype is not None else 0.0
     scan = _scan(s, warmup, n, threshold)
     lowest = min(scan.lowest, _scan(s, 0, warmup, 0.0).lowest) if warmup else scan.lowest
     out: list[LintWarning] = []
@@ -548,7 +635,7 @@ def lint(
         advice = None
     optional = [
         _check_handoff(s, warmup, n),
-        _check_dtype(scan, dtype, typical_grad, warmup, n) if dtype is not None else None,
+        _check_dtype(s, scan, dtype, typical_grad, typical_weight, warmup, n) if dtype is not None else None,
         _check_zero(scan, warmup, n),
         _check_hold(s, n, advice),
     ]
