@@ -56,14 +56,24 @@ _MAX_TABLE_ROWS = 200
 
 
 class DType(StrEnum):
-    """Precisions ``lint`` can check the floor against (the keys of ``lint.DTYPE_SMALLEST_NORMAL``)."""
+    """Training precisions ``lint`` can check the floor against (the keys of ``lint.DTYPES``).
+
+    ``fp16``/``bf16`` (and ``amp-*``) are autocast/AMP with fp32 master weights; ``pure-*`` are weights
+    updated in half precision with no fp32 copy, where small updates are lost.
+    """
 
     fp16 = "fp16"
     float16 = "float16"
+    amp_fp16 = "amp-fp16"
     bf16 = "bf16"
     bfloat16 = "bfloat16"
+    amp_bf16 = "amp-bf16"
     fp32 = "fp32"
     float32 = "float32"
+    pure_fp16 = "pure-fp16"
+    pure_float16 = "pure-float16"
+    pure_bf16 = "pure-bf16"
+    pure_bfloat16 = "pure-bfloat16"
 
 
 class TraceFormat(StrEnum):
