@@ -261,7 +261,11 @@ def test_report_opens_offline_in_chromium_with_the_store_numbers(
         with runs.open(s.path) as run:
             assert card["schedule-fingerprint"] == run.params["schedule_fingerprint"]
             assert card["restarts"] == str(len(run.events("restart")))
-            assert card["checkpoints-saved"] == str(len(run.events("checkpoint_saved")))
+            saved = {e["step"] for e in run.events("checkpoint_saved")}
+            assert card["checkpoints-saved"] == str(len(saved))
+            kept = saved - {e["step"] for e in run.events("checkpoint_deleted")}
+            on_disk = list((Path(s.path) / "checkpoints").glob("step-*"))
+            assert card["checkpoints-kept"] == str(len(kept)) == str(len(on_disk))
             assert card["best-checkpoint-step"] == str(run.events("checkpoint_best")[-1]["step"])
             assert card["non-finite"] == str(len(run.events("nonfinite")))
             assert card["updates"] == str(len(run.scalar("lr", 0)[0]))

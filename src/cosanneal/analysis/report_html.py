@@ -74,7 +74,8 @@ def summary_rows(s: RunSummary) -> list[tuple[str, str]]:
     rows += [(f"final {k}", format_number(v)) for k, v in s.final_metrics.items()]
     rows += [
         ("restarts", format_number(s.restarts)),
-        ("checkpoints saved / kept", f"{format_number(s.checkpoints)} / {format_number(s.checkpoints_kept)}"),
+        ("checkpoints saved", format_number(s.checkpoints)),
+        ("checkpoints kept", format_number(s.checkpoints_kept)),
         ("best checkpoint step", format_number(s.best_checkpoint_step)),
         ("non-finite", format_number(s.nonfinite)),
         ("rollbacks", format_number(s.rollbacks)),
