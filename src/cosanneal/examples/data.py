@@ -14,9 +14,19 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from cosanneal.errors import ConfigError
+from cosanneal.examples.options import Check, check_options, count, fraction, raise_value_error
+from cosanneal.examples.options import seed as seed_check
 
 Split = tuple[TensorDataset, TensorDataset]
+
+#: The check of every option a built-in data set takes.
+OPTION_CHECKS: dict[str, Check] = {
+    "n": count,
+    "classes": count,
+    "dim": count,
+    "val_fraction": fraction,
+    "split_seed": seed_check,
+}
 
 
 def _split(n: int, labels: np.ndarray, val_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -29,6 +39,11 @@ def _split(n: int, labels: np.ndarray, val_fraction: float, split_seed: int) -> 
         val.append(idx[: round(len(idx) * val_fraction)])
     val_idx = np.sort(np.concatenate(val))
     train_idx = np.setdiff1d(np.arange(n), val_idx)
+    if len(val_idx) == 0 or len(train_idx) == 0:
+        side = "validation" if len(val_idx) == 0 else "training"
+        raise ValueError(
+            f"val_fraction: {val_fraction!r} of {n} samples leaves no {side} sample; change val_fraction or n"
+        )
     return train_idx, val_idx
 
 
@@ -42,8 +57,7 @@ def digits(val_fraction: float = 0.2, split_seed: int = 0) -> Split:
     """
     from sklearn.datasets import load_digits
 
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction!r}")
+    raise_value_error(OPTION_CHECKS, val_fraction=val_fraction, split_seed=split_seed)
     bunch = load_digits()
     images = np.asarray(bunch.images, dtype=np.float32) / 16.0
     labels = np.asarray(bunch.target, dtype=np.int64)
@@ -63,6 +77,9 @@ def blobs(
         >>> len(train) + len(val), tuple(train[0][0].shape)
         (100, (16,))
     """
+    raise_value_error(
+        OPTION_CHECKS, n=n, classes=classes, dim=dim, val_fraction=val_fraction, split_seed=split_seed
+    )
     rng = np.random.default_rng(1234)
     centers = rng.normal(0.0, 2.0, size=(classes, dim)).astype(np.float32)
     labels = rng.integers(0, classes, size=n)
@@ -75,11 +92,26 @@ def blobs(
 DATASETS: dict[str, Callable[..., Split]] = {"digits": digits, "blobs": blobs}
 
 
+def check_data_options(name: str, options: Any) -> None:
+    """Check ``data.name`` and ``data.options`` of a config without loading the data.
+
+    Raises:
+        ConfigError: one line naming ``data.name`` or ``data.options.<option>``.
+
+    Example:
+        >>> check_data_options("digits", {"val_fraction": 1.5})
+        Traceback (most recent call last):
+        ...
+        cosanneal.errors.ConfigError: data.options.val_fraction: must be a number in (0, 1), got 1.5
+    """
+    check_options("data", name, DATASETS, OPTION_CHECKS, options)
+
+
 def load_dataset(name: str, **kwargs: Any) -> Split:
-    """Build a built-in data set by name (``digits`` or ``blobs``)."""
-    if name not in DATASETS:
-        raise ConfigError(f"data.name must be one of {', '.join(sorted(DATASETS))}, got {name!r}")
-    try:
-        return DATASETS[name](**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"data options for {name!r} are invalid: {exc}") from exc
+    """Build a built-in data set by name (``digits`` or ``blobs``).
+
+    Raises:
+        ConfigError: the name or an option is invalid (:func:`check_data_options`).
+    """
+    check_data_options(name, kwargs)
+    return DATASETS[name](**kwargs)

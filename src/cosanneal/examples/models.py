@@ -7,7 +7,16 @@ from typing import Any
 
 from torch import nn
 
-from cosanneal.errors import ConfigError
+from cosanneal.examples.options import Check, check_options, count, probability, raise_value_error
+
+#: The check of every option a built-in model takes (sizes >= 1, dropout in [0, 1)).
+OPTION_CHECKS: dict[str, Check] = {
+    "channels": count,
+    "classes": count,
+    "dropout": probability,
+    "in_features": count,
+    "hidden": count,
+}
 
 
 class DigitsCNN(nn.Module):
@@ -20,6 +29,7 @@ class DigitsCNN(nn.Module):
     """
 
     def __init__(self, channels: int = 16, classes: int = 10, dropout: float = 0.1) -> None:
+        raise_value_error(OPTION_CHECKS, channels=channels, classes=classes, dropout=dropout)
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(1, channels, 3, padding=1),
@@ -38,7 +48,12 @@ class DigitsCNN(nn.Module):
 
 
 def mlp(in_features: int = 16, hidden: int = 64, classes: int = 4, dropout: float = 0.0) -> nn.Module:
-    """A two-layer perceptron for vector inputs (the ``blobs`` data set)."""
+    """A two-layer perceptron for vector inputs (the ``blobs`` data set).
+
+    Raises:
+        ValueError: a size below 1 or a dropout outside [0, 1), naming the option.
+    """
+    raise_value_error(OPTION_CHECKS, in_features=in_features, hidden=hidden, classes=classes, dropout=dropout)
     return nn.Sequential(
         nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, classes)
     )
@@ -47,11 +62,26 @@ def mlp(in_features: int = 16, hidden: int = 64, classes: int = 4, dropout: floa
 MODELS: dict[str, Callable[..., nn.Module]] = {"cnn": DigitsCNN, "mlp": mlp}
 
 
+def check_model_options(name: str, options: Any) -> None:
+    """Check ``model.name`` and ``model.options`` of a config without building the model.
+
+    Raises:
+        ConfigError: one line naming ``model.name`` or ``model.options.<option>``.
+
+    Example:
+        >>> check_model_options("mlp", {"dropout": 2.0})
+        Traceback (most recent call last):
+        ...
+        cosanneal.errors.ConfigError: model.options.dropout: must be a number in [0, 1), got 2.0
+    """
+    check_options("model", name, MODELS, OPTION_CHECKS, options)
+
+
 def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a built-in model by name (``cnn`` or ``mlp``)."""
-    if name not in MODELS:
-        raise ConfigError(f"model.name must be one of {', '.join(sorted(MODELS))}, got {name!r}")
-    try:
-        return MODELS[name](**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"model options for {name!r} are invalid: {exc}") from exc
+    """Build a built-in model by name (``cnn`` or ``mlp``).
+
+    Raises:
+        ConfigError: the name or an option is invalid (:func:`check_model_options`).
+    """
+    check_model_options(name, kwargs)
+    return MODELS[name](**kwargs)

@@ -1,7 +1,9 @@
 """Build the pieces a config names: model, data, optimizer with param groups, device.
 
 Models and data are built-in examples (:mod:`cosanneal.examples`) or a user's ``module:function``
-entry point; an entry that cannot be imported is a :class:`~cosanneal.errors.ConfigError`.
+entry point; an entry that cannot be imported is a :class:`~cosanneal.errors.ConfigError`, and so is a
+constructor that fails on the options it is given (a ``TypeError``, ``ValueError``, ``RuntimeError``,
+``OverflowError`` or ``MemoryError`` becomes one line naming ``model.options`` or ``data.options``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cosanneal.errors import ConfigError
+from cosanneal.errors import ConfigError, CosannealError
 from cosanneal.examples import load_dataset
 from cosanneal.examples.models import build_model as build_builtin_model
 from cosanneal.runtime.config import DataConfig, ModelConfig, OptimizerConfig
@@ -41,26 +43,61 @@ def resolve_entry(entry: str, key: str) -> Callable[..., Any]:
     return func  # type: ignore[no-any-return]
 
 
+#: What a model or data constructor raises when the options it was given cannot work.
+_BUILD_ERRORS = (TypeError, ValueError, RuntimeError, OverflowError, MemoryError)
+
+
+def _construct(key: str, what: str, build: Callable[..., Any], options: dict[str, Any]) -> Any:
+    """``build(**options)``; a failure it raises because of the options is one line naming ``key``."""
+    try:
+        return build(**options)
+    except CosannealError:
+        raise
+    except _BUILD_ERRORS as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{key}: {what} fails with these options ({type(exc).__name__}: {message})"
+        ) from exc
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
-    """The model a ``[model]`` section names."""
+    """The model a ``[model]`` section names.
+
+    Raises:
+        ConfigError: the entry cannot be imported, does not return a module, or the constructor fails
+            on ``model.options`` (one line naming the key).
+    """
     if cfg.entry is not None:
-        model = resolve_entry(cfg.entry, "model.entry")(**cfg.options)
+        model = _construct(
+            "model.options", repr(cfg.entry), resolve_entry(cfg.entry, "model.entry"), cfg.options
+        )
         if not isinstance(model, nn.Module):
             raise ConfigError(
                 f"model.entry: {cfg.entry!r} must return a torch.nn.Module, got {type(model).__name__}"
             )
         return model
-    return build_builtin_model(cfg.name, **cfg.options)
+    built: nn.Module = _construct(
+        "model.options", f"model {cfg.name!r}", lambda **kw: build_builtin_model(cfg.name, **kw), cfg.options
+    )
+    return built
 
 
 def build_data(cfg: DataConfig) -> tuple[Any, Any]:
-    """``(train, val)`` datasets of ``(input, label)`` pairs from a ``[data]`` section."""
+    """``(train, val)`` datasets of ``(input, label)`` pairs from a ``[data]`` section.
+
+    Raises:
+        ConfigError: the entry cannot be imported, does not return a pair, or the loader fails on
+            ``data.options`` (one line naming the key).
+    """
     if cfg.entry is not None:
-        out = resolve_entry(cfg.entry, "data.entry")(**cfg.options)
+        out = _construct("data.options", repr(cfg.entry), resolve_entry(cfg.entry, "data.entry"), cfg.options)
         if not (isinstance(out, tuple) and len(out) == 2):
             raise ConfigError(f"data.entry: {cfg.entry!r} must return (train_dataset, val_dataset)")
         return out
-    return load_dataset(cfg.name, **cfg.options)
+    split: tuple[Any, Any] = _construct(
+        "data.options", f"data set {cfg.name!r}", lambda **kw: load_dataset(cfg.name, **kw), cfg.options
+    )
+    return split
 
 
 def training_batches(
@@ -114,9 +151,7 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig, peak_lr: float) -> list
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig, peak_lr: float) -> torch.optim.Optimizer:
     """SGD or AdamW over :func:`param_groups`."""
     groups = param_groups(model, cfg, peak_lr)
-    if cfg.name == "sgd":
-        if cfg.nesterov and cfg.momentum <= 0:
-            raise ConfigError("optimizer.nesterov: needs optimizer.momentum > 0")
+    if cfg.name == "sgd":  # the options' ranges (and nesterov's need of momentum) are checked at config load
         return torch.optim.SGD(groups, lr=peak_lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     return torch.optim.AdamW(groups, lr=peak_lr, betas=cfg.betas, eps=cfg.eps)
 

@@ -2,7 +2,12 @@
 
 Every key is checked once, when the config is loaded: an unknown key, a wrong type or a bad value raises
 :class:`~cosanneal.errors.ConfigError` with one line naming the dotted key and the fix, e.g.
-``optimizer.lrr: unknown key; allowed: name, lr, momentum, ...``.
+``optimizer.lrr: unknown key; allowed: name, lr, momentum, ...``. Numbers are checked against the ranges
+in ``_RANGES`` (``optimizer.momentum`` in ``[0, 1)``, ``telemetry.prometheus_port`` in ``[0, 65535]``,
+...) and every integer must fit run.db's 64-bit integers (``< 2**63``). The schedule is built once
+(unbound) to check its parameters, the built-in model's and data set's options are checked against
+their signatures, and the metrics that checkpoints and early stopping rank by must be ones the built-in
+task reports (:data:`BUILTIN_METRICS`; :func:`check_metric_names` does the same check for any task).
 
 Example:
     >>> cfg = config_from_dict({"epochs": 3, "schedule": {"kind": "cosine", "peak_lr": 0.1, "cycle_steps": "1dur"}})
@@ -12,15 +17,27 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 from cosanneal.errors import ConfigError, SpecError
+
+#: The schedule of a config without a ``[schedule]`` table: one cosine decay over the whole run, to 0.
+#: ``--set schedule.<key>=<value>`` on such a config changes this schedule's ``<key>``.
+DEFAULT_SCHEDULE: dict[str, Any] = {"kind": "cosine", "peak_lr": 0.1, "cycle_steps": "1dur"}
+
+#: The metrics the built-in classification task reports at every evaluation.
+BUILTIN_METRICS: tuple[str, ...] = ("val_loss", "val_acc")
+
+#: Every integer in a config is below this: run.db stores steps, counts and the seed as SQLite INTEGERs.
+INT_LIMIT = 2**63
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,9 +179,7 @@ class TrainConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = dataclasses.field(default_factory=SchedulerConfig)
-    schedule: dict[str, Any] = dataclasses.field(
-        default_factory=lambda: {"kind": "cosine", "peak_lr": 0.1, "cycle_steps": "1dur"}
-    )
+    schedule: dict[str, Any] = dataclasses.field(default_factory=lambda: copy.deepcopy(DEFAULT_SCHEDULE))
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     guard: GuardConfig = dataclasses.field(default_factory=GuardConfig)
@@ -178,32 +193,109 @@ class TrainConfig:
         return out
 
 
-_POSITIVE = {
-    "epochs",
-    "batch_size",
-    "max_steps",
-    "eval.every_steps",
-    "eval.batch_size",
-    "checkpoint.keep_last",
-    "checkpoint.every_steps",
-    "checkpoint.every_seconds",
-    "guard.max_consecutive",
-    "guard.lr_factor",
-    "early_stopping.patience_cycles",
-    "telemetry.every",
-    "telemetry.flush_rows",
-    "telemetry.flush_seconds",
-    "optimizer.eps",
-    "optimizer.grad_clip",
+@dataclasses.dataclass(frozen=True)
+class _Range:
+    """An interval a number must lie in; ``None`` leaves that side open-ended."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, x: float) -> bool:
+        if self.low is not None and (x <= self.low if self.low_open else x < self.low):
+            return False
+        return self.high is None or (x < self.high if self.high_open else x <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {_bound(self.low)}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {_bound(self.high)}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{_bound(self.low)}, {_bound(self.high)}{right}"
+
+
+def _bound(x: float | None) -> str:
+    return "2**63" if x == INT_LIMIT else f"{x:g}"
+
+
+_POSITIVE = _Range(0, low_open=True)
+_NON_NEGATIVE = _Range(0)
+_UNIT = _Range(0, 1, high_open=True)  # momenta and betas: [0, 1)
+_SECONDS = _Range(0, 3600)  # waits the loop or the writer thread sleeps through (at most an hour)
+
+#: The allowed range of every numeric key (``[]`` stands for any list index).
+_RANGES: dict[str, _Range] = {
+    "seed": _Range(0, INT_LIMIT, high_open=True),
+    "epochs": _POSITIVE,
+    "batch_size": _POSITIVE,
+    "max_steps": _POSITIVE,
+    "optimizer.momentum": _UNIT,
+    "optimizer.weight_decay": _NON_NEGATIVE,
+    "optimizer.betas[]": _UNIT,
+    "optimizer.eps": _POSITIVE,
+    "optimizer.grad_clip": _POSITIVE,
+    "optimizer.groups[].lr_scale": _POSITIVE,
+    "optimizer.groups[].weight_decay": _NON_NEGATIVE,
+    "scheduler.momentum[]": _UNIT,
+    "eval.every_steps": _POSITIVE,
+    "eval.batch_size": _POSITIVE,
+    "checkpoint.keep_last": _POSITIVE,
+    "checkpoint.every_steps": _POSITIVE,
+    "checkpoint.every_seconds": _POSITIVE,
+    "guard.max_consecutive": _POSITIVE,
+    "guard.lr_factor": _Range(0, 1, low_open=True, high_open=True),
+    "guard.max_rollbacks": _NON_NEGATIVE,
+    "early_stopping.patience_cycles": _POSITIVE,
+    "early_stopping.min_delta": _NON_NEGATIVE,
+    "telemetry.prometheus_port": _Range(0, 65535),  # 0: any free port
+    "telemetry.every": _POSITIVE,
+    "telemetry.flush_rows": _POSITIVE,
+    "telemetry.flush_seconds": _Range(0, 3600, low_open=True),
+    "debug.inject_nan_at[]": _NON_NEGATIVE,
+    "debug.sleep_per_step": _SECONDS,
 }
-_NON_NEGATIVE = {
-    "seed",
-    "optimizer.momentum",
-    "optimizer.weight_decay",
-    "guard.max_rollbacks",
-    "debug.sleep_per_step",
-    "early_stopping.min_delta",
+
+#: String keys that must not be empty (a run name, a path, a URI, an address, a module:function).
+_NON_EMPTY = {
+    "name",
+    "model.name",
+    "model.entry",
+    "data.name",
+    "data.entry",
+    "telemetry.prometheus_address",
+    "telemetry.prometheus_textfile",
+    "telemetry.mlflow_tracking_uri",
+    "telemetry.mlflow_experiment",
+    "debug.lr_trace_dir",
 }
+_ENTRY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, short enough for one line (a huge integer is described, not printed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**20:
+        return (
+            f"an integer of {len(str(abs(value))) if value.bit_length() < 10_000 else 'thousands of'} digits"
+        )
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_range(key: str, value: float, given: Any) -> None:
+    """Raise unless ``value`` lies in the range of ``key`` (and, for an integer, below 2**63).
+
+    ``given`` is the value as the user wrote it, for the message.
+    """
+    allowed = _RANGES.get(_INDEX.sub("[]", key))
+    if allowed is not None and not allowed.holds(value):
+        raise ConfigError(f"{key}: must be {allowed}, got {_show(given)}")
+    if isinstance(value, int) and not -INT_LIMIT <= value < INT_LIMIT:
+        raise ConfigError(
+            f"{key}: must be < 2**63 (run.db stores it as a 64-bit integer), got {_show(value)}"
+        )
 
 
 def _plain(value: Any) -> Any:
@@ -279,20 +371,28 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"{key}: must be true or false, got {value!r}")
         return value
     if tp is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+            raise ConfigError(f"{key}: must be an integer, got {_show(value)}")
+        _check_range(key, value, value)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: must be a number, got {value!r}")
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
-        return float(value)
+            raise ConfigError(f"{key}: must be a number, got {_show(value)}")
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: must be a finite number, got {_show(value)}")
+        _check_range(key, number, value)
+        return number
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: must be a string, got {value!r}")
+            raise ConfigError(f"{key}: must be a string, got {_show(value)}")
+        if key in _NON_EMPTY and not value.strip():
+            raise ConfigError(f"{key}: must not be empty")
         return value
     return value
 
@@ -306,10 +406,6 @@ def _build(cls: type[Any], data: Mapping[str, Any], prefix: str = "") -> Any:
         if key not in fields:
             raise ConfigError(f"{dotted}: unknown key; allowed: {', '.join(fields)}")
         kwargs[key] = _coerce(dotted, value, hints[key])
-        if value is not None and dotted in _POSITIVE and not kwargs[key] > 0:
-            raise ConfigError(f"{dotted}: must be > 0, got {value!r}")
-        if value is not None and dotted in _NON_NEGATIVE and not kwargs[key] >= 0:
-            raise ConfigError(f"{dotted}: must be >= 0, got {value!r}")
     missing = [
         name
         for name, f in fields.items()
@@ -321,6 +417,80 @@ def _build(cls: type[Any], data: Mapping[str, Any], prefix: str = "") -> Any:
         where = f"{prefix}.{missing[0]}" if prefix else missing[0]
         raise ConfigError(f"{where}: required key is missing")
     return cls(**kwargs)
+
+
+def check_metric_names(config: TrainConfig, reported: Iterable[str]) -> None:
+    """Refuse a metric that checkpoints or early stopping rank by and the task does not report.
+
+    The built-in task's names (:data:`BUILTIN_METRICS`) are checked when the config is loaded; a
+    trainer whose task reports other names calls this with them at the first evaluation. Only the
+    keys in use are checked: ``checkpoint.best_metric`` when checkpoints are enabled,
+    ``early_stopping.metric`` when early stopping is.
+
+    Args:
+        config: the training config.
+        reported: the names of the metrics one evaluation of the task returns (``val_loss``, ...).
+
+    Raises:
+        ConfigError: one line naming the key, the metric and the names allowed.
+
+    Example:
+        >>> cfg = config_from_dict({"checkpoint": {"best_metric": "val_acc", "best_mode": "max"}})
+        >>> check_metric_names(cfg, ["val_loss", "val_acc"])
+        >>> check_metric_names(cfg, ["val_loss", "val_ppl"])
+        Traceback (most recent call last):
+        ...
+        cosanneal.errors.ConfigError: checkpoint.best_metric: 'val_acc' is not a metric the task reports; use one of val_loss, val_ppl
+    """
+    names = sorted(set(reported))
+    allowed = f"use one of {', '.join(names)}" if names else "the task reports no metric"
+    in_use = (
+        ("checkpoint.best_metric", config.checkpoint.enabled, config.checkpoint.best_metric),
+        ("early_stopping.metric", config.early_stopping.enabled, config.early_stopping.metric),
+    )
+    for key, enabled, metric in in_use:
+        if enabled and metric not in names:
+            raise ConfigError(f"{key}: {metric!r} is not a metric the task reports; {allowed}")
+
+
+def _check_schedule(schedule: Mapping[str, Any]) -> None:
+    """Build the schedule once, unbound (durations stay as written), so a bad parameter fails at load."""
+    from cosanneal.errors import ScheduleError
+    from cosanneal.schedules import from_dict, kinds
+
+    if "kind" not in schedule:
+        raise ConfigError('schedule.kind: required key is missing (e.g. kind = "cosine")')
+    kind = schedule["kind"]
+    if not isinstance(kind, str) or kind not in kinds():
+        raise ConfigError(f"schedule.kind: must be one of {', '.join(kinds())}, got {_show(kind)}")
+    try:
+        from_dict(schedule)
+    except ScheduleError as exc:
+        message = str(exc).splitlines()[0]
+        unknown = re.match(r"unknown parameter '(\w+)' for kind '\w+'; (allowed: .*)", message)
+        if unknown:
+            raise ConfigError(f"schedule.{unknown[1]}: unknown key for kind {kind!r}; {unknown[2]}") from None
+        raise ConfigError(
+            f"schedule.{message}" if re.match(r"\w+ ", message) else f"schedule: {message}"
+        ) from None
+    except (OverflowError, TypeError, ValueError) as exc:  # a value the schedule's own checks did not expect
+        key = next((k for k, v in schedule.items() if isinstance(v, int) and abs(v) >= 2**1023), None)
+        where = f"schedule.{key}: must be a finite number" if key else f"schedule: {exc}"
+        raise ConfigError(where) from None
+
+
+def _check_builtins(cfg: TrainConfig) -> None:
+    """The built-in model's and data set's names and options (a ``module:function`` entry is checked when built)."""
+    from cosanneal.examples.data import check_data_options
+    from cosanneal.examples.models import check_model_options
+
+    for key, entry in (("model.entry", cfg.model.entry), ("data.entry", cfg.data.entry)):
+        if entry is not None and not _ENTRY.fullmatch(entry):
+            raise ConfigError(f"{key}: must look like 'package.module:function', got {_show(entry)}")
+    if cfg.model.entry is None:
+        check_model_options(cfg.model.name, cfg.model.options)
+    if cfg.data.entry is None:
+        check_data_options(cfg.data.name, cfg.data.options)
 
 
 def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
@@ -336,29 +506,46 @@ def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
         raise ConfigError(
             "scheduler.count: amp = 'fp16' needs count = 'optimizer', so updates GradScaler skips do not advance the schedule"
         )
-    if "kind" not in cfg.schedule:
-        raise ConfigError('schedule.kind: required key is missing (e.g. kind = "cosine")')
-    for i, group in enumerate(cfg.optimizer.groups):
+    _check_schedule(cfg.schedule)
+    opt = cfg.optimizer
+    if opt.name == "sgd" and opt.nesterov and opt.momentum <= 0:
+        raise ConfigError(
+            f"optimizer.nesterov: needs optimizer.momentum > 0, got momentum = {opt.momentum!r}; "
+            "raise the momentum or set nesterov = false"
+        )
+    for i, group in enumerate(opt.groups):
         try:
             re.compile(group.match)
         except re.error as exc:
             raise ConfigError(f"optimizer.groups[{i}].match: not a valid regular expression ({exc})") from exc
-        if not group.lr_scale > 0:
-            raise ConfigError(f"optimizer.groups[{i}].lr_scale: must be > 0, got {group.lr_scale!r}")
+    momentum = cfg.scheduler.momentum
+    if momentum is not None and momentum[1] > momentum[0]:
+        raise ConfigError(
+            f"scheduler.momentum: must be [max, min] with min <= max, got {list(momentum)!r}; swap the two"
+        )
+    _check_builtins(cfg)
+    check_metric_names(cfg, BUILTIN_METRICS)
     return cfg
 
 
 def load_config(path: str | Path | None, sets: Sequence[str] = ()) -> TrainConfig:
     """Read a TOML/YAML/JSON config file (or none), apply ``--set key=value`` overrides, validate.
 
+    A ``--set schedule.<key>=...`` on a config without a ``[schedule]`` table changes that key of the
+    default schedule (:data:`DEFAULT_SCHEDULE`).
+
     Example:
         >>> load_config(None, ["epochs=2", "optimizer.name=adamw"]).optimizer.name
         'adamw'
+        >>> load_config(None, ["schedule.peak_lr=0.02"]).schedule
+        {'kind': 'cosine', 'peak_lr': 0.02, 'cycle_steps': '1dur'}
     """
     from cosanneal.schedules.spec import apply_overrides, read_mapping
 
     try:
         data: dict[str, Any] = dict(read_mapping(path)) if path is not None else {}
+        if "schedule" not in data and any(pair.strip().startswith("schedule.") for pair in sets):
+            data["schedule"] = copy.deepcopy(DEFAULT_SCHEDULE)
         data = apply_overrides(data, sets)
     except SpecError as exc:
         raise ConfigError(str(exc)) from exc

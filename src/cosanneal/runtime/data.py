@@ -2,7 +2,8 @@
 
 Each epoch's order is a permutation drawn from a generator seeded with ``(seed, epoch)`` alone, so a
 resumed job can jump straight to batch ``index`` of ``epoch`` and see exactly the samples the
-uninterrupted job saw; the global RNG is never touched. Under DDP rank ``r`` of ``w`` takes every
+uninterrupted job saw; the global RNG is never touched. Any seed >= 0 works (:func:`generator_seed`
+reduces ``(seed, epoch)`` into the generator's range). Under DDP rank ``r`` of ``w`` takes every
 ``w``-th sample of the permutation; the last incomplete batch is dropped so every rank runs the same
 number of updates.
 """
@@ -14,6 +15,21 @@ from typing import Any
 
 import torch
 from torch.utils.data import TensorDataset, default_collate
+
+
+def generator_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s permutation: ``(seed * 1_000_003 + epoch) mod 2**64``.
+
+    ``torch.Generator.manual_seed`` takes at most ``2**64 - 1``, so the value is reduced into that
+    range; every value already in range is unchanged, so the data orders of earlier runs stay the same.
+    (The CPU generator keeps the low 32 bits: seeds that differ by a multiple of ``2**32`` share
+    their data order.)
+
+    Example:
+        >>> generator_seed(3, 2), generator_seed(2**63 - 1, 0) < 2**64
+        (3000011, True)
+    """
+    return (seed * 1_000_003 + epoch) % 2**64
 
 
 class EpochBatches:
@@ -53,7 +69,7 @@ class EpochBatches:
         """The sample indices this rank takes in ``epoch``."""
         if self._cached is not None and self._cached[0] == epoch:
             return self._cached[1]
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        generator = torch.Generator().manual_seed(generator_seed(self.seed, epoch))
         perm = torch.randperm(len(self.dataset), generator=generator)[self.rank :: self.world]
         self._cached = (epoch, perm)
         return perm
