@@ -89,8 +89,9 @@ def check_options(
     parameters = inspect.signature(builders[name]).parameters
     for key in options:
         if key not in parameters:
+            part = key if isinstance(key, str) and key.isidentifier() else repr(key)
             raise ConfigError(
-                f"{section}.options.{key}: unknown option of {section} {name!r}; allowed: {', '.join(parameters)}"
+                f"{section}.options.{part}: unknown option of {section} {name!r}; allowed: {', '.join(parameters)}"
             )
     found = first_problem(checks, options)
     if found is not None:

@@ -330,11 +330,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: must be a table of options, got {value!r}")
+            raise ConfigError(f"{key}: must be a table of options, got {_show(value)}")
         return _build(tp, value, key)  # type: ignore[arg-type]
     if origin is Literal:
         if value not in get_args(tp):
-            raise ConfigError(f"{key}: must be one of {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{key}: must be one of {_type_name(tp)}, got {_show(value)}")
         return value
     if origin in (Union, types.UnionType):
         args = get_args(tp)
@@ -351,24 +351,24 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(
-            errors[0] if len(errors) == 1 else f"{key}: must be {_type_name(tp)}, got {value!r}"
+            errors[0] if len(errors) == 1 else f"{key}: must be {_type_name(tp)}, got {_show(value)}"
         )
     if origin is tuple:
         args = get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: must be a list, got {value!r}")
+            raise ConfigError(f"{key}: must be a list, got {_show(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
         if len(value) != len(args):
-            raise ConfigError(f"{key}: must be a list of {len(args)} values, got {value!r}")
+            raise ConfigError(f"{key}: must be a list of {len(args)} values, got {_show(value)}")
         return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: must be a table, got {value!r}")
+            raise ConfigError(f"{key}: must be a table, got {_show(value)}")
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+            raise ConfigError(f"{key}: must be true or false, got {_show(value)}")
         return value
     if tp is int:
         if isinstance(value, float) and value.is_integer():
@@ -402,7 +402,10 @@ def _build(cls: type[Any], data: Mapping[str, Any], prefix: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
+        part = (
+            key if isinstance(key, str) and key.isidentifier() else repr(key)
+        )  # a key with "\n" stays one line
+        dotted = f"{prefix}.{part}" if prefix else part
         if key not in fields:
             raise ConfigError(f"{dotted}: unknown key; allowed: {', '.join(fields)}")
         kwargs[key] = _coerce(dotted, value, hints[key])
