@@ -478,7 +478,8 @@ def _check_schedule(schedule: Mapping[str, Any]) -> None:
         ) from None
     except (OverflowError, TypeError, ValueError) as exc:  # a value the schedule's own checks did not expect
         key = next((k for k, v in schedule.items() if isinstance(v, int) and abs(v) >= 2**1023), None)
-        where = f"schedule.{key}: must be a finite number" if key else f"schedule: {exc}"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = f"schedule.{key}: must be a finite number" if key else f"schedule: {first}"
         raise ConfigError(where) from None
 
 
