@@ -206,6 +206,9 @@ def test_early_stopping_waits_for_cycle_ends(tmp_path: Path) -> None:
         (["schedule.cycle_steps=0"], "schedule.cycle_steps must be > 0, got 0"),
         (["device=tpu"], "device: must be one of 'auto' | 'cpu' | 'cuda', got 'tpu'"),
         (["telemetry.every=0"], "telemetry.every: must be > 0, got 0"),
+        # a model that does not fit the data: refused before the first update, not a traceback in it
+        (["model.options.in_features=7"], "model.options: model 'mlp' does not fit the data 'blobs'"),
+        (["model.options.classes=2"], "Target 2 is out of bounds"),
     ],
 )
 def test_config_errors_exit_2_with_one_line(tmp_path: Path, sets: list[str], message: str) -> None:
@@ -221,6 +224,21 @@ def test_config_errors_exit_2_with_one_line(tmp_path: Path, sets: list[str], mes
     assert not (tmp_path / "run" / "checkpoints").exists() or not any(
         (tmp_path / "run" / "checkpoints").iterdir()
     )
+
+
+def test_a_bad_config_with_fresh_leaves_the_old_run_in_place(reference: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(reference, run_dir)
+    cfg_path = _write_config(tmp_path / "cfg.json", _config())
+    proc = subprocess.run(
+        [sys.executable, "-m", "cosanneal", "train", str(cfg_path), "--run-dir", str(run_dir), "--fresh",
+         "--set", "model.options.in_features=7"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not list(tmp_path.glob("copy.old-*")) and (run_dir / "run.db").exists()
 
 
 def test_changed_schedule_is_refused_on_resume(reference: Path, tmp_path: Path) -> None:

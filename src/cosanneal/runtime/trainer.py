@@ -34,7 +34,7 @@ from cosanneal.errors import ConfigError, RunIOError, ScheduleError
 from cosanneal.runtime import distributed
 from cosanneal.runtime.builders import build_model, build_optimizer, pick_device, training_batches
 from cosanneal.runtime.checkpoints import CheckpointError, Checkpoints, ends_cycle, is_cycle_end
-from cosanneal.runtime.config import TrainConfig
+from cosanneal.runtime.config import TrainConfig, check_metric_names
 from cosanneal.runtime.data import EpochBatches
 from cosanneal.runtime.guard import NonFiniteGuard
 from cosanneal.runtime.iofailure import device_of, io_failure
@@ -189,9 +189,6 @@ class Trainer:
         started = time.time()
         device = pick_device(cfg.device)
         world = distributed.init_from_env(device)
-        if world.is_main and self.fresh:
-            _fresh_run_dir(self.run_dir, self.log)
-        distributed.barrier(world)
         _seed_everything(cfg.seed)
 
         train, val_set = training_batches(
@@ -207,12 +204,17 @@ class Trainer:
         schedule = self._schedule(total, steps_per_epoch)
 
         model = build_model(cfg.model).to(device)
+        _check_fits(model, train.batch(0, 0), device, cfg)
         train_model: nn.Module = model
         if world.size > 1:
             train_model = nn.parallel.DistributedDataParallel(model)
         optimizer = build_optimizer(model, cfg.optimizer, schedule.peak)
         scales = [g["lr"] / schedule.peak for g in optimizer.param_groups]
         scheduler = self._make_scheduler(optimizer, schedule, scales)
+        # only once the whole job has been built without error: a bad config never moves a run aside
+        if world.is_main and self.fresh:
+            _fresh_run_dir(self.run_dir, self.log)
+        distributed.barrier(world)
 
         # The run store is opened only once the checkpoint to resume from (if any) is known to fit, so
         # a refused resume writes nothing to the run. Until then events wait here.
@@ -436,7 +438,7 @@ class Trainer:
                 nonlocal metrics_checked
                 metrics = self._eval_and_record(model, val, device, telemetry, position)
                 if not metrics_checked:  # names the task really reports, before any checkpoint needs one
-                    _check_metric_names(cfg, _val(metrics))
+                    check_metric_names(cfg, _val(metrics))
                     metrics_checked = True
                 return metrics
 
@@ -692,18 +694,30 @@ def _schedule_mismatch(run_dir: Path, saved: Schedule, configured: Schedule) -> 
     )
 
 
-def _check_metric_names(cfg: TrainConfig, reported: dict[str, float]) -> None:
-    """Refuse a ``best_metric`` or early-stopping metric the task does not report (at the first evaluation)."""
-    wanted = []
-    if cfg.checkpoint.enabled and cfg.checkpoint.best_metric:
-        wanted.append(("checkpoint.best_metric", cfg.checkpoint.best_metric))
-    if cfg.early_stopping.enabled:
-        wanted.append(("early_stopping.metric", cfg.early_stopping.metric))
-    for key, name in wanted:
-        if name not in reported:
-            raise ConfigError(
-                f"{key}: {name!r} is not a metric the task reports; it reports {', '.join(sorted(reported))}"
-            )
+def _check_fits(model: nn.Module, batch: Any, device: torch.device, cfg: TrainConfig) -> None:
+    """One forward pass and loss on the first batch, so a model that does not fit the data is a config error.
+
+    Without it a model with the wrong input size or too few classes fails at the first training step
+    with a traceback. Evaluation mode and no gradients: nothing the run computes later changes (no
+    RNG is drawn, no running statistic is updated).
+    """
+    x, y = batch
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            functional.cross_entropy(model(x.to(device)), y.to(device))
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        what = cfg.model.entry or cfg.model.name
+        data = cfg.data.entry or cfg.data.name
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"model.options: model {what!r} does not fit the data {data!r} (inputs {tuple(x.shape)}, "
+            f"{int(y.max()) + 1 if y.numel() else 0} classes seen): {first}; check the model's input size "
+            "and number of classes against the data"
+        ) from exc
+    finally:
+        model.train(was_training)
 
 
 def _close_quietly(*things: Any) -> None:

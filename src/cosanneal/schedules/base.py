@@ -297,7 +297,7 @@ def from_dict(data: Mapping[str, Any]) -> Schedule:
     if "kind" not in data:
         raise ScheduleError(f"schedule needs a 'kind' key; one of: {', '.join(kinds())}")
     kind = data["kind"]
-    if kind not in _REGISTRY:
+    if not isinstance(kind, str) or kind not in _REGISTRY:  # a list or a dict is no kind (nor hashable)
         raise ScheduleError(f"kind must be one of {', '.join(kinds())}; got {kind!r}")
     fields = {k: v for k, v in data.items() if k != "kind"}
     return _REGISTRY[kind].from_fields(fields)
