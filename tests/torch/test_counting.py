@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from cosanneal import Cosine, SchedulerUsageError
-from cosanneal.torch import Scheduler
+from cosanneal.torch import Scheduler, StepIgnoredWarning
+from cosanneal.torch.scheduler import STALL_LIMIT
 
 SCHEDULE = Cosine(
     peak_lr=1.0,
@@ -63,15 +64,106 @@ def test_gradscaler_skipped_update_does_not_advance_real_ones_do() -> None:
     assert sched._step_count == 1 + pattern.count(False)
 
 
-def test_manual_count_advances_on_a_skipped_update() -> None:
-    """Why count='optimizer' exists: the usual loop steps the scheduler even when the scaler skipped."""
+# ---- count="manual": a step() with no update since the last one does not advance -------------
+
+
+def test_manual_loop_is_exact_and_quiet() -> None:
+    """The plain loop (optimizer.step(); scheduler.step()) advances once per update, no warning."""
     model, opt, sched = setup("manual")
-    scaler = torch.amp.GradScaler("cpu")
-    opt.step()  # a first real update, so torch's ordering warning stays quiet
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for t in range(40):
+            assert opt.param_groups[0]["lr"] == SCHEDULE(t) * 0.1
+            amp_step(model, opt, scaler, poison=False)
+            sched.step()
+    assert sched.last_epoch == 40 and sched._step_count == 41
+
+
+def test_manual_step_after_a_gradscaler_skip_is_ignored_and_warned_once() -> None:
+    """The usual AMP loop calls scheduler.step() even when the scaler skipped: t counts real updates."""
+    model, opt, sched = setup("manual")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    pattern = [False, True, False, True, True, False, False]
+    expected_t = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for poison in pattern:
+            amp_step(model, opt, scaler, poison)
+            sched.step()
+            expected_t += 0 if poison else 1
+            assert sched.last_epoch == expected_t
+            assert opt.param_groups[0]["lr"] == SCHEDULE(expected_t) * 0.1
+    messages = [str(w.message) for w in caught if issubclass(w.category, StepIgnoredWarning)]
+    assert len(messages) == 1 and "\n" not in messages[0]
+    assert messages[0].startswith(
+        "scheduler.step() with no optimizer update since the previous step() was ignored (t stays 1)"
+    )
+    assert caught[0].filename == __file__  # points at the caller's line
+
+
+def test_manual_second_step_for_one_update_is_ignored() -> None:
+    """A wrapper that steps the scheduler twice per update (as accelerate does per process)."""
+    _, opt, sched = setup("manual")
+    with pytest.warns(StepIgnoredWarning):
+        for _ in range(5):
+            opt.step()
+            sched.step()
+            sched.step()
+    assert sched.last_epoch == 5 and sched.get_last_lr() == [SCHEDULE(5) * 0.1]
+
+
+def test_manual_step_after_several_updates_advances_once() -> None:
+    """``t`` counts step() calls that follow an update; the caller decides, as with torch."""
+    _, opt, sched = setup("manual")
+    for _ in range(3):
+        opt.step()
     sched.step()
-    amp_step(model, opt, scaler, poison=True)
+    assert sched.last_epoch == 1
+
+
+def test_manual_steps_with_no_update_at_all_raise_at_the_stall_limit() -> None:
+    """A loop that steps another optimizer (or none) would leave the schedule stuck: an error."""
+    _, opt, sched = setup("manual")
+    opt.step()
     sched.step()
+    with pytest.warns(StepIgnoredWarning):
+        for _ in range(STALL_LIMIT - 1):
+            sched.step()
+    with pytest.raises(
+        SchedulerUsageError, match=rf"^scheduler.step\(\) was called {STALL_LIMIT} times in a row"
+    ) as info:
+        sched.step()
+    assert "\n" not in str(info.value) and "SGD" in str(info.value)
+    assert sched.last_epoch == 1
+    opt.step()  # an update resets the count
+    sched.step()
+    for _ in range(STALL_LIMIT - 1):
+        sched.step()
     assert sched.last_epoch == 2
+
+
+def test_manual_after_close_counts_every_call() -> None:
+    _, opt, sched = setup("manual")
+    opt.step()
+    sched.step()
+    sched.close()
+    assert not opt._optimizer_step_post_hooks
+    sched.step()
+    sched.step()
+    assert sched.last_epoch == 3
+
+
+def test_load_state_dict_needs_a_new_update_before_the_next_advance() -> None:
+    _, opt, sched = setup("manual")
+    opt.step()
+    sched.load_state_dict({"version": 1, "step": 10, "schedule": SCHEDULE.to_dict()})
+    with pytest.warns(StepIgnoredWarning):
+        sched.step()
+    assert sched.last_epoch == 10
+    opt.step()
+    sched.step()
+    assert sched.last_epoch == 11
 
 
 def test_step_in_optimizer_mode_raises_one_line() -> None:
@@ -95,8 +187,9 @@ def test_close_removes_the_hook() -> None:
     assert not opt._optimizer_step_post_hooks
 
 
-def test_hook_goes_away_with_the_scheduler() -> None:
-    _, opt, sched = setup()
+@pytest.mark.parametrize("count", ["manual", "optimizer"])
+def test_hook_goes_away_with_the_scheduler(count: str) -> None:
+    _, opt, sched = setup(count)
     assert len(opt._optimizer_step_post_hooks) == 1
     del sched
     gc.collect()

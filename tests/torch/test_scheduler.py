@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 
 from cosanneal import Cosine, ScheduleError, SchedulerUsageError
-from cosanneal.torch import Scheduler
+from cosanneal.torch import Scheduler, StepIgnoredWarning
 
 SGDR = Cosine(peak_lr=1.0, warmup_steps=5, cycle_steps=20, cycle_mult=2, min_ratio=0.1, max_cycles=None)
 
@@ -168,11 +168,27 @@ def test_is_a_torch_lr_scheduler_with_consistent_bookkeeping() -> None:
     assert getattr(opt, "_opt_called", False)
 
 
-def test_step_before_optimizer_step_warns_like_torch() -> None:
+def test_step_before_optimizer_step_is_ignored_so_the_first_update_keeps_lr_zero() -> None:
+    """Torch would warn and skip the LR of step 0; here no update ran, so ``t`` stays 0."""
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     sched = Scheduler(opt, SGDR)
+    with pytest.warns(
+        StepIgnoredWarning, match=r"no optimizer update since the previous step\(\) was ignored"
+    ):
+        sched.step()
+    assert sched.last_epoch == 0 and opt.param_groups[0]["lr"] == SGDR(0) * 0.1
+    opt.step()
+    sched.step()
+    assert sched.last_epoch == 1
+
+
+def test_step_before_optimizer_step_after_close_warns_like_torch() -> None:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = Scheduler(opt, SGDR)
+    sched.close()
     with pytest.warns(UserWarning, match=r"before `optimizer.step\(\)`"):
         sched.step()
+    assert sched.last_epoch == 1
 
 
 def test_step_with_epoch_is_rejected() -> None:

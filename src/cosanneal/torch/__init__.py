@@ -1,5 +1,5 @@
 """PyTorch adapter: an LRScheduler whose LR is a pure function of the update counter."""
 
-from cosanneal.torch.scheduler import Scheduler
+from cosanneal.torch.scheduler import Scheduler, StepIgnoredWarning
 
-__all__ = ["Scheduler"]
+__all__ = ["Scheduler", "StepIgnoredWarning"]

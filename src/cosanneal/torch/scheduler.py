@@ -24,12 +24,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import sys
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -38,7 +40,7 @@ from cosanneal.errors import ScheduleError, SchedulerUsageError, StateError
 from cosanneal.schedules.base import Schedule, from_dict
 from cosanneal.schedules.cosine import Cosine
 
-__all__ = ["STATE_VERSION", "Count", "OnMismatch", "Scheduler"]
+__all__ = ["STATE_VERSION", "Count", "OnMismatch", "Scheduler", "StepIgnoredWarning"]
 
 #: Version written by :meth:`Scheduler.state_dict` and the only one :meth:`Scheduler.load_state_dict` reads.
 STATE_VERSION = 1
@@ -48,6 +50,69 @@ _COUNTS = ("manual", "optimizer")
 _ON_MISMATCH = ("error", "continue", "rescale")
 _STATE_KEYS = ("version", "step", "schedule")
 _FLOOR_SAMPLES = 1_000_000  # steps sampled to find a non-cosine schedule's floor (once, at construction)
+#: ``count="manual"``: this many ``step()`` calls in a row with no optimizer update is an error.
+STALL_LIMIT = 100
+_is_compiling = torch.compiler.is_compiling
+
+
+def _callback_unknown() -> object:
+    """Stand-in where torch has no ``get_eval_frame_callback``: every call then goes through _untraced."""
+    return True
+
+
+try:  # the frame-evaluation callback torch.compile installs while compiled code runs (None in eager)
+    from torch._C._dynamo import eval_frame as _eval_frame
+
+    _dynamo_callback: Callable[[], object] = _eval_frame.get_eval_frame_callback
+except (ImportError, AttributeError):  # pragma: no cover - another torch build
+    _dynamo_callback = _callback_unknown
+
+
+class StepIgnoredWarning(UserWarning):
+    """A ``scheduler.step()`` with no optimizer update since the previous one was ignored (warned once)."""
+
+
+_on_host = False  # True while _untraced runs its function (which then must not route here again)
+
+
+def _under_dynamo() -> bool:
+    """Whether torch.compile is tracing or running the caller (the check ``step()`` inlines)."""
+    return (_is_compiling() or _dynamo_callback() is not None) and not _on_host
+
+
+def _run_on_host(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn(*args)`` outside any compiled graph: dynamo neither traces it nor guards on it.
+
+    The scheduler's bookkeeping (its counter, the schedule's branches) is host-side Python; traced,
+    dynamo would guard on the counter and recompile as it changes, and run natively inside a
+    compiled region it would still offer every frame it calls (the schedule's) to dynamo.
+    ``step()`` and the optimizer hook route through here only under torch.compile: while dynamo
+    traces them (``torch.compiler.is_compiling()``, constant-folded to True) or while compiled
+    code runs them natively (dynamo's frame callback is set). Eager calls pay those two cheap
+    checks, not the cost of a disabled-function wrapper.
+    """
+    global _on_host
+    prior, _on_host = _on_host, True
+    try:
+        return fn(*args)
+    finally:
+        _on_host = prior
+
+
+#: :func:`_run_on_host` under ``torch.compiler.disable``: dynamo skips it and everything it calls.
+_untraced: Callable[..., Any] = torch.compiler.disable(_run_on_host)  # type: ignore[no-untyped-call]
+
+
+def _stepped_by_accelerate() -> bool:
+    """Whether the running ``step()`` was called by accelerate's ``AcceleratedScheduler``."""
+    frame = sys._getframe(1)
+    for _ in range(8):
+        if frame.f_globals.get("__name__") == "accelerate.scheduler":
+            return True
+        if frame.f_back is None:
+            return False
+        frame = frame.f_back
+    return False
 
 
 # ---- construction helpers ---------------------------------------------------------------------
@@ -240,12 +305,15 @@ def _horizon(schedules: Sequence[Schedule], which: str) -> float:
 
 # ---- the scheduler ----------------------------------------------------------------------------
 def _count_hook(ref: weakref.ReferenceType[Scheduler]) -> Callable[[Optimizer, Any, Any], None]:
-    """An optimizer step post-hook advancing the scheduler behind ``ref`` (if it still exists)."""
+    """An optimizer step post-hook telling the scheduler behind ``ref`` (if it still exists) an update ran."""
 
     def hook(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        if (_is_compiling() or _dynamo_callback() is not None) and not _on_host:  # see _untraced
+            _untraced(hook, optimizer, args, kwargs)
+            return
         scheduler = ref()
         if scheduler is not None:
-            scheduler._advance()
+            scheduler._on_update()
 
     return hook
 
@@ -265,11 +333,19 @@ class Scheduler(LRScheduler):
         schedule: a bound schedule (durations in steps) shared by all groups, or a list with one
             schedule per param group giving absolute LRs.
         count: ``"manual"``: call :meth:`step` after every ``optimizer.step()``, as with any torch
-            scheduler. ``"optimizer"``: an optimizer step post-hook advances ``t`` after every
-            update that really ran (an update skipped by ``GradScaler`` on inf/NaN does not
-            count); calling :meth:`step` is then an error.
+            scheduler (frameworks do it for you). An optimizer step post-hook notes each update
+            that really ran, and a :meth:`step` with no update since the previous one is ignored:
+            accelerate's extra per-process calls, an update ``GradScaler`` skipped. Outside
+            accelerate that is warned once (:class:`StepIgnoredWarning`), and
+            :data:`STALL_LIMIT` such calls in a row raise :class:`SchedulerUsageError`.
+            ``"optimizer"``: the hook itself advances ``t`` after every update that really ran;
+            calling :meth:`step` is then an error.
         momentum: ``(max_m, min_m)`` to anneal SGD's ``momentum`` or Adam/AdamW's ``betas[0]``
             inversely to the LR, or ``None`` to leave momentum alone.
+
+    Group LRs (and SGD ``momentum`` / Adam ``betas[0]`` when annealed) that are tensors are
+    updated in place (``fill_``), so a compiled ``optimizer.step()`` sees a new value without a
+    recompile; ``step()`` and the hook run outside any compiled graph.
 
     Raises:
         ScheduleError: an unbound schedule, a non-finite peak, a list of the wrong length, a bad
@@ -314,14 +390,18 @@ class Scheduler(LRScheduler):
         self._count: Count = count
         self._hook_handle: Any = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
-        self._ready = False  # True once manual stepping is past torch's first-step checks
+        # count="manual": optimizer updates noted by the hook, and their number at the last advance
+        self._updates = 0
+        self._seen = 0
+        self._ignored = 0  # step() calls ignored since the update count was _ignored_at
+        self._ignored_at = 0
+        self._warned = False
         # The shared schedule when step() may take the lean path (float LRs, no momentum).
         self._lean = self._shared if not self._tensor_lr and self._momentum is None else None
         self._base = 0.0  # unscaled shared-schedule value at t
         self._list_lrs: list[float] = []
         super().__init__(optimizer)  # runs step() once in torch's initial mode: t = 0
-        if count == "optimizer":
-            self._attach()
+        self._attach()
 
     # ---- public API -----------------------------------------------------------------------
     @property
@@ -337,13 +417,20 @@ class Scheduler(LRScheduler):
     def step(self, epoch: int | None = None) -> None:
         """Advance ``t`` by one update and set the groups' LRs for the next update.
 
-        Call it after ``optimizer.step()`` when ``count="manual"``.
+        Call it after ``optimizer.step()`` when ``count="manual"``. A call with no optimizer
+        update since the previous one does not advance ``t`` (see ``count``).
 
         Raises:
             SchedulerUsageError: with ``count="optimizer"`` (the optimizer hook already counts
-                updates), or when ``epoch`` is given (``t`` only moves one update at a time).
+                updates), when ``epoch`` is given (``t`` only moves one update at a time), or after
+                :data:`STALL_LIMIT` calls in a row with no optimizer update.
         """
-        if self._ready and epoch is None:  # the hot path: manual counting, past the first step
+        if (_is_compiling() or _dynamo_callback() is not None) and not _on_host:  # see _untraced
+            _untraced(self.step, epoch)
+            return
+        updates = self._updates
+        if updates != self._seen and epoch is None:  # the hot path: an update ran since the last step
+            self._seen = updates
             self._step_count += 1
             t = self.last_epoch + 1
             lean = self._lean
@@ -362,11 +449,21 @@ class Scheduler(LRScheduler):
             self._base = base
             self.last_epoch = t
             return
+        self._other_step(epoch)
+
+    def _other_step(self, epoch: int | None) -> None:
+        """Every ``step()`` but the hot path: torch's initial step, misuse, a call with no update."""
         if self._is_initial:  # LRScheduler.__init__'s own first step: set the LRs for t = 0
             self._step_count = 1
             self._apply(0)
             return
         if self._count == "optimizer":
+            if _stepped_by_accelerate():
+                raise SchedulerUsageError(
+                    "accelerate's AcceleratedScheduler called scheduler.step(), but count='optimizer' "
+                    "already counts every optimizer update; build the Scheduler with count='manual' "
+                    "(exact under accelerate), or do not pass it to accelerator.prepare()"
+                )
             raise SchedulerUsageError(
                 "scheduler.step() called with count='optimizer', which already counts every "
                 "optimizer.step(); remove the call (or build the Scheduler with count='manual')"
@@ -376,18 +473,56 @@ class Scheduler(LRScheduler):
                 f"scheduler.step(epoch={epoch!r}) is not supported: t counts optimizer updates; "
                 "call step() once per update, or load_state_dict() to jump"
             )
-        if self.last_epoch == 0:
-            self._warn_if_before_optimizer()
-        self._ready = True
-        self._step_count += 1
-        self._apply(self.last_epoch + 1)
+        if self._finalizer is None or not self._finalizer.alive:  # closed: count calls, like torch
+            if self.last_epoch == 0:
+                self._warn_if_before_optimizer()
+            self._step_count += 1
+            self._apply(self.last_epoch + 1)
+            return
+        self._ignore_step()
+
+    def _ignore_step(self) -> None:
+        """A manual ``step()`` with no optimizer update since the last one: ``t`` stays."""
+        if _stepped_by_accelerate():
+            return  # its other per-process calls for the same update (split_batches=False)
+        if self._ignored_at != self._updates:
+            self._ignored_at, self._ignored = self._updates, 0
+        self._ignored += 1
+        if self._ignored >= STALL_LIMIT:
+            raise SchedulerUsageError(
+                f"scheduler.step() was called {self._ignored} times in a row with no update of the "
+                f"optimizer this Scheduler drives ({type(self.optimizer).__name__}); build the "
+                "Scheduler on the optimizer your loop steps, and call step() once after each "
+                "optimizer.step() (to read LRs without training use scheduler.lrs_at(t))"
+            )
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"scheduler.step() with no optimizer update since the previous step() was ignored "
+                f"(t stays {self.last_epoch}): t counts updates that ran, and an update skipped by "
+                "GradScaler or never run does not count. Call step() once after each "
+                "optimizer.step(); to read LRs without training use scheduler.lrs_at(t). "
+                "Warned once per scheduler.",
+                StepIgnoredWarning,
+                stacklevel=4,
+            )
+
+    def get_last_lr(self) -> list[float | Tensor]:
+        """The LRs the groups hold: the closed form at ``t``, as floats (also for tensor LRs)."""
+        if _under_dynamo():  # read on the host: no guard on the counter
+            return list(_untraced(self.get_last_lr))
+        return self._last_lr
 
     def get_lr(self) -> list[float | Tensor]:
         """The closed-form LRs at the current ``t`` (what the groups hold after :meth:`step`)."""
         return list(self._lrs(self.last_epoch))
 
     def close(self) -> None:
-        """Remove the optimizer hook of ``count="optimizer"``; later updates no longer count."""
+        """Remove the optimizer hook; later updates no longer count.
+
+        With ``count="optimizer"`` ``t`` then stops; with ``count="manual"`` every later
+        :meth:`step` advances ``t``, update or not, as a torch scheduler does.
+        """
         if self._finalizer is not None:
             self._finalizer()
         self._finalizer = None
@@ -431,6 +566,7 @@ class Scheduler(LRScheduler):
             if on_mismatch == "rescale":
                 step = round(step / _horizon(saved, "saved") * _horizon(self._schedules, "current"))
         self._apply(step)
+        self._seen = self._updates  # the next step() advances after the next update
 
     # ---- internals ------------------------------------------------------------------------
     @property
@@ -507,14 +643,23 @@ class Scheduler(LRScheduler):
             values = [plan.value(base, 0)] * len(groups)
         for group, m in zip(groups, values, strict=True):
             if plan.key == "betas":
-                group["betas"] = (m, group["betas"][1])
+                betas = group["betas"]
+                if isinstance(betas[0], Tensor):
+                    betas[0].fill_(m)
+                else:
+                    group["betas"] = (m, betas[1])
+            elif isinstance(group["momentum"], Tensor):
+                group["momentum"].fill_(m)
             else:
                 group["momentum"] = m
 
-    def _advance(self) -> None:
+    def _on_update(self) -> None:
         """One real optimizer update ran (called by the step post-hook)."""
-        self._step_count += 1
-        self._apply(self.last_epoch + 1)
+        if self._count == "optimizer":
+            self._step_count += 1
+            self._apply(self.last_epoch + 1)
+        else:
+            self._updates += 1
 
     def _attach(self) -> None:
         handle = self.optimizer.register_step_post_hook(_count_hook(weakref.ref(self)))
