@@ -154,6 +154,18 @@ def test_manual_after_close_counts_every_call() -> None:
     assert sched.last_epoch == 3
 
 
+def test_calls_count_advances_at_every_call_and_has_no_hook() -> None:
+    """For updates that run without optimizer.step() in Python (a replayed CUDA graph)."""
+    _, opt, sched = setup("calls")
+    assert not opt._optimizer_step_post_hooks and sched.count == "calls"
+    opt.step()  # e.g. the warm-up before a graph capture
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for t in range(1, 6):
+            sched.step()
+            assert sched.last_epoch == t and opt.param_groups[0]["lr"] == SCHEDULE(t) * 0.1
+
+
 def test_load_state_dict_needs_a_new_update_before_the_next_advance() -> None:
     _, opt, sched = setup("manual")
     opt.step()

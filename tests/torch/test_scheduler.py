@@ -241,7 +241,7 @@ def test_bad_schedule_is_rejected_with_one_line(schedule: object, match: str) ->
 
 
 def test_bad_count_and_non_optimizer_are_rejected() -> None:
-    with pytest.raises(ScheduleError, match=r"^count must be one of manual, optimizer; got 'auto'$"):
+    with pytest.raises(ScheduleError, match=r"^count must be one of manual, optimizer, calls; got 'auto'$"):
         Scheduler(_opt(), SGDR, count="auto")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"torch\.optim\.Optimizer"):
         Scheduler(object(), SGDR)  # type: ignore[arg-type]

@@ -44,9 +44,9 @@ __all__ = ["STATE_VERSION", "Count", "OnMismatch", "Scheduler", "StepIgnoredWarn
 
 #: Version written by :meth:`Scheduler.state_dict` and the only one :meth:`Scheduler.load_state_dict` reads.
 STATE_VERSION = 1
-Count = Literal["manual", "optimizer"]
+Count = Literal["manual", "optimizer", "calls"]
 OnMismatch = Literal["error", "continue", "rescale"]
-_COUNTS = ("manual", "optimizer")
+_COUNTS = ("manual", "optimizer", "calls")
 _ON_MISMATCH = ("error", "continue", "rescale")
 _STATE_KEYS = ("version", "step", "schedule")
 _FLOOR_SAMPLES = 1_000_000  # steps sampled to find a non-cosine schedule's floor (once, at construction)
@@ -339,7 +339,9 @@ class Scheduler(LRScheduler):
             accelerate that is warned once (:class:`StepIgnoredWarning`), and
             :data:`STALL_LIMIT` such calls in a row raise :class:`SchedulerUsageError`.
             ``"optimizer"``: the hook itself advances ``t`` after every update that really ran;
-            calling :meth:`step` is then an error.
+            calling :meth:`step` is then an error. ``"calls"``: every :meth:`step` advances ``t``,
+            as with a torch scheduler, for loops whose updates do not run ``optimizer.step()`` in
+            Python (a replayed CUDA graph).
         momentum: ``(max_m, min_m)`` to anneal SGD's ``momentum`` or Adam/AdamW's ``betas[0]``
             inversely to the LR, or ``None`` to leave momentum alone.
 
@@ -401,7 +403,8 @@ class Scheduler(LRScheduler):
         self._base = 0.0  # unscaled shared-schedule value at t
         self._list_lrs: list[float] = []
         super().__init__(optimizer)  # runs step() once in torch's initial mode: t = 0
-        self._attach()
+        if count != "calls":
+            self._attach()
 
     # ---- public API -----------------------------------------------------------------------
     @property
@@ -411,7 +414,7 @@ class Scheduler(LRScheduler):
 
     @property
     def count(self) -> Count:
-        """``"manual"`` or ``"optimizer"`` (see the class docstring)."""
+        """``"manual"``, ``"optimizer"`` or ``"calls"`` (see the class docstring)."""
         return self._count
 
     def step(self, epoch: int | None = None) -> None:
@@ -473,7 +476,14 @@ class Scheduler(LRScheduler):
                 f"scheduler.step(epoch={epoch!r}) is not supported: t counts optimizer updates; "
                 "call step() once per update, or load_state_dict() to jump"
             )
-        if self._finalizer is None or not self._finalizer.alive:  # closed: count calls, like torch
+        if self._finalizer is None or not self._finalizer.alive:  # "calls" or closed: like torch
+            if _stepped_by_accelerate():
+                raise SchedulerUsageError(
+                    f"accelerate's AcceleratedScheduler called scheduler.step() of a Scheduler with "
+                    f"count={self._count!r}{' (closed)' if self._count != 'calls' else ''}, which "
+                    "advances at every call, and accelerate calls once per process per update; build "
+                    "the Scheduler with count='manual' (exact under accelerate)"
+                )
             if self.last_epoch == 0:
                 self._warn_if_before_optimizer()
             self._step_count += 1
@@ -493,7 +503,8 @@ class Scheduler(LRScheduler):
                 f"scheduler.step() was called {self._ignored} times in a row with no update of the "
                 f"optimizer this Scheduler drives ({type(self.optimizer).__name__}); build the "
                 "Scheduler on the optimizer your loop steps, and call step() once after each "
-                "optimizer.step() (to read LRs without training use scheduler.lrs_at(t))"
+                "optimizer.step(); if updates run without optimizer.step() (a replayed CUDA graph) "
+                "use count='calls'; to read LRs without training use scheduler.lrs_at(t)"
             )
         if not self._warned:
             self._warned = True
