@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -83,3 +84,11 @@ def test_every_real_update_uses_the_closed_form_on_every_rank(processes: int, tm
             assert r["used"] == expected, where
             assert r["t"] == real and r["last_lr"] == s(real), where
             assert not [w for w in r["warnings"] if "cosanneal" in w], where
+
+
+def test_example_accelerate_loop_runs_exactly_on_two_processes(tmp_path: Path) -> None:
+    script = ROOT / "examples" / "accelerate_loop.py"
+    assert len(script.read_text().splitlines()) < 60
+    out = launch(script, 2, "--updates", "12", "--accumulation", "2", home=tmp_path)
+    lines = re.findall(r"rank (\d)/2: 12 updates, t = 12, last loss [\d.]+, max \|dLR\| = 0\.0\b", out)
+    assert sorted(lines) == ["0", "1"], out[-2000:]
