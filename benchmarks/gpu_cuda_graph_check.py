@@ -8,7 +8,7 @@ in Python, so the Scheduler uses ``count="calls"``.
 Checks, per optimizer: one capture; the LR tensor the graph reads equals the closed form at every
 step (``lrs_at(t)``, rounded to the tensor's float32); and the parameters after 1,000 replays equal
 an eager run of the same capturable optimizer with the same scheduler and data (max abs diff
-printed; the same kernels, so expected 0).
+printed, <= 1e-6 required: the same kernels, though cuBLAS may pick others under capture).
 
 Without CUDA it prints SKIP and exits 0.
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         params, captures, worst_lr = graphed(opt_cls, data, device)
         reference = eager(opt_cls, data, device)
         diff = max(float((a - b).abs().max()) for a, b in zip(params, reference, strict=True))
-        passed = captures == 1 and worst_lr == 0.0 and diff == 0.0
+        passed = captures == 1 and worst_lr == 0.0 and diff <= 1e-6
         ok &= passed
         print(
             f"{'PASS' if passed else 'FAIL'}: {opt_cls.__name__}(capturable=True), {args.steps} replays of "
