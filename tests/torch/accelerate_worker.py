@@ -30,7 +30,13 @@ def schedule() -> Any:
     return Cosine(PEAK, warmup_steps=2, warmup_start_lr=0.01, cycle_steps=3, cycle_mult=1.5, max_cycles=None)
 
 
-def run(count: str, accumulation: int, split_batches: bool, prepare_scheduler: bool) -> dict[str, Any]:
+def run(
+    count: str,
+    accumulation: int,
+    split_batches: bool,
+    prepare_scheduler: bool,
+    step_with_optimizer: bool = True,
+) -> dict[str, Any]:
     import torch
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
@@ -42,6 +48,7 @@ def run(count: str, accumulation: int, split_batches: bool, prepare_scheduler: b
         cpu=True,
         gradient_accumulation_steps=accumulation,
         dataloader_config=DataLoaderConfiguration(split_batches=split_batches),
+        step_scheduler_with_optimizer=step_with_optimizer,
     )
     # accelerate makes a GradScaler only for fp16 on an accelerator; on CPU the same scaler path
     # (accelerator.backward -> scaler.scale, AcceleratedOptimizer.step -> scaler.step/update,
@@ -93,15 +100,28 @@ def run(count: str, accumulation: int, split_batches: bool, prepare_scheduler: b
     }
 
 
-GRID = [
-    {"count": count, "accumulation": acc, "split_batches": split, "prepare_scheduler": prep}
-    for count, prep in (("manual", True), ("optimizer", False))
-    for acc in (1, 4)
-    for split in (False, True)
-] + [  # modes that cannot be exact under accelerate's wrapper: refused with the fix
-    {"count": count, "accumulation": 1, "split_batches": False, "prepare_scheduler": True}
-    for count in ("optimizer", "calls")
-]
+GRID: list[dict[str, Any]] = (
+    [
+        {"count": count, "accumulation": acc, "split_batches": split, "prepare_scheduler": prep}
+        for count, prep in (("manual", True), ("optimizer", False))
+        for acc in (1, 4)
+        for split in (False, True)
+    ]
+    + [
+        # the wrapper forwards every call (here one per micro-batch): those without an update are ignored
+        {
+            "count": "manual",
+            "accumulation": 4,
+            "split_batches": False,
+            "prepare_scheduler": True,
+            "step_with_optimizer": False,
+        }
+    ]
+    + [  # modes that cannot be exact under accelerate's wrapper: refused with the fix
+        {"count": count, "accumulation": 1, "split_batches": False, "prepare_scheduler": True}
+        for count in ("optimizer", "calls")
+    ]
+)
 
 
 def main(out_dir: str) -> None:

@@ -69,7 +69,7 @@ def test_every_real_update_uses_the_closed_form_on_every_rank(processes: int, tm
     real = UPDATES - len(POISONED)
     expected = [s(k) for k in range(real)]
     for rank, results in enumerate(ranks(out, processes)):
-        assert [{k: r[k] for k in GRID[0]} for r in results] == GRID
+        assert [{k: r[k] for k in cfg} for r, cfg in zip(results, GRID, strict=True)] == GRID
         for r in results:
             where = f"rank {rank}, {processes} processes, {r}"
             assert r["num_processes"] == processes
