@@ -69,7 +69,19 @@ except (ImportError, AttributeError):  # pragma: no cover - another torch build
 
 
 class StepIgnoredWarning(UserWarning):
-    """A ``scheduler.step()`` with no optimizer update since the previous one was ignored (warned once)."""
+    """A ``scheduler.step()`` with no optimizer update since the previous one was ignored (warned once).
+
+    Example:
+        >>> import torch
+        >>> from cosanneal import Cosine
+        >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        >>> sched = Scheduler(opt, Cosine(1.0, cycle_steps=10))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     sched.step()  # no optimizer.step() since construction: t stays 0
+        >>> sched.last_epoch, caught[0].category.__name__
+        (0, 'StepIgnoredWarning')
+    """
 
 
 _on_host = False  # True while _untraced runs its function (which then must not route here again)
@@ -421,12 +433,26 @@ class Scheduler(LRScheduler):
         """Advance ``t`` by one update and set the groups' LRs for the next update.
 
         Call it after ``optimizer.step()`` when ``count="manual"``. A call with no optimizer
-        update since the previous one does not advance ``t`` (see ``count``).
+        update since the previous one does not advance ``t`` (see ``count``), so a wrapper that
+        steps once per process still advances ``t`` once per update.
 
         Raises:
             SchedulerUsageError: with ``count="optimizer"`` (the optimizer hook already counts
                 updates), when ``epoch`` is given (``t`` only moves one update at a time), or after
                 :data:`STALL_LIMIT` calls in a row with no optimizer update.
+
+        Example:
+            >>> import torch
+            >>> from cosanneal import Cosine
+            >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+            >>> sched = Scheduler(opt, Cosine(1.0, cycle_steps=10))
+            >>> opt.step()
+            >>> sched.step()
+            >>> with warnings.catch_warnings():
+            ...     warnings.simplefilter("ignore", StepIgnoredWarning)
+            ...     sched.step()  # a second call for the same update
+            >>> sched.last_epoch
+            1
         """
         if (_is_compiling() or _dynamo_callback() is not None) and not _on_host:  # see _untraced
             _untraced(self.step, epoch)
