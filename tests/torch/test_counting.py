@@ -1,9 +1,10 @@
-"""count="optimizer": only updates that really ran advance the schedule (GradScaler skips do not)."""
+"""Update counting: count="optimizer" (the hook advances t) and count="manual" (step() advances after a real update)."""
 
 from __future__ import annotations
 
 import gc
 import warnings
+from typing import Any
 
 import pytest
 import torch
@@ -111,6 +112,34 @@ def test_manual_second_step_for_one_update_is_ignored() -> None:
             sched.step()
             sched.step()
     assert sched.last_epoch == 5 and sched.get_last_lr() == [SCHEDULE(5) * 0.1]
+
+
+def accelerate_like_caller() -> Any:
+    """A function whose module is named like accelerate's scheduler module, calling ``step()``."""
+    namespace: dict[str, Any] = {"__name__": "accelerate.scheduler"}
+    exec("def step_per_process(sched, n):\n    for _ in range(n):\n        sched.step()\n", namespace)
+    return namespace["step_per_process"]
+
+
+def test_accelerates_extra_per_process_calls_are_ignored_silently() -> None:
+    _, opt, sched = setup("manual")
+    step_per_process = accelerate_like_caller()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            opt.step()
+            step_per_process(sched, 4)
+    assert sched.last_epoch == 3
+
+
+def test_accelerate_stepping_a_scheduler_whose_optimizer_never_updates_is_not_silent() -> None:
+    """E.g. the scheduler was built on another optimizer than the one the loop steps."""
+    _, _, sched = setup("manual")
+    step_per_process = accelerate_like_caller()
+    with pytest.warns(StepIgnoredWarning):
+        step_per_process(sched, STALL_LIMIT - 1)
+    with pytest.raises(SchedulerUsageError, match="times in a row with no update"):
+        step_per_process(sched, 1)
 
 
 def test_manual_step_after_several_updates_advances_once() -> None:

@@ -519,7 +519,7 @@ class Scheduler(LRScheduler):
 
     def _ignore_step(self) -> None:
         """A manual ``step()`` with no optimizer update since the last one: ``t`` stays."""
-        if _stepped_by_accelerate():
+        if self._updates and _stepped_by_accelerate():
             return  # its other per-process calls for the same update (split_batches=False)
         if self._ignored_at != self._updates:
             self._ignored_at, self._ignored = self._updates, 0
