@@ -34,8 +34,10 @@ TOTAL = 160
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
+    # 16 MiB: room for the whole run (SQLite's write-ahead log alone grows to ~4 MiB before its first
+    # checkpoint); the disk-full test fills it up itself
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
         capture_output=True,
         text=True,
         check=False,
