@@ -12,9 +12,9 @@ from cosanneal import runs
 
 
 def _demo(run_dir: Path, *extra: str) -> list[str]:
-    # 60 updates of the real demo config (22 per epoch), slowed so a signal lands mid-run
+    # 30 updates of the real demo config (22 per epoch), slowed so a signal lands mid-run
     return [sys.executable, "-m", "cosanneal", "demo", "--run-dir", str(run_dir), "--no-progress",
-            "--set", "max_steps=60", "--set", "debug.sleep_per_step=0.02",
+            "--set", "max_steps=30", "--set", "debug.sleep_per_step=0.05",
             "--set", "checkpoint.every_steps=5", *extra]  # fmt: skip
 
 
@@ -39,7 +39,7 @@ def test_interrupted_demo_resumes_with_the_same_command(tmp_path: Path) -> None:
     run = runs.open(run_dir)
     try:
         steps, _ = run.scalar("lr", 0)
-        assert steps.tolist() == list(range(60))
+        assert steps.tolist() == list(range(30))
         assert [e["from_step"] for e in run.events("resumed")] == [stopped_at]
     finally:
         run.close()

@@ -296,10 +296,11 @@ def test_docs_list_the_same_event_payloads() -> None:
 
 # ---- refused resumes write nothing --------------------------------------------------------------
 def test_refused_resume_names_the_keys_and_writes_nothing(tmp_path: Path) -> None:
+    from cosanneal.runtime.config import load_config
+
     cfg = _write_config(tmp_path / "cfg.json", max_steps=30, telemetry__tensorboard=True)
     run_dir = tmp_path / "run"
-    first = subprocess.run(_train_cmd(cfg, run_dir), capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr
+    Trainer(load_config(cfg), run_dir, progress=False, log=lambda _: None).run()
 
     def snapshot() -> tuple[Any, ...]:
         conn = sqlite3.connect(run_dir / "run.db")
@@ -313,24 +314,20 @@ def test_refused_resume_names_the_keys_and_writes_nothing(tmp_path: Path) -> Non
         return counts, sorted(p.name for p in (run_dir / "tb").iterdir())
 
     before = snapshot()
-    proc = subprocess.run(
-        [*_train_cmd(cfg, run_dir), "--set", "schedule.peak_lr=0.3", "--set", "schedule.cycle_steps=20"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    changed = ["--set", "schedule.peak_lr=0.3", "--set", "schedule.cycle_steps=20"]
+    proc = subprocess.run([*_train_cmd(cfg, run_dir), *changed], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "peak_lr = 0.2 in the run, 0.3 in the config" in lines[0]
     assert "cycle_steps = 30 in the run, 20 in the config" in lines[0]
-    assert "--set schedule.cycle_steps=30 --set schedule.peak_lr=0.2" in lines[0]
+    advice = "--set schedule.cycle_steps=30 --set schedule.peak_lr=0.2"
+    assert advice in lines[0]
     assert snapshot() == before  # no session, no event, no TensorBoard file
-    # the --set the message gives really resumes the run
-    again = subprocess.run(
-        [*_train_cmd(cfg, run_dir), "--set", "schedule.peak_lr=0.3", "--set", "schedule.cycle_steps=20",
-         "--set", "schedule.cycle_steps=30", "--set", "schedule.peak_lr=0.2", "--set", "max_steps=40"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert again.returncode == 0, again.stderr
+    # the --set options the message gives really resume the run
+    sets = [v for v in (*changed, *advice.split(), "--set", "max_steps=40") if v != "--set"]
+    again = Trainer(load_config(cfg, sets), run_dir, progress=False, log=lambda _: None).run()
+    assert again.status == "finished" and again.steps == 40
     assert [e["from_step"] for e in _events(run_dir, "resumed")] == [30]
 
 
@@ -339,14 +336,14 @@ def test_relative_run_dir_works_from_any_working_directory(tmp_path: Path) -> No
     """`cosanneal train ... --run-dir runs/x` then `cosanneal ensemble runs/x` (the README's commands)."""
     work = tmp_path / "work"
     work.mkdir()
-    _write_config(work / "cfg.json", checkpoint__keep_cycle_ends=True, epochs=5)
+    _write_config(work / "cfg.json", checkpoint__keep_cycle_ends=True, epochs=3)  # one restart, at 40
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     train = subprocess.run(
         [sys.executable, "-m", "cosanneal", "train", "cfg.json", "--run-dir", "runs/x", "--no-progress"],
         cwd=work, capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert train.returncode == 0, train.stderr
-    for cwd, arg in ((work, "runs/x"), (tmp_path, "work/runs/x"), (work / "runs", "x")):
+    for cwd, arg in ((work, "runs/x"), (tmp_path, "work/runs/x")):
         ens = subprocess.run(
             [sys.executable, "-m", "cosanneal", "ensemble", arg], cwd=cwd, capture_output=True, text=True,
             timeout=300, env=env,
