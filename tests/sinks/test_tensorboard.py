@@ -93,3 +93,27 @@ def test_tag_names() -> None:
     assert tag("val_loss") == "loss/val" and tag("val_top1") == "val/top1"
     assert tag("samples_per_s") == "perf/samples_per_s" and tag("nonfinite") == "train/nonfinite"
     assert tag("my_metric") == "my_metric"
+
+
+def test_a_resumed_run_keeps_the_checkpoints_evaluation_in_tensorboard(tmp_path: Path) -> None:
+    """Telemetry.resume(n): TensorBoard drops the old rows past n, but keeps the evaluation at n itself."""
+    from cosanneal.runtime.telemetry import Telemetry
+
+    tb = tmp_path / "tb"
+    with RunStore(tmp_path, flush_seconds=0, sinks=[TensorBoardSink(tb)]) as store:
+        tel = Telemetry(store, schedule=SCHED)
+        for step in range(10):  # killed after 10 updates; the checkpoint was at 6, evaluated there
+            tel.on_update(step, [1.0], loss=1.0)
+            if step + 1 == 6:
+                tel.on_eval(6, {"loss": 0.5})
+    with RunStore(tmp_path, flush_seconds=0, sinks=[TensorBoardSink(tb)]) as store:
+        tel = Telemetry(store, schedule=SCHED)
+        tel.resume(6)
+        for step in range(6, 12):
+            tel.on_update(step, [2.0], loss=2.0)
+    acc = load(tb)
+    assert series(acc, "loss/val") == ([6], [0.5])  # the checkpoint's evaluation survives the purge
+    steps, values = series(acc, "loss/train")
+    assert steps[-6:] == list(range(6, 12)) and values[-6:] == [2.0] * 6
+    assert set(steps) == set(range(12))
+    assert values[:6] == [1.0] * 6

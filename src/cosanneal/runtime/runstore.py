@@ -107,6 +107,9 @@ class Sink(Protocol):
     def close(self) -> None:
         """Flush and release resources; no call follows."""
 
+    # Optional: ``rewind(step)``, called by :meth:`RunStore.discard_after` before the rows a resumed run
+    # records again arrive (a sink that keeps its own history drops what lies past ``step`` there).
+
 
 def to_float(value: Any) -> float:
     """Convert a logged value to a Python float (tensors and numpy scalars via ``.item()``).
@@ -604,8 +607,11 @@ class RunStore:
         A broken sink must not cost the run store its rows, nor another sink its batch.
         """
         for sink in list(self._sinks):
+            call = getattr(sink, method, None)
+            if call is None:  # an optional method (``rewind``) this sink does not have
+                continue
             try:
-                getattr(sink, method)(*args)
+                call(*args)
             except Exception as exc:
                 warnings.warn(f"cosanneal: sink {type(sink).__name__} failed: {exc}", stacklevel=3)
 
@@ -708,6 +714,7 @@ class RunStore:
                     f"DELETE FROM events WHERE step > ? OR (step = ? AND kind NOT IN ({marks}))",
                     (step, step, *kinds),
                 ).rowcount
+            self._each_sink("rewind", step)
         return (int(scalars), int(events))
 
     def close(self) -> None:

@@ -106,6 +106,7 @@ class TensorBoardSink:
         self._encoder = ScalarEncoder()
         self._tags: dict[tuple[str, int | None], str] = {}
         self._started = False
+        self._purge_from: int | None = None
         self._text_meta = summary_pb2.SummaryMetadata(
             plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="text")
         )
@@ -135,6 +136,8 @@ class TensorBoardSink:
             # TensorBoard drop the older rows at steps >= it, so the last write wins, as in the run store.
             event_pb2 = self._event_pb2
             first = min([r.step for r in scalars] + [e.step for e in events])
+            if self._purge_from is not None:  # told by the run store where the resumed run starts
+                first = self._purge_from
             wall = (scalars[0].wall if scalars else events[0].wall) - 1e-6
             start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
             chunks.append(
@@ -159,6 +162,16 @@ class TensorBoardSink:
         chunks.extend(record(self._text_event(ev)) for ev in events)
         self._file.write(b"".join(chunks))
         self._file.flush()  # one write call per batch: a live TensorBoard sees each flush
+
+    def rewind(self, step: int) -> None:
+        """A run resumed from the checkpoint at ``step`` updates: TensorBoard drops the older rows past it.
+
+        The START marker goes at ``step + 1``: the evaluation at ``step`` (the checkpoint's own, which
+        the resumed run does not repeat) stays visible; the one per-update row at index ``step`` that a
+        killed run may have written is written again with the same value.
+        """
+        if not self._started:
+            self._purge_from = step + 1
 
     def _text_event(self, ev: EventRow) -> bytes:
         summary_pb2 = self._summary_pb2
