@@ -114,32 +114,44 @@ def test_manual_second_step_for_one_update_is_ignored() -> None:
     assert sched.last_epoch == 5 and sched.get_last_lr() == [SCHEDULE(5) * 0.1]
 
 
-def accelerate_like_caller() -> Any:
-    """A function whose module is named like accelerate's scheduler module, calling ``step()``."""
+def accelerate_like_wrapper(scheduler: Scheduler, optimizers: list[torch.optim.Optimizer], calls: int) -> Any:
+    """A stand-in for accelerate's AcceleratedScheduler (same module name): ``calls`` steps per step()."""
     namespace: dict[str, Any] = {"__name__": "accelerate.scheduler"}
-    exec("def step_per_process(sched, n):\n    for _ in range(n):\n        sched.step()\n", namespace)
-    return namespace["step_per_process"]
+    exec(
+        "class AcceleratedScheduler:\n"
+        "    def __init__(self, scheduler, optimizers, calls):\n"
+        "        self.scheduler, self.optimizers, self.calls = scheduler, optimizers, calls\n"
+        "    def step(self):\n"
+        "        for _ in range(self.calls):\n"
+        "            self.scheduler.step()\n",
+        namespace,
+    )
+    return namespace["AcceleratedScheduler"](scheduler, optimizers, calls)
 
 
 def test_accelerates_extra_per_process_calls_are_ignored_silently() -> None:
     _, opt, sched = setup("manual")
-    step_per_process = accelerate_like_caller()
+    wrapper = accelerate_like_wrapper(sched, [opt], calls=4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        wrapper.step()  # before any update (a step() per micro-batch while accumulating)
         for _ in range(3):
             opt.step()
-            step_per_process(sched, 4)
+            wrapper.step()
     assert sched.last_epoch == 3
 
 
-def test_accelerate_stepping_a_scheduler_whose_optimizer_never_updates_is_not_silent() -> None:
-    """E.g. the scheduler was built on another optimizer than the one the loop steps."""
+def test_accelerate_stepping_a_scheduler_on_an_optimizer_it_does_not_gate_on_is_not_silent() -> None:
+    """The scheduler was built on another optimizer than the one prepared and stepped."""
     _, _, sched = setup("manual")
-    step_per_process = accelerate_like_caller()
+    other = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    wrapper = accelerate_like_wrapper(sched, [other], calls=STALL_LIMIT - 1)
     with pytest.warns(StepIgnoredWarning):
-        step_per_process(sched, STALL_LIMIT - 1)
+        other.step()
+        wrapper.step()
+    wrapper.calls = 1
     with pytest.raises(SchedulerUsageError, match="times in a row with no update"):
-        step_per_process(sched, 1)
+        wrapper.step()
 
 
 def test_manual_step_after_several_updates_advances_once() -> None:

@@ -115,16 +115,16 @@ def _run_on_host(fn: Callable[..., Any], *args: Any) -> Any:
 _untraced: Callable[..., Any] = torch.compiler.disable(_run_on_host)  # type: ignore[no-untyped-call]
 
 
-def _stepped_by_accelerate() -> bool:
-    """Whether the running ``step()`` was called by accelerate's ``AcceleratedScheduler``."""
+def _accelerate_wrapper() -> Any:
+    """The accelerate ``AcceleratedScheduler`` whose ``step()`` called the running one, or ``None``."""
     frame = sys._getframe(1)
     for _ in range(8):
-        if frame.f_globals.get("__name__") == "accelerate.scheduler":
-            return True
+        if frame.f_globals.get("__name__") == "accelerate.scheduler" and frame.f_code.co_name == "step":
+            return frame.f_locals.get("self")
         if frame.f_back is None:
-            return False
+            return None
         frame = frame.f_back
-    return False
+    return None
 
 
 # ---- construction helpers ---------------------------------------------------------------------
@@ -487,7 +487,7 @@ class Scheduler(LRScheduler):
             self._apply(0)
             return
         if self._count == "optimizer":
-            if _stepped_by_accelerate():
+            if _accelerate_wrapper() is not None:
                 raise SchedulerUsageError(
                     "accelerate's AcceleratedScheduler called scheduler.step(), but count='optimizer' "
                     "already counts every optimizer update; build the Scheduler with count='manual' "
@@ -503,7 +503,7 @@ class Scheduler(LRScheduler):
                 "call step() once per update, or load_state_dict() to jump"
             )
         if self._finalizer is None or not self._finalizer.alive:  # "calls" or closed: like torch
-            if _stepped_by_accelerate():
+            if _accelerate_wrapper() is not None:
                 raise SchedulerUsageError(
                     f"accelerate's AcceleratedScheduler called scheduler.step() of a Scheduler with "
                     f"count={self._count!r}{' (closed)' if self._count != 'calls' else ''}, which "
@@ -519,8 +519,11 @@ class Scheduler(LRScheduler):
 
     def _ignore_step(self) -> None:
         """A manual ``step()`` with no optimizer update since the last one: ``t`` stays."""
-        if self._updates and _stepped_by_accelerate():
-            return  # its other per-process calls for the same update (split_batches=False)
+        wrapper = _accelerate_wrapper()
+        if wrapper is not None and any(
+            getattr(o, "optimizer", o) is self.optimizer for o in getattr(wrapper, "optimizers", ())
+        ):  # accelerate gates its calls on this optimizer: the other per-process calls of an update
+            return
         if self._ignored_at != self._updates:
             self._ignored_at, self._ignored = self._updates, 0
         self._ignored += 1
