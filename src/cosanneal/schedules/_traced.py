@@ -535,30 +535,58 @@ class _CosineForm(_Form):
     def _tabulate(self, limit: int) -> bool:
         """Build the restart steps (cycle starts as the core computes them) and the estimator."""
         s, origin = self.s, Fraction(int(self.origin))
+        starts = self._starts(limit)
+        if starts is None:
+            return False
         thresholds: list[int] = []
         offsets: list[float] = [float(-self.sub)]
-        while self.last is None or len(thresholds) < self.last:
-            i = len(thresholds) + 1
-            if i > TABLE_LIMIT:
-                return False
-            local = _exact(s.cycle_start(i)) - origin
+        for start in starts:
+            local = _exact(start) - origin
             threshold = _ceil(local + self.sub)
             if threshold > limit:
                 break
             thresholds.append(threshold)
             offsets.append(float(threshold - self.sub - local))
+        if len(thresholds) > TABLE_LIMIT:
+            return False
         n = len(thresholds)
         lengths: list[float] = []
         length, m_dec = _decimal(s.cycle_steps), _decimal(s.cycle_mult)  # as the core sums them
-        for _ in range(n):
+        for _ in range(n + 1):  # cycle n too: the cycle running past the end of the step range
             lengths.append(float(length) if self.m != 1.0 else self.c)
             length = _DEC.multiply(length, m_dec)
-        lengths.append(float(self.cw + 1))  # the final hold (or past the step range): never used
+        if n == self.last:
+            lengths[n] = float(self.cw + 1)  # the final hold: never used
         self.thresholds = thresholds
         self.offsets = offsets
         self.lengths = lengths
         self.rounds = self._rounds(np.asarray(thresholds, dtype=np.int64))
         return True
+
+    def _starts(self, limit: int) -> list[float] | None:
+        """Absolute starts of cycles 1, 2, ... up to past ``limit`` (``None``: more than the table holds).
+
+        They are the core's own cycle starts (60-digit decimal sums rounded once to float64), read
+        after one call that extends its table past ``limit`` (linear, where one ``cycle_start`` per
+        cycle would copy the table each time).
+        """
+        s, c, m, last = self.s, self.c, self.m, self.last
+        room = limit + 2.0 - self.origin
+        if m == 1.0:
+            count = math.floor(room / c) + 1
+        elif m > 1.0:
+            count = math.floor(math.log1p(room * (m - 1.0) / c) / math.log(m)) + 2
+        else:
+            count = TABLE_LIMIT + 2  # shrinking cycles: max_cycles bounds them
+        if last is not None:
+            count = min(count, last)
+        if count > TABLE_LIMIT + 1:
+            return None
+        if m == 1.0:
+            return [s.cycle_start(i) for i in range(1, count + 1)]
+        s._extend(self.origin + room)  # the core's table now holds every start <= that, and one more
+        bounds: list[float] = s._bounds  # type: ignore[attr-defined]
+        return bounds[1:] if last is None else bounds[1 : last + 1]
 
     def _estimate(self, v: Any, xp: Any, one: Any) -> Any:
         """Closed-form cycle index of the local step ``v`` (floats): ``xp`` is numpy or an ArrayOps."""
