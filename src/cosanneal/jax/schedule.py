@@ -29,7 +29,7 @@ import numpy as np
 
 from cosanneal.errors import ScheduleError
 from cosanneal.schedules._traced import Traced, compile_schedule
-from cosanneal.schedules.base import Schedule, check_steps, from_dict
+from cosanneal.schedules.base import Schedule, check_step, check_steps, from_dict
 
 __all__ = ["OptaxSchedule"]
 
@@ -120,10 +120,13 @@ def _host_count(count: Any) -> np.ndarray | None:
         return None
     if isinstance(count, bool) or not isinstance(count, (numbers.Real, np.ndarray, Sequence)):
         raise ScheduleError(f"count must be an integer (or an array of them) >= 0, got {count!r}")
-    steps = check_steps(cast(Any, count))
+    if isinstance(count, numbers.Real):
+        steps = np.asarray(check_step(count))  # names the value as given: "got -1"
+    else:
+        steps = check_steps(cast(Any, count))
     if not np.array_equal(steps, np.floor(steps)):
         bad = steps[steps != np.floor(steps)].flat[0]
-        raise ScheduleError(f"count must be a whole number of updates, got {bad!r}")
+        raise ScheduleError(f"count must be a whole number of updates, got {float(bad)!r}")
     return steps.astype(np.int64)
 
 
