@@ -6,11 +6,11 @@ r"""A Keras ``LearningRateSchedule`` computed with ``keras.ops`` from the step, 
 the LR is the schedule's own formula in ``keras.ops`` (see :mod:`cosanneal.schedules._traced`), so
 it runs inside compiled train steps on every backend, without host callbacks.
 
-Precision: on backends with float64 (torch, tensorflow, numpy; jax with ``jax_enable_x64``) the LR
-is computed in float64 and rounded once to ``keras.config.floatx()``, so a float32 LR is the float32
-rounding of ``s(t)`` (within one float32 ulp). On jax without x64 it is computed in float32: every
-boundary still falls on the same integer step, the values are within a few float32 roundings of the
-peak.
+Precision: on the torch backend the LR is computed in float64 with int64 steps and rounded once to
+``keras.config.floatx()``, so a float32 LR is the float32 rounding of ``s(t)`` (within one float32
+ulp). Elsewhere (jax, numpy, tensorflow; Keras' ops compute in 32 bits on jax and numpy even with
+``jax_enable_x64``) it is computed in float32 with int32 steps: every boundary still falls on the
+same integer step, the values are within a few float32 roundings of the peak.
 
 Serialisation: ``get_config()`` is ``{"schedule": s.to_dict()}``; the class is registered as
 ``"cosanneal>LearningRateSchedule"``, so optimizers and whole models saved with ``model.save`` load
@@ -83,17 +83,21 @@ class _KerasOps:
     def sqrt(self, x: Any) -> Any:
         return _ops.sqrt(x)
 
+    # keras.ops promotes 64-bit results to 32 bits in floor, minimum, maximum and floor_divide (as
+    # JAX without x64 does, on every backend); in float64/int64 these are built from ops that keep it
     def floor(self, x: Any) -> Any:
-        return _ops.floor(x)
+        if not self.wide:
+            return _ops.floor(x)
+        return x - _ops.mod(x, self.const(1.0))  # exact: the remainder of a float by 1 is exact
 
     def power(self, x: Any, y: Any) -> Any:
         return _ops.power(x, y)
 
     def minimum(self, a: Any, b: Any) -> Any:
-        return _ops.minimum(a, b)
+        return _ops.where(a < b, a, b) if self.wide else _ops.minimum(a, b)
 
     def maximum(self, a: Any, b: Any) -> Any:
-        return _ops.maximum(a, b)
+        return _ops.where(a > b, a, b) if self.wide else _ops.maximum(a, b)
 
     def where(self, cond: Any, a: Any, b: Any) -> Any:
         return _ops.where(cond, a, b)
@@ -102,7 +106,12 @@ class _KerasOps:
         return _ops.take(table, index)
 
     def floor_divide(self, a: Any, b: Any) -> Any:
-        return _ops.floor_divide(a, b)
+        if not self.wide:
+            return _ops.floor_divide(a, b)
+        q = self.to_int(self.floor(self.to_float(a) / self.to_float(b)))  # within one of the quotient
+        r = a - q * b
+        q = q - self.to_int(r < self.iconst(0))
+        return q + self.to_int(a - q * b >= b)
 
     def mod(self, a: Any, b: Any) -> Any:
         return _ops.mod(a, b)
@@ -118,15 +127,16 @@ class _KerasOps:
 
 
 def _wide(step: Any) -> bool:
-    """Whether this backend (and device) computes in float64 with int64 steps."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
+    """Whether ``keras.ops`` computes in float64 with int64 steps here: on the torch backend only.
 
-        return bool(jax.dtypes.canonicalize_dtype(np.float64) == np.float64)
-    if backend == "torch":
-        return getattr(getattr(step, "device", None), "type", None) != "mps"  # MPS has no float64
-    return backend in ("tensorflow", "numpy")
+    Keras maps 64-bit results to 32 bits in its ops on the jax and numpy backends (``result_type``
+    follows JAX without x64, whatever ``jax_enable_x64`` says), and Apple's MPS device has no
+    float64; there the program runs in float32/int32. TensorFlow is not verified in float64 and
+    runs the float32/int32 program too.
+    """
+    if keras.backend.backend() != "torch":
+        return False
+    return getattr(getattr(step, "device", None), "type", None) != "mps"
 
 
 @keras.saving.register_keras_serializable(package="cosanneal", name="LearningRateSchedule")
