@@ -113,13 +113,15 @@ def install_schedule(
         self: Trainer, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
     ) -> Scheduler:
         if self.lr_scheduler is None:
-            opt = optimizer if optimizer is not None else self.optimizer
-            if opt is None:
+            given = optimizer if optimizer is not None else self.optimizer
+            if given is None:
                 raise IntegrationError("install_schedule: the Trainer has no optimizer yet")
+            opt = _inner(given)  # the Trainer may pass accelerate's wrapper
             bound = as_schedule(spec, total_steps=num_training_steps)
             base = float(self.args.learning_rate) or 1.0
             for group in opt.param_groups:
-                group["initial_lr"] = bound.peak * float(group.get("initial_lr", group["lr"])) / base
+                ratio = float(group.get("initial_lr", group["lr"])) / base  # 1.0 for the Trainer's groups
+                group["initial_lr"] = bound.peak * ratio  # so their LR is the schedule's, bit for bit
             self.lr_scheduler = Scheduler(opt, bound, momentum=momentum)  # type: ignore[assignment]
         if not isinstance(self.lr_scheduler, Scheduler):
             raise IntegrationError(
