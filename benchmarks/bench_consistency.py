@@ -60,7 +60,9 @@ def bench_save(rounds: int, updates: int) -> dict[str, float]:
     step = 0
     try:
         store = RunStore(root / "run", flush_rows=10**9, flush_seconds=3600)  # only explicit flushes
-        hooked = Checkpoints(root / "a", keep_last=2, best=None, before_commit=lambda _: store.flush(durable=True))
+        hooked = Checkpoints(
+            root / "a", keep_last=2, best=None, before_commit=lambda _: store.flush(durable=True)
+        )
         bare = Checkpoints(root / "b", keep_last=2, best=None)
         for r, order in bench_env.shuffled_rounds(list(times), rounds, seed=9):
             for name in order:

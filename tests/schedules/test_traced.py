@@ -98,7 +98,7 @@ def test_exact_near_the_end_of_the_step_range(s: Schedule, wide: bool) -> None:
 
 
 def test_float32_restart_at_a_fractional_boundary_near_two_to_the_31() -> None:
-    # cycles of 977.5 steps: the restart after 2196894 cycles is at step 2147464885 (a whole step);
+    # cycles of 977.5 steps: the restart after 2196894 cycles is at step 2147463885 (a whole step);
     # in float32 the step itself is not representable, yet the restart is exactly there
     s = Cosine(1.0, cycle_steps=977.5, max_cycles=None)
     r = int(2 * 977.5 * 1098447)

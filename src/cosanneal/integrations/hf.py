@@ -410,10 +410,10 @@ class CosannealCallback(TrainerCallback):  # type: ignore[misc]
             improves = value is not None and is_better(
                 value, None if current is None else current.metrics.get(metric), mode
             )
-            flag = torch.tensor([1 if improves else 0])
+            decided = [improves]  # rank 0 decides (it writes best/); every rank takes part in the save
             if torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.broadcast(flag, src=0)
-            if int(flag.item()):
+                torch.distributed.broadcast_object_list(decided, src=0)
+            if decided[0]:
                 session.save(self.model, scheduler.optimizer, scheduler, reason="eval", metrics=values,
                              trackers=session.trackers())  # fmt: skip
         reason = session.early_stop(values)
