@@ -37,7 +37,7 @@ BLOBS: dict[str, Any] = {
     "checkpoint": {"enabled": False},
     "telemetry": {"tensorboard": False, "progress": False},
 }  # 20 updates per epoch, 40 per run, evaluated every 5
-EXAMPLES = sorted(Path("examples/compare").glob("*.toml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples/compare").glob("*.toml"))
 TARGET = 0.05
 
 

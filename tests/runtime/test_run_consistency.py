@@ -356,7 +356,9 @@ def test_relative_run_dir_works_from_any_working_directory(tmp_path: Path) -> No
             assert not os.path.isabs(event["path"])
 
 
-def test_a_wrong_checkpoint_path_is_not_called_corrupt(tmp_path: Path) -> None:
+def test_a_wrong_checkpoint_path_is_not_called_corrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ck = Checkpoints(tmp_path / "ck", best=None)
     model = torch.nn.Linear(2, 2)
     ck.save(3, model=model)
@@ -364,12 +366,9 @@ def test_a_wrong_checkpoint_path_is_not_called_corrupt(tmp_path: Path) -> None:
 
     with pytest.raises(CheckpointError, match=r"does not exist .*checkpoints in .*: step-000000003$"):
         ck.load("runs/elsewhere/checkpoints/step-000000003", model)
-    os.chdir(tmp_path)
-    try:  # a path relative to the working directory, as a user types it
-        assert ck.load("ck/step-000000003", model).step == 3
-        assert ck.load("step-000000003", model).step == 3  # a name inside the directory
-    finally:
-        os.chdir(Path(__file__).parent)
+    monkeypatch.chdir(tmp_path)  # a path relative to the working directory, as a user types it
+    assert ck.load("ck/step-000000003", model).step == 3
+    assert ck.load("step-000000003", model).step == 3  # a name inside the directory
 
 
 def test_async_writes_lose_at_most_an_interval_plus_one_write(tmp_path: Path) -> None:

@@ -111,8 +111,9 @@ def test_space_distributions_and_units(tmp_path: Path) -> None:
 def test_shipped_space_fits_the_digits_config() -> None:
     from cosanneal.runtime.config import load_config
 
-    cfg = load_config(Path("src/cosanneal/examples/configs/digits_sgdr.toml"))
-    check_space(cfg.to_dict(), load_space(Path("examples/sweep/space.toml")))
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "src/cosanneal/examples/configs/digits_sgdr.toml")
+    check_space(cfg.to_dict(), load_space(root / "examples/sweep/space.toml"))
 
 
 def test_space_keys_the_config_rejects_fail_fast() -> None:
