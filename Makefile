@@ -22,7 +22,7 @@ demo: setup
 	$(BIN)/cosanneal demo --run-dir runs/demo
 
 test: setup
-	$(BIN)/python -m pytest -q -n 2 tests src/cosanneal
+	$(BIN)/python -m pytest -q -n 2 --durations=25 tests src/cosanneal
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts examples
