@@ -20,7 +20,7 @@ import torch
 from cosanneal.errors import CosannealError, ScheduleError
 from cosanneal.runtime.checkpoints import Checkpoints, ends_cycle
 from cosanneal.runtime.guard import NonFiniteGuard
-from cosanneal.runtime.runstore import RunStore, Sink, run_params
+from cosanneal.runtime.runstore import RunStore, Sink, run_params, run_relative
 from cosanneal.runtime.stopping import RestartAwareEarlyStopping
 from cosanneal.runtime.telemetry import Telemetry
 from cosanneal.schedules.base import Schedule, from_dict
@@ -33,6 +33,20 @@ STATE_VERSION = 1
 
 class IntegrationError(CosannealError, RuntimeError):
     """A framework is configured in a way that cannot give an exact LR trace; the message names the fix."""
+
+
+def refuse_rollback(guard: Any, framework: str) -> None:
+    """Refuse a skip guard that would roll back: a callback cannot rewind ``framework``'s loops.
+
+    Raises:
+        IntegrationError: ``guard`` is a skip-policy ``NonFiniteGuard`` with ``on_exhausted='rollback'``.
+    """
+    if isinstance(guard, NonFiniteGuard) and guard.policy == "skip" and guard.on_exhausted == "rollback":
+        raise IntegrationError(
+            f"guard: a NonFiniteGuard with on_exhausted='rollback' cannot rewind {framework} from a callback; "
+            "pass NonFiniteGuard(on_exhausted='stop') and resume from the last checkpoint (with a lower "
+            "peak_lr) after it stops"
+        )
 
 
 def as_schedule(
@@ -204,18 +218,10 @@ class RunSession:
         )
 
     # ---- events ---------------------------------------------------------------------------
-    def _portable(self, path: Any) -> Any:
-        if not isinstance(path, str) or "://" in path:
-            return path
-        try:
-            return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(self.run_dir))).as_posix()
-        except ValueError:  # another drive (Windows)
-            return path
-
     def _checkpoint_event(self, kind: str, **payload: Any) -> None:
         at = int(payload.pop("step", self.updates))
         if "path" in payload:
-            payload["path"] = self._portable(payload["path"])
+            payload["path"] = run_relative(payload["path"], self.run_dir)
         self.store.log_event(at, kind, **payload)
 
     def _guard_event(self, kind: str, **payload: Any) -> None:
@@ -243,8 +249,8 @@ class RunSession:
         discarded = self.telemetry.resume(updates)
         if resumed:
             self.store.log_event(
-                updates, "resumed", from_step=updates, checkpoint=self._portable(checkpoint), epoch=epoch,
-                batch=batch, discarded_rows=sum(discarded),
+                updates, "resumed", from_step=updates, checkpoint=run_relative(checkpoint, self.run_dir),
+                epoch=epoch, batch=batch, discarded_rows=sum(discarded),
             )  # fmt: skip
         elif updates == 0:
             self.store.log_params(run_params(config, schedule=self.schedule))

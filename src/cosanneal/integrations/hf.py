@@ -43,6 +43,7 @@ from cosanneal.integrations._common import (
     SinkSpec,
     UpdateCounter,
     as_schedule,
+    refuse_rollback,
     val_metrics,
 )
 from cosanneal.io import atomic_write_bytes, atomic_write_json, fsync_dir
@@ -258,12 +259,7 @@ class CosannealCallback(TrainerCallback):  # type: ignore[misc]
         early_stopping: RestartAwareEarlyStopping | None = None,
         seal: bool = True,
     ) -> None:
-        if guard is not None and guard.policy == "skip" and guard.on_exhausted == "rollback":
-            raise IntegrationError(
-                "guard: a NonFiniteGuard with on_exhausted='rollback' cannot rewind the Trainer from a callback; "
-                "pass NonFiniteGuard(on_exhausted='stop') and resume from the last checkpoint (with a lower "
-                "peak_lr) after it stops"
-            )
+        refuse_rollback(guard, "the Trainer")
         self.run_dir = run_dir
         self.sinks = sinks
         self.tensorboard = tensorboard

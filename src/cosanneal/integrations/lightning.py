@@ -50,6 +50,7 @@ from cosanneal.integrations._common import (
     SinkSpec,
     UpdateCounter,
     read_schedule,
+    refuse_rollback,
     val_metrics,
 )
 from cosanneal.io import atomic_save
@@ -156,12 +157,7 @@ class CosannealCallback(Callback):
         guard: NonFiniteGuard | bool | None = True,
         early_stopping: RestartAwareEarlyStopping | None = None,
     ) -> None:
-        if isinstance(guard, NonFiniteGuard) and guard.policy == "skip" and guard.on_exhausted == "rollback":
-            raise IntegrationError(
-                "guard: a NonFiniteGuard with on_exhausted='rollback' cannot rewind Lightning's loops from a "
-                "callback; pass NonFiniteGuard(on_exhausted='stop') and resume from the last checkpoint "
-                "(with a lower peak_lr) after it stops"
-            )
+        refuse_rollback(guard, "Lightning's loops")
         self.spec = schedule
         self.run_dir = run_dir
         self.momentum = momentum

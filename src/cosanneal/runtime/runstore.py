@@ -111,6 +111,26 @@ class Sink(Protocol):
     # records again arrive (a sink that keeps its own history drops what lies past ``step`` there).
 
 
+def run_relative(path: Any, run_dir: str | os.PathLike[str]) -> Any:
+    """``path`` relative to ``run_dir`` (POSIX separators) for storing in a run, so the run can move.
+
+    Anything that is not a local path string (a URL, ``None``, a number) is returned as is, and so is
+    a path on another drive (Windows).
+
+    Example:
+        >>> run_relative("runs/demo/checkpoints/step-000000010", "runs/demo")
+        'checkpoints/step-000000010'
+        >>> run_relative("s3://bucket/ck", "runs/demo")
+        's3://bucket/ck'
+    """
+    if not isinstance(path, str) or "://" in path:
+        return path
+    try:
+        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(run_dir))).as_posix()
+    except ValueError:  # another drive (Windows)
+        return path
+
+
 def to_float(value: Any) -> float:
     """Convert a logged value to a Python float (tensors and numpy scalars via ``.item()``).
 

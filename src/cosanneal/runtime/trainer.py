@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import sqlite3
 import time
@@ -39,7 +38,7 @@ from cosanneal.runtime.data import EpochBatches
 from cosanneal.runtime.guard import NonFiniteGuard
 from cosanneal.runtime.iofailure import device_of, io_failure
 from cosanneal.runtime.preemption import Preemption
-from cosanneal.runtime.runstore import RunStore, run_params
+from cosanneal.runtime.runstore import RunStore, run_params, run_relative
 from cosanneal.runtime.stopping import RestartAwareEarlyStopping
 from cosanneal.runtime.telemetry import Telemetry
 from cosanneal.schedules import Schedule, from_dict, lint
@@ -224,7 +223,7 @@ class Trainer:
 
         def on_event(kind: str, **payload: Any) -> None:
             at = int(payload.pop("step", position.updates))
-            fields = {k: self._portable(v) if k == "path" else v for k, v in payload.items()}
+            fields = {k: run_relative(v, self.run_dir) if k == "path" else v for k, v in payload.items()}
             fields = {k: v for k, v in fields.items() if k not in ("kind", "wall")}
             if store is None:
                 early_events.append((at, kind, fields))
@@ -410,7 +409,7 @@ class Trainer:
                     position.updates,
                     "resumed",
                     from_step=position.updates,
-                    checkpoint=self._portable(loaded.info.path),
+                    checkpoint=run_relative(loaded.info.path, self.run_dir),
                     epoch=position.epoch,
                     batch=position.batch,
                     discarded_rows=sum(discarded),
@@ -629,15 +628,6 @@ class Trainer:
     def resume_hint(self) -> str:
         """What to run to continue this job (the CLI sets it to the exact command line)."""
         return self._resume_hint or "resume with the same command"
-
-    def _portable(self, path: Any) -> Any:
-        """``path`` relative to the run directory when it lies inside it (so a run can move), else as is."""
-        if not isinstance(path, str) or "://" in path:
-            return path
-        try:
-            return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(self.run_dir))).as_posix()
-        except ValueError:  # another drive (Windows)
-            return path
 
     def _io_error(self, exc: BaseException, doing: str, ckpts: Checkpoints | None) -> RunIOError:
         """One line for a failed write: the cause, the device, what was kept, how to resume."""
