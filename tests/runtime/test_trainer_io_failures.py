@@ -162,9 +162,15 @@ def test_vanished_run_directory_is_one_line(tmp_path: Path) -> None:
     cfg = _config(tmp_path / "cfg.json")
     run_dir = tmp_path / "run"
     proc = _start(cfg, run_dir)
-    shutil.rmtree(run_dir)
+    # the directory goes in one step (a rename out of the way, then the delete), so the delete cannot race
+    # with the job's own checkpoint rotation inside it
+    gone = tmp_path / "gone"
+    run_dir.rename(gone)
+    shutil.rmtree(gone, ignore_errors=True)
     line = _one_error_line(proc)
-    assert "run directory vanished" in line, line
+    assert "run directory vanished" in line and "the run directory is gone" in line, line
+    assert "kept: checkpoint" not in line  # nothing is kept, and nothing may claim to be
+    assert not run_dir.exists()  # the job recreated nothing (a stray half run would look resumable)
 
 
 def test_io_failure_names_the_cause_through_the_chain() -> None:

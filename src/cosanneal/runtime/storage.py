@@ -14,6 +14,7 @@ how a checkpoint is *committed*:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -110,6 +111,7 @@ class LocalStorage:
         # absolute, so the paths it hands out (events, CheckpointInfo.path) mean the same from any
         # working directory
         self.root = os.path.abspath(os.fspath(Path(root).expanduser()))
+        self._root_made = False
 
     def join(self, *parts: str) -> str:
         """Join ``parts`` below the root."""
@@ -146,7 +148,16 @@ class LocalStorage:
         return path
 
     def begin(self, final: str) -> str:
-        """Create a fresh hidden sibling of ``final`` to write into."""
+        """Create a fresh hidden sibling of ``final`` to write into.
+
+        The first write creates the root (and its parents); once it existed, a root that is gone is an
+        error (``ENOENT``), never silently recreated: the run directory vanished under the job.
+        """
+        if not self._root_made:
+            os.makedirs(self.root, exist_ok=True)
+            self._root_made = True
+        elif not os.path.isdir(self.root):
+            raise FileNotFoundError(errno.ENOENT, "the checkpoint directory vanished", self.root)
         os.makedirs(os.path.dirname(final), exist_ok=True)
         staging = os.path.join(
             os.path.dirname(final), f"{TMP_PREFIX}{os.path.basename(final)}-{uuid.uuid4().hex[:8]}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import sqlite3
 import time
@@ -634,6 +635,12 @@ class Trainer:
         kind = io_failure(exc) or "I/O error"
         where = device_of(self.run_dir)
         kept = "no checkpoint"
+        if not os.path.isdir(self.run_dir):
+            return RunIOError(
+                f"{kind} on {where} while {doing} in {self.run_dir}: the run directory is gone, with its "
+                f"checkpoints and run store; nothing was recreated there. Restore it and {self.resume_hint} "
+                "to resume, or start over"
+            )
         if ckpts is not None:
             with contextlib.suppress(Exception):
                 latest = ckpts.latest
