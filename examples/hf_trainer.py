@@ -40,6 +40,7 @@ spec = {
     "warmup_steps": 4,
     "cycle_steps": 12,
     "cycle_mult": 2,
+    "max_cycles": 2,  # cycles of 12 and 24 updates: a restart at update 16, the end exactly at 40
     "min_ratio": 0.01,
 }
 args = TrainingArguments(

@@ -52,4 +52,7 @@ def test_example_runs_and_resumes_with_an_exact_trace(
             for (s,) in db.execute("SELECT step FROM scalars WHERE name='lr' AND grp=0 ORDER BY step, rowid")
         ]
         resumed = db.execute("SELECT COUNT(*) FROM events WHERE kind='resumed'").fetchone()[0]
+        restarts = [s for (s,) in db.execute("SELECT step FROM events WHERE kind='restart' ORDER BY step")]
     assert steps == list(range(second)) and resumed == 1
+    # each example shows a warm restart inside its first run, recorded once across the resume
+    assert len(restarts) == 1 and 0 < restarts[0] < first, restarts
