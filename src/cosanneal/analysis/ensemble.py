@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from cosanneal.errors import CosannealError
+from cosanneal.errors import ConfigError, CosannealError
 
 if TYPE_CHECKING:
     import torch
@@ -174,7 +174,17 @@ def _config(run_dir: Path) -> TrainConfig:
         raise EnsembleError(
             f"RUN: {run_dir} has no training config in its params; it was not written by `cosanneal train`"
         )
-    return config_from_dict(data)
+    framework = data.get("framework")
+    if framework is not None:  # recorded by cosanneal.integrations: the model is the user's own code
+        raise EnsembleError(
+            f"RUN: {run_dir} was recorded by the {framework} integration, so there is no config to rebuild "
+            "its model and data from; average its cycle-end snapshots in checkpoints/ with your own model "
+            "(docs/ensemble.md, 'Runs from other frameworks')"
+        )
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise EnsembleError(f"RUN: {run_dir}: its recorded training config no longer loads: {exc}") from None
 
 
 def _predict(model: torch.nn.Module, inputs: list[torch.Tensor], device: torch.device) -> FloatArray:
