@@ -213,7 +213,7 @@ def nesterov_momentum(v: Any, cfg: dict[str, Any]) -> str | None:
     if not number(unit)(v):
         return "optimizer.momentum"
     opt = section(cfg, "optimizer")
-    needs = opt.get("name", "sgd") == "sgd" and opt.get("nesterov", False)
+    needs = is_sgd(opt) and opt.get("nesterov", False)
     return "optimizer.momentum" if needs and float(v) == 0 else None
 
 
@@ -221,20 +221,29 @@ def nesterov(v: Any, cfg: dict[str, Any]) -> str | None:
     if not isinstance(v, bool):
         return "optimizer.nesterov"
     opt = section(cfg, "optimizer")
+    return "optimizer.nesterov" if v and is_sgd(opt) and opt.get("momentum", 0.9) == 0 else None
+
+
+def is_sgd(opt: dict[str, Any]) -> bool:
+    name = opt.get("name", "sgd")
+    return isinstance(name, str) and name.lower() == "sgd"
+
+
+def optimizer_name(v: Any, cfg: dict[str, Any]) -> str | None:
+    # any identifier (a torch.optim class name, resolved when the job is built) or package.module:Class
+    if not (isinstance(v, str) and (v.isidentifier() or ENTRY.fullmatch(v) is not None)):
+        return "optimizer.name"
+    opt = section(cfg, "optimizer")
     return (
         "optimizer.nesterov"
-        if v and opt.get("name", "sgd") == "sgd" and opt.get("momentum", 0.9) == 0
+        if v.lower() == "sgd" and opt.get("nesterov") and opt.get("momentum", 0.9) == 0
         else None
     )
 
 
-def optimizer_name(v: Any, cfg: dict[str, Any]) -> str | None:
-    if not one_of("sgd", "adamw")(v):
-        return "optimizer.name"
-    opt = section(cfg, "optimizer")
-    return (
-        "optimizer.nesterov" if v == "sgd" and opt.get("nesterov") and opt.get("momentum", 0.9) == 0 else None
-    )
+def optimizer_options(v: Any, cfg: dict[str, Any]) -> str | None:
+    ok = isinstance(v, dict) and all(isinstance(k, str) and k.isidentifier() for k in v)
+    return None if ok else "optimizer.options"
 
 
 def scheduler_momentum(v: Any, cfg: dict[str, Any]) -> str | None:
@@ -283,6 +292,7 @@ RULES: dict[str, Rule] = {
     "data.entry": simple("data.entry", entry),
     "data.options": options_rule("data", DATA_OPTIONS, "digits"),
     "optimizer.name": optimizer_name,
+    "optimizer.options": optimizer_options,
     "optimizer.momentum": nesterov_momentum,
     "optimizer.nesterov": nesterov,
     "optimizer.weight_decay": simple("optimizer.weight_decay", number(lambda x: x >= 0)),
@@ -354,7 +364,8 @@ EXAMPLES: dict[str, list[Any]] = {
     "data.entry": ["pkg.mod:build", "no-colon"],
     "model.options": [{}, {"dropout": 0.5}, {"classes": 3}, {"depth": 2}],
     "data.options": [{}, {"val_fraction": 0.5}, {"n": 100}, {"size": 2}],
-    "optimizer.name": ["sgd", "adamw", "adam"],
+    "optimizer.name": ["sgd", "adamw", "adam", "RAdam", "SGD", "torch.optim:NAdam", "", "no such", "a:b:c"],
+    "optimizer.options": [{}, {"amsgrad": True}, {"foreach": False, "maximize": False}, {"bad key": 1}, []],
     "optimizer.betas": [[0.9, 0.999], [0.0, 0.5], [1.0, 0.9], [0.9], [0.9, 0.99, 0.999], [-0.1, 0.9]],
     "optimizer.groups": [[], [{"match": "bias"}], [{"match": "bias", "weight_decay": -1}], [{"lr_scale": 2}]],
     "optimizer.groups[0].match": ["bias", "", "(", "[a-z]+"],

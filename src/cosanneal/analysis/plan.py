@@ -597,7 +597,8 @@ def measure_step_seconds(config: TrainConfig, *, steps: int = 20, warmup_steps: 
     import torch
     from torch.nn import functional
 
-    from cosanneal.runtime.builders import build_model, build_optimizer, pick_device, training_batches
+    from cosanneal.runtime.builders import build_model, pick_device, training_batches
+    from cosanneal.runtime.optimizers import build_optimizer
 
     if steps < 1 or warmup_steps < 0:
         raise ScheduleError(f"measure needs steps >= 1 and warmup_steps >= 0, got {steps}, {warmup_steps}")

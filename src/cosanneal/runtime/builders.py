@@ -1,4 +1,4 @@
-"""Build the pieces a config names: model, data, optimizer with param groups, device.
+"""Build the pieces a config names: model, data, optimizer with param groups (:mod:`.optimizers`), device.
 
 Models and data are built-in examples (:mod:`cosanneal.examples`) or a user's ``module:function``
 entry point; an entry that cannot be imported is a :class:`~cosanneal.errors.ConfigError`, and so is a
@@ -9,7 +9,6 @@ constructor that fails on the options it is given (a ``TypeError``, ``ValueError
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ from torch import nn
 from cosanneal.errors import ConfigError, CosannealError
 from cosanneal.examples import load_dataset
 from cosanneal.examples.models import build_model as build_builtin_model
-from cosanneal.runtime.config import DataConfig, ModelConfig, OptimizerConfig
+from cosanneal.runtime.config import DataConfig, ModelConfig
 from cosanneal.runtime.data import EpochBatches
 
 
@@ -116,44 +115,6 @@ def training_batches(
             f"batch_size: {batch_size}{ranks} is more than the {len(train_set)} training samples; lower batch_size"
         )
     return train, val_set
-
-
-def param_groups(model: nn.Module, cfg: OptimizerConfig, peak_lr: float) -> list[dict[str, Any]]:
-    """Split parameters into groups by the ``[[optimizer.groups]]`` regexes.
-
-    The first regex that matches a parameter's name claims it; the rest form the default group. A
-    group's LR is ``peak_lr * lr_scale`` (the schedule's shape then multiplies it), its weight decay
-    the group's or the optimizer's.
-    """
-    claimed: list[list[nn.Parameter]] = [[] for _ in cfg.groups]
-    default: list[nn.Parameter] = []
-    patterns = [re.compile(g.match) for g in cfg.groups]
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        for i, pattern in enumerate(patterns):
-            if pattern.search(name):
-                claimed[i].append(param)
-                break
-        else:
-            default.append(param)
-    groups: list[dict[str, Any]] = [{"params": default, "lr": peak_lr, "weight_decay": cfg.weight_decay}]
-    for i, (group, params) in enumerate(zip(cfg.groups, claimed, strict=True)):
-        if not params:
-            raise ConfigError(f"optimizer.groups[{i}].match: {group.match!r} matches no parameter")
-        wd = cfg.weight_decay if group.weight_decay is None else group.weight_decay
-        groups.append({"params": params, "lr": peak_lr * group.lr_scale, "weight_decay": wd})
-    for g in groups:
-        g["initial_lr"] = g["lr"]
-    return [g for g in groups if g["params"]]
-
-
-def build_optimizer(model: nn.Module, cfg: OptimizerConfig, peak_lr: float) -> torch.optim.Optimizer:
-    """SGD or AdamW over :func:`param_groups`."""
-    groups = param_groups(model, cfg, peak_lr)
-    if cfg.name == "sgd":  # the options' ranges (and nesterov's need of momentum) are checked at config load
-        return torch.optim.SGD(groups, lr=peak_lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return torch.optim.AdamW(groups, lr=peak_lr, betas=cfg.betas, eps=cfg.eps)
 
 
 def pick_device(name: str) -> torch.device:

@@ -69,13 +69,14 @@ class GroupConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """``[optimizer]``: SGD or AdamW.
+    """``[optimizer]``: SGD, AdamW, any ``torch.optim`` optimizer by class name, or ``module:Class``.
 
     The LR comes from the schedule (absolute); a group's ``lr_scale`` multiplies it for the parameters
-    that group matches.
+    that group matches. ``momentum``/``nesterov`` are SGD's, ``betas``/``eps`` AdamW's; every other
+    optimizer takes its keyword arguments from ``options`` (see :mod:`cosanneal.runtime.optimizers`).
     """
 
-    name: Literal["sgd", "adamw"] = "sgd"
+    name: str = "sgd"
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 0.0
@@ -83,6 +84,7 @@ class OptimizerConfig:
     eps: float = 1e-8
     grad_clip: float | None = None
     groups: tuple[GroupConfig, ...] = ()
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +263,7 @@ _RANGES: dict[str, _Range] = {
 _NON_EMPTY = {
     "name",
     "model.name",
+    "optimizer.name",
     "model.entry",
     "data.name",
     "data.entry",
@@ -512,7 +515,15 @@ def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
         )
     _check_schedule(cfg.schedule)
     opt = cfg.optimizer
-    if opt.name == "sgd" and opt.nesterov and opt.momentum <= 0:
+    if not (opt.name.isidentifier() or _ENTRY.fullmatch(opt.name)):
+        raise ConfigError(
+            f"optimizer.name: must be 'sgd', 'adamw', a torch.optim class name or 'package.module:Class', "
+            f"got {_show(opt.name)}"
+        )
+    for key in opt.options:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ConfigError(f"optimizer.options: {_show(key)} is not a keyword argument name")
+    if opt.name.lower() == "sgd" and opt.nesterov and opt.momentum <= 0:
         raise ConfigError(
             f"optimizer.nesterov: needs optimizer.momentum > 0, got momentum = {opt.momentum!r}; "
             "raise the momentum or set nesterov = false"

@@ -32,12 +32,13 @@ from torch.nn import functional
 
 from cosanneal.errors import ConfigError, RunIOError, ScheduleError
 from cosanneal.runtime import distributed
-from cosanneal.runtime.builders import build_model, build_optimizer, pick_device, training_batches
+from cosanneal.runtime.builders import build_model, pick_device, training_batches
 from cosanneal.runtime.checkpoints import CheckpointError, Checkpoints, ends_cycle, is_cycle_end
 from cosanneal.runtime.config import TrainConfig, check_metric_names
 from cosanneal.runtime.data import EpochBatches
 from cosanneal.runtime.guard import NonFiniteGuard
 from cosanneal.runtime.iofailure import device_of, io_failure
+from cosanneal.runtime.optimizers import build_optimizer
 from cosanneal.runtime.preemption import Preemption
 from cosanneal.runtime.runstore import RunStore, run_params, run_relative
 from cosanneal.runtime.stopping import RestartAwareEarlyStopping
@@ -173,6 +174,13 @@ class Trainer:
         for group, scale in zip(optimizer.param_groups, scales, strict=True):
             group["initial_lr"] = schedule.peak * scale
         cfg = self.config.scheduler
+        if cfg.momentum is not None and not any(
+            k in optimizer.param_groups[0] for k in ("momentum", "betas")
+        ):
+            raise ConfigError(
+                f"scheduler.momentum: {type(optimizer).__name__} has no momentum or betas to anneal; remove "
+                "scheduler.momentum or use an optimizer with momentum (sgd, RMSprop) or betas (adamw, Adam, ...)"
+            )
         return Scheduler(optimizer, schedule, count=cfg.count, momentum=cfg.momentum)
 
     # ---- the job --------------------------------------------------------------------------

@@ -393,7 +393,7 @@ def lr_find_config(
 
     The model is built after seeding with ``config.seed`` (as ``cosanneal train`` does), batches come in the
     trainer's seeded order, the loss is cross-entropy, ``optimizer.grad_clip`` applies, and the optimizer is
-    the one the trainer builds (:func:`cosanneal.runtime.builders.build_optimizer`: SGD or AdamW, param groups
+    the one the trainer builds (:func:`cosanneal.runtime.optimizers.build_optimizer`: any optimizer the config names, param groups
     with their ``lr_scale`` and weight decay), swept in place over this call's own model. It runs in fp32 whatever ``amp`` says. The global RNG states are restored on return.
 
     Args:
@@ -414,7 +414,8 @@ def lr_find_config(
     """
     from torch.nn import functional
 
-    from cosanneal.runtime.builders import build_model, build_optimizer, pick_device, training_batches
+    from cosanneal.runtime.builders import build_model, pick_device, training_batches
+    from cosanneal.runtime.optimizers import build_optimizer
 
     _check(min_lr, max_lr, steps, smoothing, diverge)
     rng = capture_rng_state()
