@@ -246,6 +246,24 @@ def optimizer_options(v: Any, cfg: dict[str, Any]) -> str | None:
     return None if ok else "optimizer.options"
 
 
+def telemetry_sinks(v: Any, cfg: dict[str, Any]) -> str | None:
+    def entry_ok(e: Any) -> bool:
+        return isinstance(e, str) and (
+            e in ("tensorboard", "prometheus", "mlflow") or ENTRY.fullmatch(e) is not None
+        )
+
+    def item_ok(item: Any) -> bool:
+        if isinstance(item, dict):
+            return (
+                set(item) <= {"entry", "options"}
+                and entry_ok(item.get("entry"))
+                and isinstance(item.get("options", {}), dict)
+            )
+        return entry_ok(item)
+
+    return None if isinstance(v, list) and all(map(item_ok, v)) else "telemetry.sinks"
+
+
 def scheduler_momentum(v: Any, cfg: dict[str, Any]) -> str | None:
     if v is None:
         return None
@@ -334,6 +352,7 @@ RULES: dict[str, Rule] = {
     "early_stopping.mode": simple("early_stopping.mode", one_of("min", "max")),
     "early_stopping.patience_cycles": simple("early_stopping.patience_cycles", integer(1)),
     "early_stopping.min_delta": simple("early_stopping.min_delta", number(lambda x: x >= 0)),
+    "telemetry.sinks": telemetry_sinks,
     "telemetry.tensorboard": simple("telemetry.tensorboard", boolean),
     "telemetry.prometheus_port": simple("telemetry.prometheus_port", integer(0, 65535, optional=True)),
     "telemetry.prometheus_address": simple("telemetry.prometheus_address", text()),
@@ -365,6 +384,15 @@ EXAMPLES: dict[str, list[Any]] = {
     "model.options": [{}, {"dropout": 0.5}, {"classes": 3}, {"depth": 2}],
     "data.options": [{}, {"val_fraction": 0.5}, {"n": 100}, {"size": 2}],
     "optimizer.name": ["sgd", "adamw", "adam", "RAdam", "SGD", "torch.optim:NAdam", "", "no such", "a:b:c"],
+    "telemetry.sinks": [
+        [],
+        ["tensorboard"],
+        ["a.b:c", {"entry": "d:e", "options": {"k": 1}}],
+        ["wandb"],
+        [{"entry": 3}],
+        [{"entry": "a:b", "x": 1}],
+        "a:b",
+    ],
     "optimizer.options": [{}, {"amsgrad": True}, {"foreach": False, "maximize": False}, {"bad key": 1}, []],
     "optimizer.betas": [[0.9, 0.999], [0.0, 0.5], [1.0, 0.9], [0.9], [0.9, 0.99, 0.999], [-0.1, 0.9]],
     "optimizer.groups": [[], [{"match": "bias"}], [{"match": "bias", "weight_decay": -1}], [{"lr_scale": 2}]],

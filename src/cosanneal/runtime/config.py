@@ -142,9 +142,28 @@ class EarlyStoppingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TelemetryConfig:
-    """``[telemetry]``: sinks and buffering of the per-update telemetry."""
+class SinkEntry:
+    """One of ``telemetry.sinks`` given as a table: ``{entry = "pkg.module:make_sink", options = {...}}``."""
 
+    entry: str
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+#: The built-in sinks ``telemetry.sinks`` can name without an import path.
+BUILTIN_SINKS = ("tensorboard", "prometheus", "mlflow")
+
+
+@dataclasses.dataclass(frozen=True)
+class TelemetryConfig:
+    """``[telemetry]``: sinks and buffering of the per-update telemetry.
+
+    ``sinks`` lists extra sinks: a built-in by name (``"tensorboard"``, ``"prometheus"``, ``"mlflow"``),
+    a factory ``"package.module:make_sink"``, or ``{entry = ..., options = {...}}``; see
+    :mod:`cosanneal.runtime.sink_factories`. ``tensorboard = true``, a Prometheus port or textfile and an
+    MLflow URI add their built-in sink as before.
+    """
+
+    sinks: tuple[str | SinkEntry, ...] = ()
     tensorboard: bool = True
     prometheus_port: int | None = None  # serve /metrics on this port (0: any free port) while training
     prometheus_address: str = "127.0.0.1"
@@ -317,7 +336,7 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in get_args(tp))
     if origin is tuple:
         return "a list"
-    if origin is dict:
+    if origin is dict or dataclasses.is_dataclass(tp):
         return "a table"
     return {
         int: "an integer",
@@ -352,6 +371,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             try:
                 return _coerce(key, value, arg)
             except ConfigError as exc:
+                if isinstance(value, Mapping) and dataclasses.is_dataclass(arg):
+                    raise  # a table meant as that table: its own error names the key inside it
                 errors.append(str(exc))
         raise ConfigError(
             errors[0] if len(errors) == 1 else f"{key}: must be {_type_name(tp)}, got {_show(value)}"
@@ -538,6 +559,13 @@ def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
         raise ConfigError(
             f"scheduler.momentum: must be [max, min] with min <= max, got {list(momentum)!r}; swap the two"
         )
+    for i, sink in enumerate(cfg.telemetry.sinks):
+        entry = sink if isinstance(sink, str) else sink.entry
+        if entry not in BUILTIN_SINKS and not _ENTRY.fullmatch(entry):
+            raise ConfigError(
+                f"telemetry.sinks[{i}]: must be one of {', '.join(BUILTIN_SINKS)} or 'package.module:function', "
+                f"got {_show(entry)}"
+            )
     _check_builtins(cfg)
     check_metric_names(cfg, BUILTIN_METRICS)
     return cfg

@@ -41,6 +41,7 @@ from cosanneal.runtime.iofailure import device_of, io_failure
 from cosanneal.runtime.optimizers import build_optimizer
 from cosanneal.runtime.preemption import Preemption
 from cosanneal.runtime.runstore import RunStore, run_params, run_relative
+from cosanneal.runtime.sink_factories import build_sinks, resolve_factories
 from cosanneal.runtime.stopping import RestartAwareEarlyStopping
 from cosanneal.runtime.telemetry import Telemetry
 from cosanneal.schedules import Schedule, from_dict, lint
@@ -219,6 +220,9 @@ class Trainer:
         optimizer = build_optimizer(model, cfg.optimizer, schedule.peak)
         scales = [g["lr"] / schedule.peak for g in optimizer.param_groups]
         scheduler = self._make_scheduler(optimizer, schedule, scales)
+        factories = (
+            resolve_factories(cfg) if world.is_main else []
+        )  # imported now: a bad entry trains nothing
         # only once the whole job has been built without error: a bad config never moves a run aside
         if world.is_main and self.fresh:
             _fresh_run_dir(self.run_dir, self.log)
@@ -377,6 +381,11 @@ class Trainer:
                 with contextlib.suppress(OSError):  # a read-only directory keeps them; the save says why
                     ckpts.clean_stale()
 
+        sinks = (
+            build_sinks(factories, cfg, Path(os.path.abspath(self.run_dir)), schedule)
+            if world.is_main
+            else []
+        )
         try:
             store = (
                 RunStore(
@@ -388,14 +397,10 @@ class Trainer:
                 else RunStore.disabled()
             )
         except (OSError, sqlite3.Error) as exc:
+            for sink in sinks:
+                with contextlib.suppress(Exception):
+                    sink.close()
             raise self._io_error(exc, "opening the run store", ckpts) from exc
-        sinks = []
-        if world.is_main and cfg.telemetry.tensorboard:
-            from cosanneal.sinks.tensorboard import TensorBoardSink
-
-            sinks.append(TensorBoardSink(self.run_dir / "tb"))
-        if world.is_main:
-            sinks.extend(_observability_sinks(cfg, self.run_dir, schedule))
         telemetry = Telemetry(
             store,
             schedule=schedule,
@@ -733,39 +738,6 @@ def _close_quietly(*things: Any) -> None:
         closer = getattr(thing, "uninstall", None) or thing.close
         with contextlib.suppress(Exception):
             closer()
-
-
-def _observability_sinks(cfg: TrainConfig, run_dir: Path, schedule: Schedule) -> list[Any]:
-    """The Prometheus and MLflow sinks the config asks for (both fed off the training thread)."""
-    tel = cfg.telemetry
-    sinks: list[Any] = []
-    labels = {"job": cfg.name, "run": run_dir.name}
-    if tel.prometheus_port is not None or tel.prometheus_textfile is not None:
-        from cosanneal.sinks.prometheus import PrometheusSink  # type: ignore[import-not-found,unused-ignore]
-
-        sinks.append(
-            PrometheusSink(
-                address=tel.prometheus_address,
-                port=tel.prometheus_port,
-                textfile=tel.prometheus_textfile,
-                labels=labels,
-                schedule=schedule,
-            )
-        )
-    if tel.mlflow_tracking_uri is not None:
-        from cosanneal.sinks.mlflow import MLflowSink  # type: ignore[import-not-found,unused-ignore]
-
-        sinks.append(
-            MLflowSink(
-                tracking_uri=tel.mlflow_tracking_uri,
-                experiment=tel.mlflow_experiment,
-                run_name=run_dir.name,
-                params={"config": cfg.to_dict(), "schedule": schedule.to_dict()},
-                tags={"schedule_fingerprint": schedule.fingerprint()},
-                run_dir=run_dir,
-            )
-        )
-    return sinks
 
 
 def _val(metrics: dict[str, float]) -> dict[str, float]:
