@@ -10,6 +10,7 @@ step its LR came from.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -157,6 +158,20 @@ def _jsonable_float(value: Any) -> float:
     return float(value.detach().float().mean()) if isinstance(value, torch.Tensor) else float(value)
 
 
+@dataclasses.dataclass(frozen=True)
+class SessionOptions:
+    """The run-recording options both framework callbacks take (see their ``Args``)."""
+
+    sinks: SinkSpec = ()
+    tensorboard: bool = True
+    every: int = 1
+    best: tuple[str, str] | None = ("val_loss", "min")
+    keep_last: int = 1
+    keep_cycle_ends: bool = True
+    checkpoints: bool = True
+    early_stopping: RestartAwareEarlyStopping | None = None
+
+
 class RunSession:
     """One training run's cosanneal records, fed by a framework callback.
 
@@ -174,46 +189,41 @@ class RunSession:
         *,
         is_main: bool,
         expected: Callable[[int], Sequence[float]] | None,
-        sinks: SinkSpec = (),
-        tensorboard: bool = True,
-        every: int = 1,
-        best: tuple[str, str] | None = ("val_loss", "min"),
-        keep_last: int = 1,
-        keep_cycle_ends: bool = True,
-        checkpoints: bool = True,
+        options: SessionOptions = SessionOptions(),
         guard: NonFiniteGuard | None = None,
-        early_stopping: RestartAwareEarlyStopping | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.schedule = schedule
         self.is_main = is_main
         self.guard = guard
-        self.stopper = early_stopping
+        self.stopper = options.early_stopping
         self.updates = 0
         self.saved_at = -1
         store = RunStore(self.run_dir) if is_main else RunStore.disabled()
         self.store = store
         attached: list[Sink] = []
         if is_main:
-            if tensorboard:
+            if options.tensorboard:
                 from cosanneal.sinks.tensorboard import TensorBoardSink
 
                 attached.append(TensorBoardSink(self.run_dir / "tb"))
-            attached.extend(sinks() if callable(sinks) else sinks)
-        self.telemetry = Telemetry(store, schedule=schedule, expected=expected, sinks=attached, every=every)
+            attached.extend(options.sinks() if callable(options.sinks) else options.sinks)
+        self.telemetry = Telemetry(
+            store, schedule=schedule, expected=expected, sinks=attached, every=options.every
+        )
         if guard is not None:
             guard.on_event = self._guard_event
         self.ckpts = (
             Checkpoints(
                 self.run_dir / "checkpoints",
-                keep_last=keep_last,
-                best=best,
-                keep_cycle_ends=keep_cycle_ends,
+                keep_last=options.keep_last,
+                best=options.best,
+                keep_cycle_ends=options.keep_cycle_ends,
                 at_restarts=False,
                 on_event=self._checkpoint_event,
                 before_commit=lambda _info: self.store.flush(durable=True),
             )
-            if checkpoints
+            if options.checkpoints
             else None
         )
 

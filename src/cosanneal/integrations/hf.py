@@ -40,6 +40,7 @@ from cosanneal.integrations._common import (
     IntegrationError,
     RunSession,
     ScheduleSpec,
+    SessionOptions,
     SinkSpec,
     UpdateCounter,
     as_schedule,
@@ -261,15 +262,17 @@ class CosannealCallback(TrainerCallback):  # type: ignore[misc]
     ) -> None:
         refuse_rollback(guard, "the Trainer")
         self.run_dir = run_dir
-        self.sinks = sinks
-        self.tensorboard = tensorboard
-        self.every = every
-        self.best = best
-        self.keep_last = keep_last
-        self.keep_cycle_ends = keep_cycle_ends
-        self.checkpoints = checkpoints
+        self.options = SessionOptions(
+            sinks=sinks,
+            tensorboard=tensorboard,
+            every=every,
+            best=best,
+            keep_last=keep_last,
+            keep_cycle_ends=keep_cycle_ends,
+            checkpoints=checkpoints,
+            early_stopping=early_stopping,
+        )
         self.guard = guard
-        self.early_stopping = early_stopping
         self.seal = seal
         self.session: RunSession | None = None
         self.counter: UpdateCounter | None = None
@@ -316,10 +319,8 @@ class CosannealCallback(TrainerCallback):  # type: ignore[misc]
         )
         run_dir = self.run_dir if self.run_dir is not None else _output_dir(args)
         self.session = RunSession(
-            run_dir, schedule, is_main=state.is_world_process_zero, expected=scheduler.lrs_at, sinks=self.sinks,
-            tensorboard=self.tensorboard, every=self.every, best=self.best, keep_last=self.keep_last,
-            keep_cycle_ends=self.keep_cycle_ends, checkpoints=self.checkpoints, guard=self.guard,
-            early_stopping=self.early_stopping,
+            run_dir, schedule, is_main=state.is_world_process_zero, expected=scheduler.lrs_at,
+            options=self.options, guard=self.guard,
         )  # fmt: skip
         resumed = state.global_step > 0
         folder = Path(_output_dir(args)) / f"{_PREFIX}{state.global_step}"
@@ -399,8 +400,8 @@ class CosannealCallback(TrainerCallback):  # type: ignore[misc]
         if not wanted:
             return
         values = session.record_eval({k: v for k, v in wanted.items() if isinstance(v, (int, float))})
-        if self.best is not None and session.ckpts is not None:
-            metric, mode = self.best
+        if self.options.best is not None and session.ckpts is not None:
+            metric, mode = self.options.best
             value = values.get(metric)
             current = session.ckpts.best if state.is_world_process_zero else None
             improves = value is not None and is_better(

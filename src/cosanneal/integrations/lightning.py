@@ -47,6 +47,7 @@ from cosanneal.integrations._common import (
     IntegrationError,
     RunSession,
     ScheduleSpec,
+    SessionOptions,
     SinkSpec,
     UpdateCounter,
     read_schedule,
@@ -161,15 +162,17 @@ class CosannealCallback(Callback):
         self.spec = schedule
         self.run_dir = run_dir
         self.momentum = momentum
-        self.sinks = sinks
-        self.tensorboard = tensorboard
-        self.every = every
-        self.best = best
-        self.keep_last = keep_last
-        self.keep_cycle_ends = keep_cycle_ends
-        self.checkpoints = checkpoints
+        self.options = SessionOptions(
+            sinks=sinks,
+            tensorboard=tensorboard,
+            every=every,
+            best=best,
+            keep_last=keep_last,
+            keep_cycle_ends=keep_cycle_ends,
+            checkpoints=checkpoints,
+            early_stopping=early_stopping,
+        )
         self.guard_option = guard
-        self.early_stopping = early_stopping
         self.scheduler: Scheduler | None = None
         self.owned = False
         self.session: RunSession | None = None
@@ -238,9 +241,7 @@ class CosannealCallback(Callback):
         run_dir = self.run_dir if self.run_dir is not None else Path(trainer.default_root_dir) / "cosanneal"
         self.session = RunSession(
             run_dir, schedule, is_main=trainer.is_global_zero, expected=self.scheduler.lrs_at,
-            sinks=self.sinks, tensorboard=self.tensorboard, every=self.every, best=self.best,
-            keep_last=self.keep_last, keep_cycle_ends=self.keep_cycle_ends, checkpoints=self.checkpoints,
-            guard=self._guard(), early_stopping=self.early_stopping,
+            options=self.options, guard=self._guard(),
         )  # fmt: skip
         if restored:
             self.session.load_trackers(restored.get("trackers") or {})
@@ -337,14 +338,19 @@ class CosannealCallback(Callback):
         if session is None or scheduler is None or trainer.sanity_checking:
             return
         names = [
-            n for n in (self.best[0] if self.best else None, getattr(session.stopper, "metric", None)) if n
+            n
+            for n in (
+                self.options.best[0] if self.options.best else None,
+                getattr(session.stopper, "metric", None),
+            )
+            if n
         ]
         metrics = val_metrics(dict(trainer.callback_metrics), names)
         if not metrics:
             return
         values = session.record_eval(metrics)
-        if self.best is not None and session.ckpts is not None:
-            metric, mode = self.best
+        if self.options.best is not None and session.ckpts is not None:
+            metric, mode = self.options.best
             value = values.get(metric if metric.startswith("val_") else f"val_{metric}")
             if value is None:
                 value = values.get(metric)
