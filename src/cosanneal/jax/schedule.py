@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from cosanneal.errors import ScheduleError
-from cosanneal.schedules._traced import Traced, compile_schedule
-from cosanneal.schedules.base import Schedule, check_step, check_steps, from_dict
+from cosanneal.schedules._traced import Programs
+from cosanneal.schedules.base import Schedule, check_step, check_steps
 
 __all__ = ["OptaxSchedule"]
 
@@ -164,19 +164,9 @@ class OptaxSchedule:
     """
 
     def __init__(self, schedule: Schedule | Mapping[str, Any]) -> None:
-        if isinstance(schedule, Mapping):
-            schedule = from_dict(schedule)
-        if not isinstance(schedule, Schedule):
-            raise ScheduleError(f"schedule must be a cosanneal Schedule (or its to_dict()), got {schedule!r}")
-        self.schedule = schedule
-        self._programs: dict[bool, Traced] = {}
+        self._program = Programs(schedule)
+        self.schedule = self._program.schedule
         self._program(_x64())  # validate now, not at the first traced call
-
-    def _program(self, wide: bool) -> Traced:
-        program = self._programs.get(wide)
-        if program is None:
-            program = self._programs[wide] = compile_schedule(self.schedule, wide=wide)
-        return program
 
     def __call__(self, count: Any) -> jax.Array:
         """LR at update count ``count`` (an integer, or an integer array of any shape)."""

@@ -34,8 +34,8 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
 import numpy as np
 
 from cosanneal.errors import ScheduleError
-from cosanneal.schedules._traced import Traced, compile_schedule
-from cosanneal.schedules.base import Schedule, from_dict
+from cosanneal.schedules._traced import Programs
+from cosanneal.schedules.base import Schedule
 
 __all__ = ["LearningRateSchedule"]
 
@@ -172,19 +172,9 @@ class LearningRateSchedule(keras.optimizers.schedules.LearningRateSchedule):  # 
     """
 
     def __init__(self, schedule: Schedule | Mapping[str, Any]) -> None:
-        if isinstance(schedule, Mapping):
-            schedule = from_dict(schedule)
-        if not isinstance(schedule, Schedule):
-            raise ScheduleError(f"schedule must be a cosanneal Schedule (or its to_dict()), got {schedule!r}")
-        self.schedule = schedule
-        self._programs: dict[bool, Traced] = {}
+        self._program = Programs(schedule)
+        self.schedule = self._program.schedule
         self._program(_wide(None))  # validate now, not at the first training step
-
-    def _program(self, wide: bool) -> Traced:
-        program = self._programs.get(wide)
-        if program is None:
-            program = self._programs[wide] = compile_schedule(self.schedule, wide=wide)
-        return program
 
     def __call__(self, step: Any) -> Any:
         """LR at optimizer step ``step`` (an integer or an integer tensor)."""

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Context, Decimal
 from fractions import Fraction
 from typing import Any, Protocol
@@ -57,7 +57,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from cosanneal.errors import ScheduleError
-from cosanneal.schedules.base import Schedule
+from cosanneal.schedules.base import Schedule, from_dict
 from cosanneal.schedules.baselines import Constant, Cyclic, Exponential, Linear, MultiStep, Polynomial, Step
 from cosanneal.schedules.compat.hf_presets import HfCosineCycles
 from cosanneal.schedules.compat.optax_presets import OptaxCosine
@@ -70,6 +70,7 @@ __all__ = [
     "TABLE_LIMIT",
     "ArrayOps",
     "NumpyOps",
+    "Programs",
     "Traced",
     "UntraceableScheduleError",
     "compile_schedule",
@@ -1033,3 +1034,41 @@ placed exactly in float32/int32; compute in float64 (jax.config.update('jax_enab
 the torch or tensorflow backend) or give a whole-step step_size
     """
     return Traced(schedule, wide)
+
+
+class Programs:
+    """A schedule and its compiled programs, one per precision, each compiled on first use.
+
+    What the framework adapters (``cosanneal.jax``, ``cosanneal.keras``) share: the schedule (a
+    :class:`~cosanneal.Schedule` or its ``to_dict()``) is checked once, and ``programs(wide)`` returns
+    the float64/int64 (``wide``) or float32/int32 program, compiling it the first time.
+
+    Raises:
+        ScheduleError: ``schedule`` is neither a schedule nor its ``to_dict()``.
+
+    Example:
+        >>> from cosanneal.schedules import Cosine
+        >>> programs = Programs({"kind": "cosine", "peak_lr": 1.0, "cycle_steps": 4})
+        >>> programs(True) is programs(True), programs.schedule == Cosine(1.0, cycle_steps=4)
+        (True, True)
+    """
+
+    def __init__(self, schedule: Schedule | Mapping[str, Any]) -> None:
+        if isinstance(schedule, Mapping):
+            schedule = from_dict(schedule)
+        if not isinstance(schedule, Schedule):
+            raise ScheduleError(f"schedule must be a cosanneal Schedule (or its to_dict()), got {schedule!r}")
+        self.schedule: Schedule = schedule
+        self._compiled: dict[bool, Traced] = {}
+
+    @property
+    def compiled(self) -> tuple[bool, ...]:
+        """The precisions compiled so far (``True``: float64/int64), in the order they were compiled."""
+        return tuple(self._compiled)
+
+    def __call__(self, wide: bool) -> Traced:
+        """The program for ``wide`` (float64/int64) or not (float32/int32)."""
+        program = self._compiled.get(wide)
+        if program is None:
+            program = self._compiled[wide] = compile_schedule(self.schedule, wide=wide)
+        return program
