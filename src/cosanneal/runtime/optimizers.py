@@ -88,21 +88,16 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
             )
         return value
     known = torch_optimizers()
-    by_lower = {key.lower(): cls for key, cls in known.items()}
-    cls = by_lower.get(name.lower())
-    if cls is None:
-        close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(repr(known_name(c, known)) for c in close)}? " if close else ""
+    spelled = {key.lower(): key for key in known}  # lower case -> torch.optim's own spelling
+    key = spelled.get(name.lower())
+    if key is None:
+        close = difflib.get_close_matches(name.lower(), list(spelled), n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(repr(spelled[c]) for c in close)}? " if close else ""
         raise ConfigError(
             f"optimizer.name: {name!r} is not a torch.optim optimizer; {hint}use 'sgd', 'adamw', a torch.optim "
             "class name (Adam, RAdam, NAdam, RMSprop, ...) or 'package.module:Class'"
         )
-    return cls
-
-
-def known_name(lower: str, known: dict[str, type[torch.optim.Optimizer]]) -> str:
-    """The ``torch.optim`` spelling of a lower-cased name."""
-    return next(key for key in known if key.lower() == lower)
+    return known[key]
 
 
 def param_groups(model: nn.Module, cfg: OptimizerConfig, peak_lr: float) -> list[dict[str, Any]]:
