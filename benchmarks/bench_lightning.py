@@ -41,9 +41,9 @@ import torch
 from torch.nn import functional
 
 from cosanneal import Cosine
-from cosanneal.examples.data import digits
-from cosanneal.examples.models import DigitsCNN
 from cosanneal.torch import Scheduler
+from cosanneal.zoo.data import digits
+from cosanneal.zoo.models import DigitsCNN
 
 TARGET = 0.98
 VARIANTS = ["cosanneal", "Lightning"]

@@ -29,9 +29,9 @@ import torch
 from torch.nn import functional
 
 import cosanneal
-from cosanneal.runtime.builders import build_data, build_model, build_optimizer
-from cosanneal.runtime.config import TrainConfig, config_from_dict, load_config
-from cosanneal.runtime.trainer import Trainer
+from cosanneal.jobs.builders import build_data, build_model, build_optimizer
+from cosanneal.jobs.config import TrainConfig, config_from_dict, load_config
+from cosanneal.jobs.trainer import Trainer
 from cosanneal.tune.lrfind import lr_find_config
 
 MIN_LR, MAX_LR, STEPS, DIVERGE = 1e-7, 1.0, 100, 4.0
@@ -39,7 +39,7 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def digits_config(seed: int, **changes: Any) -> TrainConfig:
-    path = Path(str(files("cosanneal.examples").joinpath("configs/digits_sgdr.toml")))
+    path = Path(str(files("cosanneal.zoo").joinpath("configs/digits_sgdr.toml")))
     data = load_config(path).to_dict()
     data.update(seed=seed, **changes)
     data["telemetry"] = {**data["telemetry"], "tensorboard": False, "progress": False}

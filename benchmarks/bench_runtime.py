@@ -9,7 +9,7 @@ Three parts, each a markdown table with a PASS/FAIL line per target:
     LR and grad norm. Target >= 0.97.
 (b) Checkpoints: wall time ``Checkpoints(async_write=True).save`` blocks the calling thread, divided by a
     plain ``torch.save`` of the same state (a ~34M-parameter MLP with SGD momentum buffers). Target <= 0.3.
-(c) Trainer: throughput of ``cosanneal.runtime.trainer.Trainer`` on a digits config divided by the same
+(c) Trainer: throughput of ``cosanneal.jobs.trainer.Trainer`` on a digits config divided by the same
     job under PyTorch Lightning (``LearningRateMonitor`` + ``ModelCheckpoint`` + ``TensorBoardLogger``).
     Target >= 1.0.
 
@@ -57,18 +57,18 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from cosanneal.examples.data import digits
-from cosanneal.examples.models import DigitsCNN
-from cosanneal.runtime.builders import param_groups
+from cosanneal.jobs.builders import param_groups
+from cosanneal.jobs.config import TrainConfig, config_from_dict
+from cosanneal.jobs.data import EpochBatches
+from cosanneal.jobs.trainer import Trainer
 from cosanneal.runtime.checkpoints import Checkpoints
-from cosanneal.runtime.config import TrainConfig, config_from_dict
-from cosanneal.runtime.data import EpochBatches
 from cosanneal.runtime.runstore import RunStore
 from cosanneal.runtime.telemetry import Telemetry
-from cosanneal.runtime.trainer import Trainer
 from cosanneal.schedules import Schedule, from_dict
 from cosanneal.sinks.tensorboard import TensorBoardSink
 from cosanneal.torch import Scheduler
+from cosanneal.zoo.data import digits
+from cosanneal.zoo.models import DigitsCNN
 
 SEED = 0
 BATCH = 64
@@ -76,7 +76,7 @@ TELEMETRY_TARGET = 0.97  # with / without telemetry, higher is better
 CKPT_TARGET = 0.3  # async blocking / plain torch.save, lower is better
 TRAINER_TARGET = 1.0  # ours / Lightning, higher is better
 
-# The digits demo's optimizer and SGDR schedule (src/cosanneal/examples/configs/digits_sgdr.toml).
+# The digits demo's optimizer and SGDR schedule (src/cosanneal/zoo/configs/digits_sgdr.toml).
 OPTIMIZER = {
     "name": "sgd",
     "momentum": 0.9,

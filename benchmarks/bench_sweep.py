@@ -25,7 +25,7 @@ from typing import Any
 import optuna
 import torch
 
-from cosanneal.runtime.config import load_config
+from cosanneal.jobs.config import load_config
 from cosanneal.tune.sweep import SweepResult, SweepSettings, make_pruner, parse_space, run_sweep
 
 GRID: dict[str, list[Any]] = {
@@ -38,7 +38,7 @@ GRID: dict[str, list[Any]] = {
 def _config(epochs: int) -> dict[str, Any]:
     overrides = [f"epochs={epochs}", "device=cpu", "checkpoint.enabled=false", "telemetry.tensorboard=false",
                  "telemetry.progress=false"]  # fmt: skip
-    path = Path(__file__).parents[1] / "src/cosanneal/examples/configs/digits_sgdr.toml"
+    path = Path(__file__).parents[1] / "src/cosanneal/zoo/configs/digits_sgdr.toml"
     cfg = load_config(path, overrides).to_dict()
     cfg["schedule"] = {"kind": "cosine", "peak_lr": 0.1, "min_ratio": 0.01, "cycle_steps": f"{1 / 7:.6f}dur",
                        "cycle_mult": 2, "max_cycles": 3}  # fmt: skip

@@ -10,9 +10,9 @@ import torch
 from torch.nn import functional
 
 from cosanneal import Cosine
-from cosanneal.examples import build_model, load_dataset
 from cosanneal.runtime import Checkpoints, NonFiniteGuard, Preemption, RunStore, Telemetry
 from cosanneal.torch import Scheduler
+from cosanneal.zoo import build_model, load_dataset
 
 run_dir = sys.argv[1] if len(sys.argv) > 1 else "runs/custom"
 steps = int(sys.argv[sys.argv.index("--steps") + 1]) if "--steps" in sys.argv else 200

@@ -395,7 +395,7 @@ def _summary(result: Any) -> Table:
 
 def _run_training(config: Any, run_dir: Path, fresh: bool, progress: bool | None) -> None:
     """Train ``config`` in ``run_dir``; ``progress`` None lets the config's ``telemetry.progress`` decide."""
-    from cosanneal.runtime.trainer import Trainer
+    from cosanneal.jobs.trainer import Trainer
 
     console = Console(stderr=True)
 
@@ -461,7 +461,7 @@ def train(
     ] = None,
 ) -> None:
     """Train a config-driven job; resumes from its run directory unless --fresh. Works under torchrun."""
-    from cosanneal.runtime.config import load_config
+    from cosanneal.jobs.config import load_config
 
     cfg = load_config(config, sets or [])
     _run_training(cfg, run_dir or Path("runs") / cfg.name, fresh, progress)
@@ -483,9 +483,9 @@ def demo(
     """
     from importlib.resources import files
 
-    from cosanneal.runtime.config import load_config
+    from cosanneal.jobs.config import load_config
 
-    path = Path(str(files("cosanneal.examples").joinpath("configs/digits_sgdr.toml")))
+    path = Path(str(files("cosanneal.zoo").joinpath("configs/digits_sgdr.toml")))
     _run_training(load_config(path, sets or []), run_dir, fresh or _finished(run_dir), progress)
 
 

@@ -16,11 +16,11 @@ from safetensors.torch import load_file
 
 from cosanneal.analysis.ensemble import EnsembleError, ensemble_scores, evaluate_ensemble, score
 from cosanneal.analysis.plan import plan
-from cosanneal.examples import build_model, load_dataset
+from cosanneal.jobs.config import config_from_dict
+from cosanneal.jobs.trainer import Trainer
 from cosanneal.runtime.checkpoints import Checkpoints
-from cosanneal.runtime.config import config_from_dict
-from cosanneal.runtime.trainer import Trainer
 from cosanneal.schedules import from_dict
+from cosanneal.zoo import build_model, load_dataset
 
 # 2-d blobs overlap, so no snapshot is perfect and the numbers differ between models
 DATA = {"name": "blobs", "options": {"n": 800, "dim": 2}}

@@ -23,7 +23,7 @@ from cosanneal.analysis.plan import (
     young_daly_seconds,
 )
 from cosanneal.errors import ScheduleError
-from cosanneal.runtime.config import config_from_dict, load_config
+from cosanneal.jobs.config import config_from_dict, load_config
 from cosanneal.schedules import Cosine, from_dict
 from cosanneal.schedules.lint import lint
 from cosanneal.schedules.spec import load_spec

@@ -34,8 +34,8 @@ BLOBS: dict[str, Any] = {**SHARED_BLOBS, "epochs": 5}
 
 
 def _train(run_dir: Path, **changes: Any) -> None:
-    from cosanneal.runtime.config import config_from_dict
-    from cosanneal.runtime.trainer import Trainer
+    from cosanneal.jobs.config import config_from_dict
+    from cosanneal.jobs.trainer import Trainer
 
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BLOBS.items()}
     for dotted, value in changes.items():

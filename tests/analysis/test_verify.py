@@ -445,8 +445,8 @@ def test_mlflow_run_read_with_the_client(tmp_path: Path, monkeypatch: pytest.Mon
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cosanneal.runtime.config import config_from_dict
-    from cosanneal.runtime.trainer import Trainer
+    from cosanneal.jobs.config import config_from_dict
+    from cosanneal.jobs.trainer import Trainer
 
     config = {
         "name": "blobs", "seed": 3, "epochs": 3, "batch_size": 32, "device": "cpu",

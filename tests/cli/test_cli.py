@@ -310,7 +310,7 @@ class _ProbeStopError(Exception):
 def test_train_progress_flag_defaults_to_the_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config_progress: bool, flags: list[str], shown: bool
 ) -> None:
-    from cosanneal.runtime import trainer
+    from cosanneal.jobs import trainer
 
     class Probe(trainer.Trainer):
         def run(self) -> trainer.TrainResult:

@@ -17,10 +17,10 @@ from blobs import BLOBS
 from test_trainer import _config, _final_weights, _lr_trace, _spawn, _wait_for_updates, _write_config
 
 from cosanneal import from_dict, runs
+from cosanneal.jobs.config import load_config
+from cosanneal.jobs.trainer import Trainer
 from cosanneal.runtime.checkpoints import Checkpoints
-from cosanneal.runtime.config import load_config
 from cosanneal.runtime.runstore import RunStore
-from cosanneal.runtime.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

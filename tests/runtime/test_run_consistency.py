@@ -23,10 +23,10 @@ import torch
 from blobs import BLOBS, blobs_config
 
 from cosanneal import from_dict, runs
+from cosanneal.jobs.config import config_from_dict
+from cosanneal.jobs.trainer import Trainer
 from cosanneal.runtime.checkpoints import Checkpoints
-from cosanneal.runtime.config import config_from_dict
 from cosanneal.runtime.telemetry import EVENT_KINDS
-from cosanneal.runtime.trainer import Trainer
 
 TOTAL = 160  # 20 updates per epoch x 8 epochs (tests/blobs.py)
 
@@ -92,7 +92,7 @@ def _train_cmd(cfg: Path, run_dir: Path) -> list[str]:
 
 
 def _resume(cfg: Path, run_dir: Path) -> None:
-    from cosanneal.runtime.config import load_config
+    from cosanneal.jobs.config import load_config
 
     result = Trainer(load_config(cfg), run_dir, progress=False, log=lambda _: None).run()
     assert result.status == "finished" and result.steps == TOTAL
@@ -135,8 +135,8 @@ def test_sigkill_with_nothing_flushed_leaves_no_hole(tmp_path: Path) -> None:
 _KILL_BEFORE_COMMIT = """
 import os, signal, sys
 from cosanneal.runtime import checkpoints
-from cosanneal.runtime.config import load_config
-from cosanneal.runtime.trainer import Trainer
+from cosanneal.jobs.config import load_config
+from cosanneal.jobs.trainer import Trainer
 
 original = checkpoints.Checkpoints.__init__
 
@@ -296,7 +296,7 @@ def test_docs_list_the_same_event_payloads() -> None:
 
 # ---- refused resumes write nothing --------------------------------------------------------------
 def test_refused_resume_names_the_keys_and_writes_nothing(tmp_path: Path) -> None:
-    from cosanneal.runtime.config import load_config
+    from cosanneal.jobs.config import load_config
 
     cfg = _write_config(tmp_path / "cfg.json", max_steps=30, telemetry__tensorboard=True)
     run_dir = tmp_path / "run"

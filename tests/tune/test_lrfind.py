@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from cosanneal.errors import ConfigError
-from cosanneal.runtime.config import config_from_dict, load_config
+from cosanneal.jobs.config import config_from_dict, load_config
 from cosanneal.schedules.cosine import Cosine
 from cosanneal.schedules.lint import lint
 from cosanneal.schedules.spec import load_spec
@@ -365,8 +365,8 @@ def _sweep_optimizers(cfg: Any, **kwargs: Any) -> list[tuple[type, list[dict[str
     ids=["sgd", "adamw"],
 )  # fmt: skip
 def test_config_run_uses_the_optimizer_the_trainer_builds(optimizer: dict[str, Any]) -> None:
-    from cosanneal.runtime.builders import build_model
-    from cosanneal.runtime.optimizers import build_optimizer
+    from cosanneal.jobs.builders import build_model
+    from cosanneal.jobs.optimizers import build_optimizer
 
     cfg = config_from_dict({**BLOBS, "optimizer": optimizer})
     seen = _sweep_optimizers(cfg, min_lr=1e-4, max_lr=1.0, steps=8, diverge=1e9)

@@ -109,10 +109,10 @@ def test_space_distributions_and_units(tmp_path: Path) -> None:
 
 
 def test_shipped_space_fits_the_digits_config() -> None:
-    from cosanneal.runtime.config import load_config
+    from cosanneal.jobs.config import load_config
 
     root = Path(__file__).resolve().parents[2]
-    cfg = load_config(root / "src/cosanneal/examples/configs/digits_sgdr.toml")
+    cfg = load_config(root / "src/cosanneal/zoo/configs/digits_sgdr.toml")
     check_space(cfg.to_dict(), load_space(root / "examples/sweep/space.toml"))
 
 

@@ -1,6 +1,6 @@
 """Compare schedules on one task: train every schedule with every seed, then tabulate and plot.
 
-Every (schedule, seed) pair is one :class:`~cosanneal.runtime.trainer.Trainer` run in
+Every (schedule, seed) pair is one :class:`~cosanneal.jobs.trainer.Trainer` run in
 ``<out>/<label>/seed-<s>`` (label = the spec file's stem). The table is computed from the run stores
 only (:func:`cosanneal.runs.open`), so it can be recomputed at any time with :func:`summarize`:
 
@@ -278,8 +278,8 @@ def run_compare(
         log: where one-line progress messages go (default: ``print``).
     """
     from cosanneal.io import atomic_write_json, atomic_write_text
-    from cosanneal.runtime.config import config_from_dict
-    from cosanneal.runtime.trainer import Trainer
+    from cosanneal.jobs.config import config_from_dict
+    from cosanneal.jobs.trainer import Trainer
 
     say: Log = log or print
     jobs = []

@@ -37,8 +37,8 @@ from cosanneal.errors import ConfigError, CosannealError
 if TYPE_CHECKING:
     import torch
 
+    from cosanneal.jobs.config import TrainConfig
     from cosanneal.runtime.checkpoints import CheckpointInfo, Checkpoints
-    from cosanneal.runtime.config import TrainConfig
 
 __all__ = ["EnsembleError", "EnsembleResult", "Score", "ensemble_scores", "evaluate_ensemble", "score"]
 
@@ -155,7 +155,7 @@ def ensemble_scores(
 # ---- the run ------------------------------------------------------------------------------------
 def _config(run_dir: Path) -> TrainConfig:
     from cosanneal import runs
-    from cosanneal.runtime.config import config_from_dict
+    from cosanneal.jobs.config import config_from_dict
 
     try:
         run = runs.open(run_dir)
@@ -232,7 +232,7 @@ def evaluate_ensemble(
     loaded. The caller's torch RNG state is left as it was. Formulas are in the module docs.
 
     Args:
-        run_dir: a run directory written by ``cosanneal train`` (or :class:`~cosanneal.runtime.trainer.Trainer`).
+        run_dir: a run directory written by ``cosanneal train`` (or :class:`~cosanneal.jobs.trainer.Trainer`).
         last: use only the last ``last`` cycle-end snapshots (default: all of them).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
 
@@ -247,8 +247,8 @@ def evaluate_ensemble(
     """
     import torch
 
-    from cosanneal.runtime.builders import build_data, build_model, pick_device
-    from cosanneal.runtime.data import EpochBatches
+    from cosanneal.jobs.builders import build_data, build_model, pick_device
+    from cosanneal.jobs.data import EpochBatches
 
     root = Path(run_dir)
     cfg = _config(root)

@@ -63,7 +63,7 @@ from cosanneal.schedules.cosine import Cosine
 from cosanneal.schedules.lint import MIN_CYCLE_STEPS
 
 if TYPE_CHECKING:
-    from cosanneal.runtime.config import TrainConfig
+    from cosanneal.jobs.config import TrainConfig
 
 __all__ = [
     "CheckpointPlan",
@@ -192,7 +192,7 @@ class Plan:
         """A training-config fragment: ``[schedule]`` and, with a checkpoint plan, ``[checkpoint]``.
 
         The text loads with :func:`cosanneal.schedules.spec.load_spec` and, merged into a training
-        config (or alone), with :func:`cosanneal.runtime.config.load_config`. Floats are written with
+        config (or alone), with :func:`cosanneal.jobs.config.load_config`. Floats are written with
         ``repr``, so the schedule read back is equal to :attr:`schedule`.
 
         Example:
@@ -584,7 +584,7 @@ class StepTiming:
 def measure_step_seconds(config: TrainConfig, *, steps: int = 20, warmup_steps: int = 3) -> StepTiming:
     """Time ``steps`` real optimizer steps (forward, backward, update) of a training config.
 
-    The model, data and optimizer are built as :class:`~cosanneal.runtime.trainer.Trainer` builds
+    The model, data and optimizer are built as :class:`~cosanneal.jobs.trainer.Trainer` builds
     them; ``warmup_steps`` untimed steps come first (allocations, kernel selection), then each step is
     timed alone (synchronising the GPU) and the median is returned. Nothing is written anywhere.
 
@@ -597,8 +597,8 @@ def measure_step_seconds(config: TrainConfig, *, steps: int = 20, warmup_steps: 
     import torch
     from torch.nn import functional
 
-    from cosanneal.runtime.builders import build_model, pick_device, training_batches
-    from cosanneal.runtime.optimizers import build_optimizer
+    from cosanneal.jobs.builders import build_model, pick_device, training_batches
+    from cosanneal.jobs.optimizers import build_optimizer
 
     if steps < 1 or warmup_steps < 0:
         raise ScheduleError(f"measure needs steps >= 1 and warmup_steps >= 0, got {steps}, {warmup_steps}")

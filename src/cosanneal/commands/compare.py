@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
             table_cells,
             table_header,
         )
-        from cosanneal.runtime.config import load_config
+        from cosanneal.jobs.config import load_config
 
         cfg = load_config(config, sets or [])
         specs = load_schedules([*schedules, *(extra or [])])

@@ -121,8 +121,8 @@ def lr_find_command(
 
     from cosanneal.errors import ConfigError, CosannealError
     from cosanneal.io import atomic_write_bytes, atomic_write_text
+    from cosanneal.jobs.config import load_config
     from cosanneal.plotting import png_bytes
-    from cosanneal.runtime.config import load_config
     from cosanneal.tune.lrfind import lr_find_config, spec_toml
 
     cfg = load_config(config, sets or [])

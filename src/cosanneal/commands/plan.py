@@ -188,7 +188,7 @@ def register(app: typer.Typer) -> None:
         if measure is not None and step_seconds is not None:
             raise ConfigError("--measure and --step-seconds both give the step time; pass one of them")
         if measure is not None:
-            from cosanneal.runtime.config import load_config
+            from cosanneal.jobs.config import load_config
 
             timing = measure_step_seconds(load_config(measure), steps=measure_steps)
             step_seconds = timing.step_seconds

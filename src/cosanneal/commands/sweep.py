@@ -124,7 +124,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Optuna sweep of a config: every trial a training run, pruned at its cycle ends."""
         from cosanneal.errors import ConfigError
-        from cosanneal.runtime.config import load_config
+        from cosanneal.jobs.config import load_config
         from cosanneal.tune.sweep import SweepSettings, default_storage, load_space, parse_budget
 
         if show:

@@ -1,9 +1,9 @@
 """Runtime for training jobs: run store, telemetry, checkpoints, preemption, guards, early stopping.
 
-Each piece works alone from your own loop; :class:`~cosanneal.runtime.trainer.Trainer` composes them.
+Each piece works alone from your own loop; :class:`cosanneal.jobs.Trainer` composes them from a config.
 The names below are imported on first use (PEP 562), so reading a run store
 (``cosanneal.runtime.runstore``, ``cosanneal verify run.db``) does not import torch; the checkpoint,
-guard, telemetry and trainer names do.
+guard and telemetry names do.
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ if TYPE_CHECKING:
         LoadedCheckpoint,
         is_cycle_end,
     )
-    from cosanneal.runtime.config import TrainConfig, load_config
     from cosanneal.runtime.guard import Decision, NonFiniteGuard
     from cosanneal.runtime.preemption import Preemption
     from cosanneal.runtime.runstore import RunStore, run_params
     from cosanneal.runtime.stopping import RestartAwareEarlyStopping
     from cosanneal.runtime.telemetry import Telemetry
-    from cosanneal.runtime.trainer import Trainer, TrainResult
 
 _WHERE = {
     "CheckpointError": "checkpoints",
@@ -33,8 +31,6 @@ _WHERE = {
     "Checkpoints": "checkpoints",
     "LoadedCheckpoint": "checkpoints",
     "is_cycle_end": "checkpoints",
-    "TrainConfig": "config",
-    "load_config": "config",
     "Decision": "guard",
     "NonFiniteGuard": "guard",
     "Preemption": "preemption",
@@ -42,8 +38,6 @@ _WHERE = {
     "run_params": "runstore",
     "RestartAwareEarlyStopping": "stopping",
     "Telemetry": "telemetry",
-    "Trainer": "trainer",
-    "TrainResult": "trainer",
 }
 
 __all__ = [
@@ -57,11 +51,7 @@ __all__ = [
     "RestartAwareEarlyStopping",
     "RunStore",
     "Telemetry",
-    "TrainConfig",
-    "TrainResult",
-    "Trainer",
     "is_cycle_end",
-    "load_config",
     "run_params",
 ]
 

@@ -393,11 +393,11 @@ def lr_find_config(
 
     The model is built after seeding with ``config.seed`` (as ``cosanneal train`` does), batches come in the
     trainer's seeded order, the loss is cross-entropy, ``optimizer.grad_clip`` applies, and the optimizer is
-    the one the trainer builds (:func:`cosanneal.runtime.optimizers.build_optimizer`: any optimizer the config names, param groups
+    the one the trainer builds (:func:`cosanneal.jobs.optimizers.build_optimizer`: any optimizer the config names, param groups
     with their ``lr_scale`` and weight decay), swept in place over this call's own model. It runs in fp32 whatever ``amp`` says. The global RNG states are restored on return.
 
     Args:
-        config: a :class:`~cosanneal.runtime.config.TrainConfig`.
+        config: a :class:`~cosanneal.jobs.config.TrainConfig`.
         min_lr: first LR.
         max_lr: last LR.
         steps: number of updates.
@@ -405,7 +405,7 @@ def lr_find_config(
         diverge: divergence threshold (multiple of the best smoothed loss).
 
     Example:
-        >>> from cosanneal.runtime.config import config_from_dict
+        >>> from cosanneal.jobs.config import config_from_dict
         >>> cfg = config_from_dict({"model": {"name": "mlp"}, "data": {"name": "blobs", "options": {"n": 400}},
         ...                         "device": "cpu", "batch_size": 32})
         >>> res = lr_find_config(cfg, min_lr=1e-4, max_lr=10.0, steps=40)
@@ -414,8 +414,8 @@ def lr_find_config(
     """
     from torch.nn import functional
 
-    from cosanneal.runtime.builders import build_model, pick_device, training_batches
-    from cosanneal.runtime.optimizers import build_optimizer
+    from cosanneal.jobs.builders import build_model, pick_device, training_batches
+    from cosanneal.jobs.optimizers import build_optimizer
 
     _check(min_lr, max_lr, steps, smoothing, diverge)
     rng = capture_rng_state()

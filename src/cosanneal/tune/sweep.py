@@ -1,6 +1,6 @@
 """Optuna sweeps over a training config, pruned at the schedule's restarts.
 
-A sweep is an Optuna study; every trial is one :class:`~cosanneal.runtime.trainer.Trainer` run in its own
+A sweep is an Optuna study; every trial is one :class:`~cosanneal.jobs.trainer.Trainer` run in its own
 run directory ``<runs_dir>/<study>/trial-<n>``. The search space maps dotted config keys to
 distributions (see :func:`parse_space`). At every **cycle end** the trial reports its validation metric
 with ``step = cycle index`` (0, 1, 2, ...), and the pruner (median or Hyperband) decides whether it goes
@@ -57,7 +57,7 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from cosanneal.errors import ConfigError, CosannealError
-from cosanneal.runtime.config import TrainConfig, config_from_dict
+from cosanneal.jobs.config import TrainConfig, config_from_dict
 
 __all__ = [
     "ParamSpec",
@@ -483,7 +483,7 @@ class _Objective:
     log: Log
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from cosanneal.runtime.trainer import Trainer
+        from cosanneal.jobs.trainer import Trainer
 
         sampled = {key: _suggest(trial, key, spec.distribution) for key, spec in self.space.items()}
         values = {key: self.space[key].value(v) for key, v in sampled.items()}

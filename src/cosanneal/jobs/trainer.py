@@ -31,17 +31,17 @@ from torch import nn
 from torch.nn import functional
 
 from cosanneal.errors import ConfigError, RunIOError, ScheduleError
+from cosanneal.jobs.builders import build_model, pick_device, training_batches
+from cosanneal.jobs.config import TrainConfig, check_metric_names
+from cosanneal.jobs.data import EpochBatches
+from cosanneal.jobs.optimizers import build_optimizer
+from cosanneal.jobs.sink_factories import build_sinks, resolve_factories
 from cosanneal.runtime import distributed
-from cosanneal.runtime.builders import build_model, pick_device, training_batches
 from cosanneal.runtime.checkpoints import CheckpointError, Checkpoints, ends_cycle, is_cycle_end
-from cosanneal.runtime.config import TrainConfig, check_metric_names
-from cosanneal.runtime.data import EpochBatches
 from cosanneal.runtime.guard import NonFiniteGuard
 from cosanneal.runtime.iofailure import device_of, io_failure
-from cosanneal.runtime.optimizers import build_optimizer
 from cosanneal.runtime.preemption import Preemption
 from cosanneal.runtime.runstore import RunStore, run_params, run_relative
-from cosanneal.runtime.sink_factories import build_sinks, resolve_factories
 from cosanneal.runtime.stopping import RestartAwareEarlyStopping
 from cosanneal.runtime.telemetry import Telemetry
 from cosanneal.schedules import Schedule, from_dict, lint
@@ -121,7 +121,7 @@ def _evaluate(
 
 
 class Trainer:
-    """Run one training job described by a :class:`~cosanneal.runtime.config.TrainConfig`.
+    """Run one training job described by a :class:`~cosanneal.jobs.config.TrainConfig`.
 
     Args:
         config: the validated config.

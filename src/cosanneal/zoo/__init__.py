@@ -1,6 +1,6 @@
 """Built-in example models and offline data sets, used by the demo, the tests and the benchmarks."""
 
-from cosanneal.examples.data import DATASETS, load_dataset
-from cosanneal.examples.models import MODELS, build_model
+from cosanneal.zoo.data import DATASETS, load_dataset
+from cosanneal.zoo.models import MODELS, build_model
 
 __all__ = ["DATASETS", "MODELS", "build_model", "load_dataset"]

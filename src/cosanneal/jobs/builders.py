@@ -1,6 +1,6 @@
 """Build the pieces a config names: model, data, optimizer with param groups (:mod:`.optimizers`), device.
 
-Models and data are built-in examples (:mod:`cosanneal.examples`) or a user's ``module:function``
+Models and data are built-ins (:mod:`cosanneal.zoo`) or a user's ``module:function``
 entry point; an entry that cannot be imported is a :class:`~cosanneal.errors.ConfigError`, and so is a
 constructor that fails on the options it is given (a ``TypeError``, ``ValueError``, ``RuntimeError``,
 ``OverflowError`` or ``MemoryError`` becomes one line naming ``model.options`` or ``data.options``).
@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from cosanneal.errors import ConfigError, CosannealError
-from cosanneal.examples import load_dataset
-from cosanneal.examples.models import build_model as build_builtin_model
-from cosanneal.runtime.config import DataConfig, ModelConfig
-from cosanneal.runtime.data import EpochBatches
+from cosanneal.jobs.config import DataConfig, ModelConfig
+from cosanneal.jobs.data import EpochBatches
+from cosanneal.zoo import load_dataset
+from cosanneal.zoo.models import build_model as build_builtin_model
 
 
 def resolve_entry(entry: str, key: str) -> Callable[..., Any]:

@@ -18,8 +18,8 @@ from blobs import BLOBS, blobs_config
 from safetensors.torch import load_file
 
 from cosanneal import ConfigError, from_dict, runs
-from cosanneal.runtime.config import config_from_dict, load_config
-from cosanneal.runtime.trainer import Trainer
+from cosanneal.jobs.config import config_from_dict, load_config
+from cosanneal.jobs.trainer import Trainer
 
 # 640 training samples / 32 = 20 updates per epoch, 160 in all: 10 warmup + 30 + 60 + 60 (cut by the budget)
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from cosanneal.errors import ConfigError
-from cosanneal.runtime.config import OptimizerConfig
+from cosanneal.jobs.config import OptimizerConfig
 
 __all__ = ["build_optimizer", "optimizer_class", "param_groups", "torch_optimizers"]
 
@@ -151,7 +151,7 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig, peak_lr: float) -> t
             one is set, or refuses its options (the constructor's own message, one line).
 
     Example:
-        >>> from cosanneal.runtime.config import OptimizerConfig
+        >>> from cosanneal.jobs.config import OptimizerConfig
         >>> opt = build_optimizer(nn.Linear(2, 1), OptimizerConfig(name="RAdam", options={"decoupled_weight_decay": True}), 0.01)
         >>> type(opt).__name__, opt.param_groups[0]["lr"], opt.param_groups[0]["decoupled_weight_decay"]
         ('RAdam', 0.01, True)

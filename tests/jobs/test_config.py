@@ -16,15 +16,15 @@ from torch.utils.data import TensorDataset
 
 from cosanneal import ConfigError
 from cosanneal.cli import main
-from cosanneal.runtime import trainer
-from cosanneal.runtime.config import (
+from cosanneal.jobs import trainer
+from cosanneal.jobs.config import (
     BUILTIN_METRICS,
     DEFAULT_SCHEDULE,
     check_metric_names,
     config_from_dict,
     load_config,
 )
-from cosanneal.runtime.data import EpochBatches
+from cosanneal.jobs.data import EpochBatches
 
 
 def _write(path: Path, data: dict[str, Any]) -> Path:

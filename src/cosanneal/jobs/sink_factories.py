@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cosanneal.errors import ConfigError
-from cosanneal.runtime.config import BUILTIN_SINKS, SinkEntry, TrainConfig
+from cosanneal.jobs.config import BUILTIN_SINKS, SinkEntry, TrainConfig
 from cosanneal.runtime.runstore import Sink
 from cosanneal.schedules.base import Schedule
 
@@ -66,7 +66,7 @@ def sink_entries(cfg: TrainConfig) -> list[SinkEntry]:
     entry's options.
 
     Example:
-        >>> from cosanneal.runtime.config import config_from_dict
+        >>> from cosanneal.jobs.config import config_from_dict
         >>> cfg = config_from_dict({"telemetry": {"sinks": ["pkg.mod:make"], "prometheus_port": 0}})
         >>> [e.entry for e in sink_entries(cfg)]
         ['tensorboard', 'prometheus', 'pkg.mod:make']
@@ -135,7 +135,7 @@ assert set(_BUILTIN) == set(BUILTIN_SINKS)
 def _factory(entry: str, key: str) -> Callable[[SinkContext], Any]:
     if entry in _BUILTIN:
         return _BUILTIN[entry]
-    from cosanneal.runtime.builders import resolve_entry
+    from cosanneal.jobs.builders import resolve_entry
 
     return resolve_entry(entry, key)
 

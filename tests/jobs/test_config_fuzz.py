@@ -24,14 +24,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cosanneal import ConfigError
-from cosanneal.runtime.config import TrainConfig, config_from_dict
+from cosanneal.jobs.config import TrainConfig, config_from_dict
 from cosanneal.schedules import kinds
 
 ROOT = Path(__file__).resolve().parents[2]
 BASES: dict[str, dict[str, Any]] = {
     "blobs": copy.deepcopy(BLOBS),
     "digits_adamw": tomllib.loads((ROOT / "examples/train/digits_adamw.toml").read_text()),
-    "digits_sgdr": tomllib.loads((ROOT / "src/cosanneal/examples/configs/digits_sgdr.toml").read_text()),
+    "digits_sgdr": tomllib.loads((ROOT / "src/cosanneal/zoo/configs/digits_sgdr.toml").read_text()),
 }
 METRICS = {"val_loss", "val_acc"}
 MODEL_OPTIONS = {

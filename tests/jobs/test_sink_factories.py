@@ -13,9 +13,9 @@ from blobs import blobs_config
 
 from cosanneal import runs
 from cosanneal.errors import ConfigError
-from cosanneal.runtime.config import SinkEntry, config_from_dict
-from cosanneal.runtime.sink_factories import sink_entries
-from cosanneal.runtime.trainer import Trainer
+from cosanneal.jobs.config import SinkEntry, config_from_dict
+from cosanneal.jobs.sink_factories import sink_entries
+from cosanneal.jobs.trainer import Trainer
 
 SINK_MODULE = """
 import json

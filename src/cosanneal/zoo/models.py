@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from cosanneal.examples.options import Check, check_options, count, probability, raise_value_error
+from cosanneal.zoo.options import Check, check_options, count, probability, raise_value_error
 
 #: The check of every option a built-in model takes (sizes >= 1, dropout in [0, 1)).
 OPTION_CHECKS: dict[str, Check] = {

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from cosanneal.examples.options import Check, check_options, count, fraction, raise_value_error
-from cosanneal.examples.options import seed as seed_check
+from cosanneal.zoo.options import Check, check_options, count, fraction, raise_value_error
+from cosanneal.zoo.options import seed as seed_check
 
 Split = tuple[TensorDataset, TensorDataset]
 

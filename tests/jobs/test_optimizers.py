@@ -15,9 +15,9 @@ from blobs import blobs_config
 
 from cosanneal import from_dict, runs
 from cosanneal.errors import ConfigError
-from cosanneal.runtime.config import config_from_dict
-from cosanneal.runtime.optimizers import build_optimizer, optimizer_class, torch_optimizers
-from cosanneal.runtime.trainer import Trainer
+from cosanneal.jobs.config import config_from_dict
+from cosanneal.jobs.optimizers import build_optimizer, optimizer_class, torch_optimizers
+from cosanneal.jobs.trainer import Trainer
 
 
 def _build(model: torch.nn.Module, **optimizer: Any) -> torch.optim.Optimizer:

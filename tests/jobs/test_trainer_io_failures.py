@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from blobs import blobs_config
 
-from cosanneal.runtime.builders import build_model
+from cosanneal.jobs.builders import build_model
+from cosanneal.jobs.config import config_from_dict
 from cosanneal.runtime.checkpoints import Checkpoints
-from cosanneal.runtime.config import config_from_dict
 from cosanneal.runtime.iofailure import device_of, io_failure
 
 TOTAL = 160

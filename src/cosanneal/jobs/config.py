@@ -73,7 +73,7 @@ class OptimizerConfig:
 
     The LR comes from the schedule (absolute); a group's ``lr_scale`` multiplies it for the parameters
     that group matches. ``momentum``/``nesterov`` are SGD's, ``betas``/``eps`` AdamW's; every other
-    optimizer takes its keyword arguments from ``options`` (see :mod:`cosanneal.runtime.optimizers`).
+    optimizer takes its keyword arguments from ``options`` (see :mod:`cosanneal.jobs.optimizers`).
     """
 
     name: str = "sgd"
@@ -159,7 +159,7 @@ class TelemetryConfig:
 
     ``sinks`` lists extra sinks: a built-in by name (``"tensorboard"``, ``"prometheus"``, ``"mlflow"``),
     a factory ``"package.module:make_sink"``, or ``{entry = ..., options = {...}}``; see
-    :mod:`cosanneal.runtime.sink_factories`. ``tensorboard = true``, a Prometheus port or textfile and an
+    :mod:`cosanneal.jobs.sink_factories`. ``tensorboard = true``, a Prometheus port or textfile and an
     MLflow URI add their built-in sink as before.
     """
 
@@ -509,8 +509,8 @@ def _check_schedule(schedule: Mapping[str, Any]) -> None:
 
 def _check_builtins(cfg: TrainConfig) -> None:
     """The built-in model's and data set's names and options (a ``module:function`` entry is checked when built)."""
-    from cosanneal.examples.data import check_data_options
-    from cosanneal.examples.models import check_model_options
+    from cosanneal.zoo.data import check_data_options
+    from cosanneal.zoo.models import check_model_options
 
     for key, entry in (("model.entry", cfg.model.entry), ("data.entry", cfg.data.entry)):
         if entry is not None and not _ENTRY.fullmatch(entry):
