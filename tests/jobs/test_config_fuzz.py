@@ -249,7 +249,7 @@ def optimizer_options(v: Any, cfg: dict[str, Any]) -> str | None:
 def telemetry_sinks(v: Any, cfg: dict[str, Any]) -> str | None:
     def entry_ok(e: Any) -> bool:
         return isinstance(e, str) and (
-            e in ("tensorboard", "prometheus", "mlflow") or ENTRY.fullmatch(e) is not None
+            e in ("tensorboard", "prometheus", "mlflow", "wandb") or ENTRY.fullmatch(e) is not None
         )
 
     def item_ok(item: Any) -> bool:
@@ -389,6 +389,7 @@ EXAMPLES: dict[str, list[Any]] = {
         ["tensorboard"],
         ["a.b:c", {"entry": "d:e", "options": {"k": 1}}],
         ["wandb"],
+        ["neptune"],
         [{"entry": 3}],
         [{"entry": "a:b", "x": 1}],
         "a:b",

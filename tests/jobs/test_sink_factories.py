@@ -102,7 +102,7 @@ def test_a_sink_table_round_trips_through_the_config() -> None:
 @pytest.mark.parametrize(
     ("sinks", "message"),
     [
-        (["wandb"], r"^telemetry.sinks\[0\]: must be one of tensorboard, prometheus, mlflow or 'package.module:function', got 'wandb'"),
+        (["neptune"], r"^telemetry.sinks\[0\]: must be one of tensorboard, prometheus, mlflow, wandb or 'package.module:function', got 'neptune'"),
         ([{"options": {}}], r"^telemetry.sinks\[0\]"),
         ("my:sink", r"^telemetry.sinks: must be a list"),
     ],

@@ -150,14 +150,14 @@ class SinkEntry:
 
 
 #: The built-in sinks ``telemetry.sinks`` can name without an import path.
-BUILTIN_SINKS = ("tensorboard", "prometheus", "mlflow")
+BUILTIN_SINKS = ("tensorboard", "prometheus", "mlflow", "wandb")
 
 
 @dataclasses.dataclass(frozen=True)
 class TelemetryConfig:
     """``[telemetry]``: sinks and buffering of the per-update telemetry.
 
-    ``sinks`` lists extra sinks: a built-in by name (``"tensorboard"``, ``"prometheus"``, ``"mlflow"``),
+    ``sinks`` lists extra sinks: a built-in by name (one of :data:`BUILTIN_SINKS`),
     a factory ``"package.module:make_sink"``, or ``{entry = ..., options = {...}}``; see
     :mod:`cosanneal.jobs.sink_factories`. ``tensorboard = true``, a Prometheus port or textfile and an
     MLflow URI add their built-in sink as before.

@@ -21,6 +21,8 @@ The built-ins are made the same way:
 * ``"prometheus"`` serves ``/metrics`` or writes a textfile. ``telemetry.prometheus_port`` or
   ``prometheus_textfile`` adds it.
 * ``"mlflow"`` logs to ``telemetry.mlflow_tracking_uri``, which adds it.
+* ``"wandb"`` logs to a Weights & Biases run; only ``telemetry.sinks`` adds it. Its options are
+  :data:`WANDB_OPTIONS` (``project``, ``entity``, ``name``, ``mode``, ``dir``, ``tags``, ``settings``).
 
 For a built-in, the ``options`` of an entry override the ``[telemetry]`` keys of the same name.
 """
@@ -124,10 +126,40 @@ def _mlflow(context: SinkContext) -> Sink:
     return sink
 
 
+#: The options of the ``"wandb"`` sink (the arguments of :class:`~cosanneal.sinks.wandb.WandbSink`).
+WANDB_OPTIONS = ("project", "entity", "name", "mode", "dir", "tags", "settings")
+
+
+def _wandb(context: SinkContext) -> Sink:
+    from cosanneal.sinks.wandb import WandbSink
+
+    unknown = sorted(set(context.options) - set(WANDB_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r}; options are {', '.join(WANDB_OPTIONS)}")
+    options = dict(context.options)
+    tags = options.pop("tags", ())
+    if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
+        raise ValueError(f"tags must be a list of strings, got {tags!r}")
+    directory = options.pop("dir", None)
+    sink: Sink = WandbSink(
+        **options,
+        dir=None if directory is None else context.run_dir / directory,  # relative to the run directory
+        tags=list(tags),
+        config={
+            "config": dict(context.config),
+            "schedule": context.schedule.to_dict(),
+            "schedule_fingerprint": context.schedule.fingerprint(),
+        },
+        run_dir=context.run_dir,
+    )
+    return sink
+
+
 _BUILTIN: dict[str, Callable[[SinkContext], Sink]] = {
     "tensorboard": _tensorboard,
     "prometheus": _prometheus,
     "mlflow": _mlflow,
+    "wandb": _wandb,
 }
 assert set(_BUILTIN) == set(BUILTIN_SINKS)
 
