@@ -36,6 +36,7 @@ import torch
 from cosanneal.errors import CosannealError
 from cosanneal.runtime import ckpt_dist
 from cosanneal.runtime.ckpt_async import BackgroundWriter
+from cosanneal.runtime.ckpt_commit import CommitStrategy, FileSource, open_strategy
 from cosanneal.runtime.ckpt_policy import as_schedule, ends_cycle, is_better, is_cycle_end, to_delete
 from cosanneal.runtime.ckpt_tensors import (
     MODEL_FILE,
@@ -48,16 +49,8 @@ from cosanneal.runtime.ckpt_tensors import (
     save_optimizer,
     unwrap,
 )
-from cosanneal.runtime.manifest import (
-    MANIFEST_NAME,
-    build_manifest,
-    check_bytes,
-    encode_manifest,
-    read_manifest,
-    verify,
-)
+from cosanneal.runtime.manifest import MANIFEST_NAME, build_manifest, encode_manifest
 from cosanneal.runtime.rng import capture_rng_state, restore_rng_state
-from cosanneal.runtime.storage import TMP_PREFIX, TRASH_PREFIX, Storage, open_storage
 
 __all__ = [
     "CheckpointError",
@@ -171,6 +164,11 @@ def _step_name(step: int) -> str:
     return f"step-{step:0{STEP_WIDTH}d}"
 
 
+def _step_of(name: str) -> int | None:
+    match = _STEP_DIR.match(name)
+    return int(match.group(1)) if match else None
+
+
 def _jsonable(value: Any, where: str) -> Any:
     """``value`` as plain JSON data (numpy and 0-d torch scalars become numbers)."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -244,11 +242,19 @@ def _refused_pickle(exc: BaseException) -> str:
     )
 
 
-def _bytes_writer(data: bytes) -> Callable[[IO[bytes]], None]:
-    def write(handle: IO[bytes]) -> None:
-        handle.write(data)
+def _model_source(tensors: dict[str, torch.Tensor]) -> FileSource:
+    """The safetensors file of ``tensors``: saved straight to a local path, or serialised for a stream."""
+    from safetensors.torch import save, save_file
 
-    return write
+    meta = {"format": "pt"}
+
+    def to_stream(handle: IO[bytes]) -> None:
+        handle.write(save(tensors, meta))
+
+    def to_path(path: str) -> None:
+        save_file(tensors, path, meta)
+
+    return FileSource(to_stream, to_path)
 
 
 def _describe(exc: BaseException) -> str:
@@ -348,7 +354,7 @@ class Checkpoints:
             or every_seconds <= 0
         ):
             raise CheckpointError(f"every_seconds must be None or a number > 0, got {every_seconds!r}")
-        self._storage: Storage = open_storage(directory, storage_options)
+        self._store: CommitStrategy = open_strategy(directory, storage_options)
         self._url = os.fspath(directory)
         self.keep_last = keep_last
         self.best_metric: tuple[str, str] | None = None if spec is None else (spec[0], spec[1])
@@ -449,7 +455,7 @@ class Checkpoints:
         name = _step_name(step)
         info = CheckpointInfo(
             step=step,
-            path=self._display(self._storage.join(name)),
+            path=self._display(self._store.join(name)),
             epoch=int(epoch),
             batch_index=int(batch_index),
             metrics=_metric_values(metrics),
@@ -509,34 +515,22 @@ class Checkpoints:
         return _Snapshot(info.step, name, tensors, opt_state, state_json, info, reason)
 
     def _write(self, snap: _Snapshot) -> None:
-        from safetensors.torch import save, save_file
-
-        storage = self._storage
-        final = storage.join(snap.name)
+        store = self._store
+        final = store.join(snap.name)
         staging: str | None = None
         started = time.monotonic()
         announced = False
         try:
             self._clean_stale()
-            staging = storage.begin(final)
-            meta = {"format": "pt"}
+            staging = store.begin(final)
             digests: dict[str, tuple[str, int]] = {}
-            model_path = f"{staging}/{MODEL_FILE}"
-            if storage.local:
-                digests[MODEL_FILE] = storage.write_local(
-                    model_path, lambda p: save_file(snap.tensors, p, meta)
-                )
-            else:
-                blob = save(snap.tensors, meta)
-                digests[MODEL_FILE] = storage.write_file(model_path, _bytes_writer(blob))
+            digests[MODEL_FILE] = store.write(f"{staging}/{MODEL_FILE}", _model_source(snap.tensors))
             if snap.optimizer is not None:
                 opt = snap.optimizer
-                digests[OPTIMIZER_FILE] = storage.write_file(
-                    f"{staging}/{OPTIMIZER_FILE}", lambda h: save_optimizer(opt, h)
+                digests[OPTIMIZER_FILE] = store.write(
+                    f"{staging}/{OPTIMIZER_FILE}", FileSource(lambda h: save_optimizer(opt, h))
                 )
-            digests[STATE_FILE] = storage.write_file(
-                f"{staging}/{STATE_FILE}", _bytes_writer(snap.state_json)
-            )
+            digests[STATE_FILE] = store.write(f"{staging}/{STATE_FILE}", FileSource.of_bytes(snap.state_json))
             manifest = encode_manifest(build_manifest(snap.step, digests))
             # everything is written: announce it, and let the caller make its records durable, before
             # the commit marker (the manifest on object stores, the rename locally)
@@ -552,12 +546,11 @@ class Checkpoints:
             )
             if self._before_commit is not None:
                 self._before_commit(snap.info)
-            storage.write_file(f"{staging}/{MANIFEST_NAME}", _bytes_writer(manifest))
-            storage.commit(staging, final)
+            store.commit(staging, final, manifest)
         except Exception as exc:
             if staging is not None:
                 with contextlib.suppress(Exception):
-                    storage.remove(staging)
+                    store.abort(staging)
             if announced:
                 with contextlib.suppress(Exception):
                     self._emit(
@@ -570,7 +563,7 @@ class Checkpoints:
         except BaseException:  # KeyboardInterrupt, SystemExit: clean up, then let it through
             if staging is not None:
                 with contextlib.suppress(Exception):
-                    storage.remove(staging)
+                    store.abort(staging)
             raise
         self._cycle_end_cache[snap.name] = snap.info.cycle_end
         try:
@@ -594,16 +587,10 @@ class Checkpoints:
     def _clean_stale(self) -> None:
         if self._cleaned or ckpt_dist.rank() != 0:
             return
-        storage = self._storage
-        for where in (storage.root, storage.join(BEST_DIR)):
-            for name in storage.child_dirs(where):
-                path = f"{where}/{name}"
-                if name.startswith((TMP_PREFIX, TRASH_PREFIX)) or (
-                    not storage.local
-                    and _STEP_DIR.match(name)
-                    and not storage.exists(f"{path}/{MANIFEST_NAME}")
-                ):
-                    storage.remove(path)
+        store = self._store
+        for where in (store.root, store.join(BEST_DIR)):
+            for path in store.leftovers(where, _step_of):
+                store.remove(path)
         self._cleaned = True
 
     def _update_best(self, info: CheckpointInfo, final: str, names: builtins.list[str]) -> None:
@@ -617,25 +604,17 @@ class Checkpoints:
         best_value = current[0][1].metrics.get(metric) if current else None
         if not is_better(value, best_value, mode):
             return
-        storage = self._storage
-        target = storage.join(BEST_DIR, _step_name(info.step))
-        staging = storage.begin(target)
-        try:
-            storage.clone_dir(final, staging, names)
-            storage.commit(staging, target)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                storage.remove(staging)
-            raise
+        target = self._store.join(BEST_DIR, _step_name(info.step))
+        self._store.copy(final, target, names)
         for path, old in current:
             if old.step != info.step:
-                storage.remove(path)
+                self._store.remove(path)
         self._emit(
             None, "checkpoint_best", step=info.step, metric=metric, value=value, path=self._display(target)
         )
 
     def _rotate(self, saved_step: int) -> None:
-        committed = self._committed(self._storage.root)
+        committed = self._committed(self._store.root)
         newer = [s for s in committed if s > saved_step]
         older = {s: p for s, p in committed.items() if s <= saved_step}
         protected = [s for s, p in older.items() if self.keep_cycle_ends and self._is_cycle_end_dir(p)]
@@ -645,7 +624,7 @@ class Checkpoints:
             self._delete(older[step], step, f"rotation (keep_last={self.keep_last})")
 
     def _delete(self, path: str, step: int, reason: str) -> None:
-        self._storage.remove(path)
+        self._store.remove(path)
         self._cycle_end_cache.pop(path.rsplit("/", 1)[-1], None)
         self._emit(None, "checkpoint_deleted", step=step, path=self._display(path), reason=reason)
 
@@ -658,19 +637,14 @@ class Checkpoints:
 
     # ---- listing ------------------------------------------------------------------------------
     def _steps(self, where: str) -> dict[int, str]:
-        out: dict[int, str] = {}
-        for name in self._storage.child_dirs(where):
-            match = _STEP_DIR.match(name)
-            if match:
-                out[int(match.group(1))] = f"{where}/{name}"
-        return out
+        return self._store.checkpoint_dirs(where, _step_of)
 
     def _committed(self, where: str) -> dict[int, str]:
-        return {s: p for s, p in self._steps(where).items() if self._storage.exists(f"{p}/{MANIFEST_NAME}")}
+        return self._store.committed(where, _step_of)
 
     def _read_state(self, path: str) -> dict[str, Any] | None:
         try:
-            with self._storage.open_read(f"{path}/{STATE_FILE}") as handle:
+            with self._store.storage.open_read(f"{path}/{STATE_FILE}") as handle:
                 data = json.loads(handle.read().decode("utf-8"))
         except (OSError, UnicodeDecodeError, ValueError):
             return None
@@ -701,7 +675,7 @@ class Checkpoints:
         if self.best_metric is None:
             return []
         metric, mode = self.best_metric
-        entries = [(p, i) for p, i in self._infos(self._storage.join(BEST_DIR)) if metric in i.metrics]
+        entries = [(p, i) for p, i in self._infos(self._store.join(BEST_DIR)) if metric in i.metrics]
         sign = 1.0 if mode == "min" else -1.0
         entries.sort(key=lambda e: (sign * e[1].metrics[metric], -e[1].step))
         return entries
@@ -709,7 +683,7 @@ class Checkpoints:
     def list(self) -> builtins.list[CheckpointInfo]:
         """The committed checkpoints (manifest present; not hash-verified), oldest first."""
         self.wait()
-        return [info for _, info in self._infos(self._storage.root)]
+        return [info for _, info in self._infos(self._store.root)]
 
     @property
     def latest(self) -> CheckpointInfo | None:
@@ -760,12 +734,12 @@ class Checkpoints:
         """
         self.wait()
         ckpt_dist.barrier()
-        steps = self._steps(self._storage.root)
+        steps = self._steps(self._store.root)
         newest = max(steps, default=None)
         # best/ entries fill gaps below the newest step-* directory; one above it is from an abandoned future
         extra = {
             s: p
-            for s, p in self._steps(self._storage.join(BEST_DIR)).items()
+            for s, p in self._steps(self._store.join(BEST_DIR)).items()
             if s not in steps and (newest is None or s < newest)
         }
         candidates = sorted({**extra, **steps}.items(), reverse=True)
@@ -808,8 +782,8 @@ class Checkpoints:
         if match is None:
             raise CheckpointError(f"path must name a step-<N> checkpoint directory, got {path!r}")
         step = int(match.group(1))
-        if self._storage.local and not os.path.isdir(where):
-            names = ", ".join(f"step-{s:0{STEP_WIDTH}d}" for s in sorted(self._steps(self._storage.root)))
+        if self._store.absent(where):
+            names = ", ".join(_step_name(s) for s in sorted(self._steps(self._store.root)))
             raise CheckpointError(
                 f"checkpoint {path!r} does not exist (looked for {where}); "
                 f"checkpoints in {self._url}: {names or 'none'}"
@@ -838,28 +812,14 @@ class Checkpoints:
 
     def _decode(self, path: str, step: int, map_location: Any) -> dict[str, Any]:
         """Verify and decode a checkpoint without touching any live object; raise :class:`_CorruptError`."""
-        storage = self._storage
-        blobs: dict[str, bytes] = {}
         try:
-            if storage.local:
-                reason = verify(storage, path, step)
-            else:
-                manifest = read_manifest(storage, path)
-                for name in manifest["files"]:
-                    with storage.open_read(f"{path}/{name}") as handle:
-                        blobs[name] = handle.read()
-                reason = check_bytes(manifest, blobs)
+            source = self._store.read_verified(path, step).source
         except ValueError as exc:
             raise _CorruptError(str(exc)) from exc
         except FileNotFoundError as exc:
             raise _CorruptError(f"file vanished while verifying: {exc}") from exc
         except OSError as exc:
             raise CheckpointError(f"cannot read checkpoint {self._display(path)}: {_describe(exc)}") from exc
-        if reason is not None:
-            raise _CorruptError(reason)
-
-        def source(name: str) -> str | bytes:
-            return blobs.get(name, f"{path}/{name}")
 
         try:
             raw = source(STATE_FILE)
@@ -928,21 +888,10 @@ class Checkpoints:
 
     # ---- plumbing -----------------------------------------------------------------------------
     def _display(self, path: str) -> str:
-        if self._storage.local:
-            return path
-        protocol = self._url.split("://", 1)[0]
-        return f"{protocol}://{path}"
+        return self._store.display(path)
 
     def _resolve(self, path: str) -> str:
-        text = os.fspath(path)
-        if "://" in text:
-            return text.split("://", 1)[1].rstrip("/") if not self._storage.local else text.split("://", 1)[1]
-        if self._storage.local:
-            if os.path.isabs(text):
-                return text
-            if os.path.isdir(text):  # relative to the working directory
-                return os.path.abspath(text)
-        return self._storage.join(*text.strip("/").split("/"))  # a name inside the directory
+        return self._store.resolve(os.fspath(path))
 
     def _emit(self, override: EventHook | None, kind: str, **payload: Any) -> None:
         hook = override if override is not None else self._on_event

@@ -1,34 +1,26 @@
-"""Where checkpoints live: a local directory or an fsspec URL (``s3://bucket/run/checkpoints``).
+"""Where checkpoint files live: a local directory or an fsspec URL (``s3://bucket/run/checkpoints``).
 
-Both back ends expose the few operations the checkpoint writer needs. The difference that matters is
-how a checkpoint is *committed*:
+A back end lists, reads, writes, copies and deletes files; it knows nothing of checkpoints. How a
+checkpoint is made visible (committed) and deleted without a reader ever seeing half of one differs
+per back end and lives in :mod:`cosanneal.runtime.ckpt_commit`, one strategy object per back end.
 
-* :class:`LocalStorage` writes into a hidden temporary sibling directory (``.tmp-step-…``), fsyncs
-  every file and the directory, renames it into place (atomic on POSIX) and fsyncs the parent. A
-  reader never sees a partial directory.
-* :class:`FsspecStorage` (object stores, where a "rename" is a copy and a delete) writes the files
-  straight into the final prefix with the manifest written last: the manifest is the commit marker,
-  and a prefix without one is ignored by readers and removed by the next writer.
+* :class:`LocalStorage`: a directory on a POSIX filesystem; every write is fsynced.
+* :class:`FsspecStorage`: any fsspec filesystem (S3, GCS, Azure, ...), where an object is written
+  whole and a "rename" would be a copy and a delete.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import io
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from cosanneal.io import fsync_dir
-
 CHUNK = 1 << 20
-TMP_PREFIX = ".tmp-"
-TRASH_PREFIX = ".trash-"
 
 
 def sha256_stream(handle: IO[bytes]) -> tuple[str, int]:
@@ -48,10 +40,9 @@ def sha256_stream(handle: IO[bytes]) -> tuple[str, int]:
 
 
 class Storage(Protocol):
-    """The operations a checkpoint directory needs from its back end."""
+    """The file operations a checkpoint directory needs from its back end."""
 
     root: str
-    local: bool
 
     def join(self, *parts: str) -> str:
         """Join path parts below ``root``."""
@@ -73,45 +64,37 @@ class Storage(Protocol):
         """Open ``path`` for binary reading."""
         ...
 
-    def local_path(self, path: str) -> str | None:
-        """A filesystem path for ``path`` when the back end is local, else ``None``."""
-        ...
-
-    def begin(self, final: str) -> str:
-        """Prepare a staging directory for a checkpoint that will become ``final``; return it."""
-        ...
-
     def write_file(self, path: str, producer: Callable[[IO[bytes]], None]) -> tuple[str, int]:
         """Let ``producer`` write ``path`` durably; return the file's ``(sha256, size)``."""
         ...
 
-    def write_local(self, path: str, producer: Callable[[str], None]) -> tuple[str, int]:
-        """Let ``producer(path)`` create a local file, fsync it; return ``(sha256, size)``."""
+    def copy_file(self, src: str, dst: str) -> None:
+        """Make ``dst`` a durable copy of the file ``src``."""
         ...
 
-    def commit(self, staging: str, final: str) -> None:
-        """Make ``staging`` visible as ``final`` (after the manifest was written into it)."""
+    def remove_file(self, path: str) -> None:
+        """Delete the file ``path``; a missing one is fine."""
         ...
 
-    def remove(self, path: str) -> None:
-        """Delete a directory tree; missing paths are fine."""
-        ...
-
-    def clone_dir(self, src: str, dst: str, names: list[str]) -> None:
-        """Make ``dst`` hold the same files as ``src`` (hard links locally, copies remotely)."""
+    def remove_tree(self, path: str) -> None:
+        """Delete the directory tree (or file) ``path``; a missing one is fine."""
         ...
 
 
 class LocalStorage:
-    """A directory on a local (POSIX) filesystem; commits by atomic rename."""
+    """A directory on a local (POSIX) filesystem; every file written is fsynced.
 
-    local = True
+    Example:
+        >>> import tempfile
+        >>> store = LocalStorage(tempfile.mkdtemp())
+        >>> store.write_file(store.join("a.bin"), lambda h: h.write(b"abc"))[1], store.files(store.root)
+        (3, {'a.bin': 3})
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         # absolute, so the paths it hands out (events, CheckpointInfo.path) mean the same from any
         # working directory
         self.root = os.path.abspath(os.fspath(Path(root).expanduser()))
-        self._root_made = False
 
     def join(self, *parts: str) -> str:
         """Join ``parts`` below the root."""
@@ -143,30 +126,8 @@ class LocalStorage:
         with open(path, "rb") as handle:
             yield handle
 
-    def local_path(self, path: str) -> str | None:
-        """``path`` itself."""
-        return path
-
-    def begin(self, final: str) -> str:
-        """Create a fresh hidden sibling of ``final`` to write into.
-
-        The first write creates the root (and its parents); once it existed, a root that is gone is an
-        error (``ENOENT``), never silently recreated: the run directory vanished under the job.
-        """
-        if not self._root_made:
-            os.makedirs(self.root, exist_ok=True)
-            self._root_made = True
-        elif not os.path.isdir(self.root):
-            raise FileNotFoundError(errno.ENOENT, "the checkpoint directory vanished", self.root)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        staging = os.path.join(
-            os.path.dirname(final), f"{TMP_PREFIX}{os.path.basename(final)}-{uuid.uuid4().hex[:8]}"
-        )
-        os.mkdir(staging)
-        return staging
-
     def write_file(self, path: str, producer: Callable[[IO[bytes]], None]) -> tuple[str, int]:
-        """Write through ``producer``, fsync, and hash what is on disk."""
+        """Write a new file through ``producer``, fsync, and hash what is on disk."""
         with open(path, "xb") as handle:
             producer(handle)
             handle.flush()
@@ -174,7 +135,7 @@ class LocalStorage:
         return self._digest(path)
 
     def write_local(self, path: str, producer: Callable[[str], None]) -> tuple[str, int]:
-        """Let ``producer`` create ``path``, then fsync and hash it."""
+        """Let ``producer(path)`` create the file itself (e.g. a library's ``save_file``), then fsync and hash it."""
         producer(path)
         with open(path, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -184,66 +145,43 @@ class LocalStorage:
         with open(path, "rb") as handle:
             return sha256_stream(handle)
 
-    def commit(self, staging: str, final: str) -> None:
-        """Fsync ``staging``, rename it to ``final`` (replacing an older one) and fsync the parent."""
-        fsync_dir(staging)
-        parent = os.path.dirname(final)
-        trash = None
-        if os.path.lexists(final):
-            trash = os.path.join(parent, f"{TRASH_PREFIX}{os.path.basename(final)}-{uuid.uuid4().hex[:8]}")
-            os.rename(final, trash)
+    def copy_file(self, src: str, dst: str) -> None:
+        """Hard-link ``src`` as ``dst``, or copy and fsync it where a link is impossible."""
         try:
-            os.rename(staging, final)
+            os.link(src, dst)
         except OSError:
-            if trash is not None:  # put the previous version back
-                os.rename(trash, final)
-            raise
-        fsync_dir(parent)
-        if trash is not None:
-            self.remove(trash)
+            shutil.copyfile(src, dst)
+            with open(dst, "rb+") as handle:
+                os.fsync(handle.fileno())
 
-    def remove(self, path: str) -> None:
-        """Delete ``path``: renamed aside to a hidden ``.trash-`` sibling first, then deleted.
+    def remove_file(self, path: str) -> None:
+        """Unlink ``path`` if it exists."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
-        The rename is atomic, so a kill during the deletion never leaves a visible half directory
-        under the checkpoint's own name; the ``.trash-`` leftover is removed by the next writer's
-        clean-up. What is already gone is ignored.
-        """
-        if os.path.isdir(path) and not os.path.islink(path):
-            name = os.path.basename(path.rstrip(os.sep))
-            if not name.startswith((TRASH_PREFIX, TMP_PREFIX)):
-                trash = os.path.join(os.path.dirname(path), f"{TRASH_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
-                with contextlib.suppress(FileNotFoundError):
-                    os.rename(path, trash)
-                    path = trash
+    def remove_tree(self, path: str) -> None:
+        """Delete the tree at ``path`` (a plain file or a link is unlinked); what is gone is ignored."""
         shutil.rmtree(path, ignore_errors=True)
         if os.path.lexists(path):  # a plain file or a link
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 os.unlink(path)
 
-    def clone_dir(self, src: str, dst: str, names: list[str]) -> None:
-        """Hard-link ``names`` from ``src`` into ``dst`` (copying where links are impossible)."""
-        os.makedirs(dst, exist_ok=True)
-        for name in names:
-            try:
-                os.link(os.path.join(src, name), os.path.join(dst, name))
-            except OSError:
-                shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
-                with open(os.path.join(dst, name), "rb+") as handle:
-                    os.fsync(handle.fileno())
-        fsync_dir(dst)
-
 
 class FsspecStorage:
-    """Any fsspec filesystem (S3, GCS, Azure, ...); the manifest written last is the commit marker."""
+    """Any fsspec filesystem (S3, GCS, Azure, ...), its listing cache refreshed before each look.
 
-    local = False
+    Attributes:
+        fs: the fsspec filesystem.
+        root: the directory's path inside it (no protocol, no trailing ``/``).
+        protocol: the URL's protocol (``s3``), for paths shown to people.
+    """
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         from fsspec.core import url_to_fs
 
         self.fs, path = url_to_fs(url, **(storage_options or {}))
         self.root = str(path).rstrip("/")
+        self.protocol = url.split("://", 1)[0]
 
     def join(self, *parts: str) -> str:
         """Join ``parts`` below the root with ``/``."""
@@ -288,20 +226,8 @@ class FsspecStorage:
         with self.fs.open(path, "rb") as handle:
             yield handle
 
-    def local_path(self, path: str) -> str | None:
-        """Always ``None``: objects are read through fsspec."""
-        return None
-
-    def begin(self, final: str) -> str:
-        """Uncommit and clear ``final`` (manifest first), then write straight into it."""
-        manifest = f"{final}/MANIFEST.json"
-        if self.exists(manifest):
-            self.fs.rm(manifest)
-        self.remove(final)
-        return final
-
     def write_file(self, path: str, producer: Callable[[IO[bytes]], None]) -> tuple[str, int]:
-        """Upload what ``producer`` writes; hash it on the way."""
+        """Upload what ``producer`` writes as one object; hash it on the way."""
         buffer = io.BytesIO()
         producer(buffer)
         data = buffer.getvalue()
@@ -309,37 +235,32 @@ class FsspecStorage:
             handle.write(data)
         return hashlib.sha256(data).hexdigest(), len(data)
 
-    def write_local(self, path: str, producer: Callable[[str], None]) -> tuple[str, int]:
-        """Not available remotely: callers use :meth:`write_file`."""
-        raise NotImplementedError("write_local needs a local filesystem")
+    def copy_file(self, src: str, dst: str) -> None:
+        """Server-side copy of one object."""
+        self.fs.copy(src, dst)
 
-    def commit(self, staging: str, final: str) -> None:
-        """Nothing to do: the manifest, already written, is the commit marker."""
-
-    def remove(self, path: str) -> None:
-        """Delete every object under ``path``; a checkpoint's manifest goes first (it is uncommitted at once)."""
-        self._refresh(path)
-        manifest = f"{path}/MANIFEST.json"
+    def remove_file(self, path: str) -> None:
+        """Delete the object ``path`` if it exists."""
         with contextlib.suppress(FileNotFoundError):
-            if self.fs.isfile(manifest):
-                self.fs.rm(manifest)
+            if self.exists(path):
+                self.fs.rm(path)
+
+    def remove_tree(self, path: str) -> None:
+        """Delete every object under ``path``."""
+        self._refresh(path)
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(path, recursive=True)
         self._refresh(path)
 
-    def clone_dir(self, src: str, dst: str, names: list[str]) -> None:
-        """Server-side copy of ``names`` (the manifest last, so ``dst`` commits last)."""
-        ordered = sorted(names, key=lambda n: n == "MANIFEST.json")
-        for name in ordered:
-            self.fs.copy(f"{src}/{name}", f"{dst}/{name}")
 
-
-def open_storage(directory: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Storage:
+def open_storage(
+    directory: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+) -> LocalStorage | FsspecStorage:
     """Pick the back end for ``directory``: a path or ``file://`` URL is local, any other URL is fsspec.
 
     Example:
-        >>> open_storage("/tmp/ckpts").local, open_storage("file:///tmp/ckpts").root
-        (True, '/tmp/ckpts')
+        >>> type(open_storage("/tmp/ckpts")).__name__, open_storage("file:///tmp/ckpts").root
+        ('LocalStorage', '/tmp/ckpts')
     """
     text = os.fspath(directory)
     if "://" in text:
