@@ -29,7 +29,7 @@ from cosanneal.jobs.sink_factories import build_sinks, resolve_factories
 from cosanneal.jobs.trainer import Trainer
 from cosanneal.runtime.runstore import RunStore
 from cosanneal.runtime.telemetry import Telemetry
-from cosanneal.sinks.wandb import RUN_ID_FILE, WandbMissingError, WandbSink, metric_key
+from cosanneal.sinks.wandb import RUN_ID_FILE, WandbMissingError, WandbSink, WandbSinkWarning, metric_key
 
 needs_wandb = pytest.mark.skipif(
     importlib.util.find_spec("wandb") is None,
@@ -304,6 +304,19 @@ def test_a_disabled_run_logs_nothing_and_keeps_no_id(offline: Path, tmp_path: Pa
     assert not list(tmp_path.glob("wandb/offline-run-*"))
 
 
+@needs_wandb
+def test_a_run_wandb_cannot_open_warns_and_training_goes_on(offline: Path, tmp_path: Path) -> None:
+    (tmp_path / "not-a-dir").write_text("")
+    with pytest.warns(
+        WandbSinkWarning, match=r"could not open a W&B run \(FileExistsError: .*W&B logging is off$"
+    ):
+        sink = WandbSink(run_dir=tmp_path, dir=tmp_path / "not-a-dir")
+    with RunStore(tmp_path, flush_seconds=0) as store:
+        _train(Telemetry(store, schedule=SCHEDULE, sinks=[sink]), range(3))
+    assert _store(tmp_path)["lr/group_0"][0] == [0, 1, 2] and not (tmp_path / RUN_ID_FILE).exists()
+    assert repr(sink) == "WandbSink(run_id=None, off)"
+
+
 # ---- config errors and a missing package -----------------------------------------------------------
 
 
@@ -312,8 +325,10 @@ def test_a_disabled_run_logs_nothing_and_keeps_no_id(offline: Path, tmp_path: Pa
     [
         ({"projekt": "x"}, r"unknown option 'projekt'; options are project, entity, name, mode, dir, tags"),
         ({"tags": "ci"}, r"tags must be a list of strings, got 'ci'"),
+        pytest.param({"mode": "dryrun"}, r"mode must be one of online, offline, disabled, got 'dryrun'$", marks=needs_wandb),
+        pytest.param({"settings": {"no_such": 1}}, r"settings: 1 validation error for Settings no_such ", marks=needs_wandb),
     ],
-)
+)  # fmt: skip
 def test_bad_options_are_one_line_config_errors(
     options: dict[str, Any], message: str, tmp_path: Path
 ) -> None:

@@ -62,6 +62,7 @@ from cosanneal.runtime.runstore import EventRow, ScalarRow
 
 __all__ = [
     "MAX_FAILURES",
+    "MODES",
     "RUN_ID_FILE",
     "STEP_METRIC",
     "WandbMissingError",
@@ -77,6 +78,8 @@ RUN_ID_FILE = "wandb_run_id"
 STEP_METRIC = "update"
 #: Consecutive failed W&B calls after which the sink stops calling W&B.
 MAX_FAILURES = 3
+#: The values of ``mode`` (``None``: ``WANDB_MODE``, else online).
+MODES = ("online", "offline", "disabled")
 
 
 class WandbSinkWarning(UserWarning):
@@ -85,6 +88,12 @@ class WandbSinkWarning(UserWarning):
 
 class WandbMissingError(CosannealError, ImportError):
     """The ``wandb`` package is not installed."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (pydantic's, W&B's settings errors, span several)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _import_wandb() -> Any:
@@ -162,6 +171,8 @@ class WandbSink:
 
     Raises:
         WandbMissingError: ``wandb`` is not installed (``pip install 'cosanneal[wandb]'``).
+        ValueError: ``mode`` is not one of :data:`MODES`, or ``settings`` are not valid W&B settings.
+            Any other failure to open the W&B run is a :class:`WandbSinkWarning`, and training goes on.
 
     Example (needs ``wandb``; offline, so no account is needed):
 
@@ -188,7 +199,13 @@ class WandbSink:
         run_dir: str | os.PathLike[str] | None = None,
         settings: Mapping[str, Any] | None = None,
     ) -> None:
-        self._wandb = _import_wandb()
+        self._wandb = wandb = _import_wandb()
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        try:  # a bad setting is the caller's mistake, not W&B's: raise it
+            wandb_settings = wandb.Settings(**{"console": "off", **(settings or {})})
+        except Exception as exc:
+            raise ValueError(f"settings: {_one_line(exc)}") from None
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.run_id: str | None = None
         self.resumed = False
@@ -201,11 +218,12 @@ class WandbSink:
         self._status, self._exit_code = "finished", 0
         self._closed = False
         try:
-            self._open_run(project, entity, name, mode, dir, tags, settings or {})
+            self._open_run(project, entity, name, mode, dir, tags, wandb_settings)
         except Exception as exc:
             self._run = None
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self._warn(f"could not open a W&B run ({type(exc).__name__}: {first}); W&B logging is off")
+            self._warn(
+                f"could not open a W&B run ({type(exc).__name__}: {_one_line(exc)}); W&B logging is off"
+            )
             return
         self._safe("log the config", lambda: self._log_config(config or {}))
 
@@ -218,7 +236,7 @@ class WandbSink:
         mode: str | None,
         dir: str | os.PathLike[str] | None,
         tags: Sequence[str],
-        settings: Mapping[str, Any],
+        settings: Any,
     ) -> None:
         """``wandb.init`` the run named in ``run_dir/wandb_run_id`` (``resume="allow"``), else a new one."""
         wandb = self._wandb
@@ -236,7 +254,7 @@ class WandbSink:
             id=previous,
             resume="allow" if previous is not None else None,
             reinit="create_new",  # never finish, nor log into, a run of the user's own
-            settings=wandb.Settings(**{"console": "off", **settings}),
+            settings=settings,
         )
         self._run = run
         if run.disabled:
@@ -285,7 +303,7 @@ class WandbSink:
             call()
         except Exception as exc:
             self._failures += 1
-            self._warn(f"could not {what} ({type(exc).__name__}: {exc})")
+            self._warn(f"could not {what} ({type(exc).__name__}: {_one_line(exc)})")
             if self._failures >= MAX_FAILURES:
                 self._run = None
                 self._warn(f"{MAX_FAILURES} failures in a row; W&B logging is off for run {self.run_id}")
