@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cosanneal.errors import CosannealError
+from cosanneal.schedules.cycles import floor_lr, peak_lr
 
 __all__ = ["LR_READS", "Diagnosis", "Fitter", "continued", "diagnose", "plateau_length", "restart_steps"]
 
@@ -93,7 +94,7 @@ def continued(schedule: Any, t: npt.ArrayLike) -> FloatArray | None:
         start = float(schedule.cycle_start(i)) if i else float(schedule.origin)
         length = horizon - start
         w = float(schedule.cycle_warmup_steps) if i else 0.0
-        peak, floor = float(schedule.cycle_peak(i)), float(schedule.cycle_floor(i))
+        peak, floor = peak_lr(schedule, i), floor_lr(schedule, i)
         p = np.maximum(x[past] - start - w, 0.0) / (length - w)
         out[past] = floor + 0.5 * (peak - floor) * (1 + np.cos(math.pi * p ** float(schedule.k)))
     return out
@@ -449,7 +450,7 @@ def _estimate_cycle(f: Fitter, s: Any, trace_restarts: list[int]) -> list[float]
     out: list[float] = []
     if trace_restarts:
         out.append(trace_restarts[0] - origin)
-    peak, floor = float(s.cycle_peak(0)) * f.scale, float(s.cycle_floor(0)) * f.scale
+    peak, floor = peak_lr(s, 0) * f.scale, floor_lr(s, 0) * f.scale
     if peak <= floor:
         return out
     end = trace_restarts[0] if trace_restarts else math.inf
@@ -589,7 +590,7 @@ def _peak_floor(f: Fitter) -> Diagnosis | None:
     s = f.schedule
     if not _is_cosine(s):
         return None
-    peak, floor = float(s.cycle_peak(0)), float(s.cycle_floor(0))
+    peak, floor = peak_lr(s, 0), floor_lr(s, 0)
     if peak <= floor:
         return None
     end = float(s.cycle_start(1)) if s.max_cycles is None or s.max_cycles > 1 else float(s.horizon)
@@ -625,7 +626,7 @@ def _peak_floor(f: Fitter) -> Diagnosis | None:
     for other in candidates:
         if other is None or f.fit_mode(other) is None:
             continue
-        got_peak, got_floor = float(other.cycle_peak(0)), float(other.cycle_floor(0))
+        got_peak, got_floor = peak_lr(other, 0), floor_lr(other, 0)
         peak_changed = got_peak != peak
         evidence = {
             "fitted_peak": got_peak,
@@ -750,7 +751,7 @@ def _restart_fit(f: Fitter, i: int) -> tuple[float, str, float | None] | None:
                 return r, mode, None
     if not _is_cosine(s) or not (i and f.t[i - 1] == f.t[i] - 1):
         return None
-    peak, floor = float(s.cycle_peak(0)) * f.scale, float(s.cycle_floor(0)) * f.scale
+    peak, floor = peak_lr(s, 0) * f.scale, floor_lr(s, 0) * f.scale
     start = float(f.y[i - 1])
     r = float(f.t[i - 1])
     if peak <= floor or not math.isfinite(start):

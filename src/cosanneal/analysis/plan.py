@@ -10,7 +10,8 @@ first cycle lasts
 
 .. math:: c = D \frac{m - 1}{m^n - 1} \quad (c = D / n \text{ when } m = 1),
 
-so that :math:`c (1 + m + \dots + m^{n-1}) = D`. Cycle ``i`` lasts :math:`c\,m^i` steps and peaks at
+so that :math:`c (1 + m + \dots + m^{n-1}) = D` (:func:`cosanneal.schedules.cycles.fit_cycle_steps`,
+the same fit ``lint`` advises in CA002). Cycle ``i`` lasts :math:`c\,m^i` steps and peaks at
 ``peak * peak_decay**i``. The schedule computes its cycle boundaries in 60-digit decimal arithmetic
 from the float64 ``c`` and rounds them to float64, so the planner tries the float64 values within 16
 ulps of the formula's ``c`` and keeps the one (closest to the formula) whose
@@ -23,8 +24,9 @@ before it (:attr:`Plan.horizon_error`; for a budget of 10^6 steps an ulp is 1.2e
 **Number of cycles.** ``cycles=n`` fixes it. With only ``cycle_mult=m`` (``m != 1``) the planner takes the
 largest ``n`` whose *shortest* cycle (the first when ``m > 1``, the last when ``m < 1``) still lasts at
 least ``min_cycle`` steps (default: one epoch when ``steps_per_epoch`` is known, else 10 steps, the
-length below which ``lint`` reports CA004), and at least one cycle. ``m = 1`` without ``cycles`` is an
-error (equal cycles: say how many). With neither, the plan is a single cosine decay.
+length below which ``lint`` reports CA004), and at least one cycle, at most
+:data:`~cosanneal.schedules.cycles.MAX_CYCLES` (:func:`~cosanneal.schedules.cycles.choose_cycles`).
+``m = 1`` without ``cycles`` is an error (equal cycles: say how many). With neither, the plan is a single cosine decay.
 
 **Checkpoint interval (Young/Daly).** With a checkpoint that costs ``δ`` seconds and a mean time between
 failures (preemptions) ``M``, the interval that minimises the expected waste is
@@ -60,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 from cosanneal.errors import ScheduleError
 from cosanneal.schedules import durations
 from cosanneal.schedules.cosine import Cosine
+from cosanneal.schedules.cycles import choose_cycles, fit_cycle_steps, floor_lr, peak_lr, shortest_cycle
 from cosanneal.schedules.lint import MIN_CYCLE_STEPS
 
 if TYPE_CHECKING:
@@ -79,8 +82,6 @@ __all__ = [
 
 _SECONDS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 _SECONDS_PATTERN = re.compile(r"^\s*(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+)\s*(s|m|min|h|d)?\s*$")
-_MAX_CYCLES = 100_000  # the search for the number of cycles stops here
-_ULP_WINDOW = 16  # float64 cycle lengths tried on each side of the formula's value
 
 
 # ---- results ------------------------------------------------------------------------------------
@@ -298,75 +299,6 @@ def _steps(name: str, value: Any, *, total: int | None, steps_per_epoch: float |
     return float(resolved)
 
 
-def _horizon(make: Any, c: float) -> float:
-    horizon: float = make(c).horizon
-    return horizon
-
-
-def fit_cycle_steps(span: float, cycle_mult: float, cycles: int, *, origin: float = 0.0) -> float:
-    r"""The first cycle length ``c`` that makes ``cycles`` cycles fill ``span`` steps after ``origin``.
-
-    :math:`c = D (m - 1) / (m^n - 1)` (``D / n`` for ``m = 1``); of the float64 values within 16 ulps of
-    it, the closest whose last cycle (computed as :class:`Cosine` computes it) ends exactly at
-    ``origin + span``, else the one ending closest before it (see the module docs).
-
-    Example:
-        >>> c = fit_cycle_steps(34320, 2.0, 3, origin=780)
-        >>> c, Cosine(0.1, warmup_steps=780, cycle_steps=c, cycle_mult=2.0, max_cycles=3).horizon
-        (4902.857142857143, 35100.0)
-    """
-    m, n = float(cycle_mult), int(cycles)
-    c0 = _first_cycle(span, m, n)
-    if not (math.isfinite(c0) and c0 > 0):
-        return c0
-    target = float(origin) + float(span)
-
-    def make(c: float) -> Cosine:
-        return Cosine(1.0, warmup_steps=int(origin), cycle_steps=c, cycle_mult=m, max_cycles=n)
-
-    below: tuple[float, float] | None = None  # (distance, c) of the closest end at or before the target
-    nearest = (math.inf, c0)
-    lo = hi = c0
-    for k in range(2 * _ULP_WINDOW + 1):  # c0, c0+1ulp, c0-1ulp, c0+2ulp, ... : the closest exact hit wins
-        if k:
-            if k % 2:
-                hi = c = math.nextafter(hi, math.inf)
-            else:
-                lo = c = math.nextafter(lo, -math.inf)
-        else:
-            c = c0
-        err = _horizon(make, c) - target
-        if err == 0.0:
-            return c
-        nearest = min(nearest, (abs(err), c))
-        if err < 0 and (below is None or -err < below[0]):
-            below = (-err, c)
-    return below[1] if below is not None else nearest[1]
-
-
-def _first_cycle(span: float, m: float, n: int) -> float:
-    """``D (m - 1) / (m^n - 1)`` (``D / n`` for ``m = 1``), without cancellation for ``m`` near 1."""
-    if m == 1.0:
-        return span / n
-    return span * (m - 1.0) / math.expm1(n * math.log(m))
-
-
-def _choose_cycles(span: float, m: float, min_cycle: float) -> int:
-    """The largest ``n >= 1`` whose shortest cycle lasts at least ``min_cycle`` steps."""
-    n = 1
-    while n < _MAX_CYCLES:
-        try:
-            shortest = _first_cycle(span, m, n + 1)
-        except OverflowError:
-            break
-        if m < 1.0:
-            shortest *= m**n
-        if not shortest >= min_cycle:
-            break
-        n += 1
-    return n
-
-
 # ---- the planner --------------------------------------------------------------------------------
 def plan(
     total_steps: int | float | str,
@@ -463,16 +395,13 @@ def plan(
                 floor_len = _steps("min_cycle", min_cycle, total=total, steps_per_epoch=steps_per_epoch)
                 if floor_len <= 0:
                     raise ScheduleError(f"min_cycle must be > 0 steps, got {min_cycle!r}")
-            n = _choose_cycles(span, m, floor_len)
+            n = choose_cycles(span, m, floor_len)
     else:
         if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 1:
             raise ScheduleError(f"cycles must be an integer >= 1, got {cycles!r}")
         n = cycles
-    try:
-        c = fit_cycle_steps(span, m, n, origin=w)
-    except OverflowError:
-        c = 0.0
-    shortest = c if m >= 1.0 else c * m ** (n - 1)
+    c = fit_cycle_steps(span, m, n, origin=w)
+    shortest = shortest_cycle(c, m, n)
     if not (math.isfinite(c) and shortest >= 1.0):
         raise ScheduleError(
             f"cycles={n} with cycle_mult={_num(m)} in {span} steps after the warmup makes the shortest cycle "
@@ -521,12 +450,12 @@ def _rows(s: Cosine, total: int, step_seconds: float | None, price: float | None
     out: list[CycleRow] = []
     w = int(s.warmup_steps)
     if w:
-        out.append(row(None, 0.0, float(w), float(s.peak_lr), float(s.warmup_start_lr)))
+        out.append(row(None, 0.0, float(w), peak_lr(s, 0), s(0)))
     n = int(s.max_cycles or 0)
     for i in range(n):
         start = s.origin if i == 0 else s.cycle_start(i)
         end = float(total) if i == n - 1 else s.cycle_start(i + 1)
-        out.append(row(i, start, end, s.cycle_peak(i), s.cycle_floor(i)))
+        out.append(row(i, start, end, peak_lr(s, i), floor_lr(s, i)))
     return tuple(out)
 
 

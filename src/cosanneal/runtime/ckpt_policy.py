@@ -30,10 +30,8 @@ def as_schedule(schedule: Any) -> Schedule:
 def is_cycle_end(step: int, schedule: Any) -> bool:
     r"""Whether update ``step`` (0-based) is the last one of a cycle: the LR's low point before a restart.
 
-    True when a restart ``r`` of the schedule falls in :math:`(step, step + 1]`, i.e. the next update
-    ``step + 1`` starts a new cycle, or when the schedule's finite horizon falls there (the end of the
-    final cycle). The check is :math:`O(1)` in the number of past cycles: ``schedule.cycle(step + 1)``
-    narrows it down before ``restarts`` confirms it.
+    :func:`cosanneal.schedules.cycles.is_cycle_end` (where the rule lives: a restart or the finite
+    horizon falls in :math:`(step, step + 1]`), for a schedule or a Scheduler (its first group's).
 
     Example:
         >>> from cosanneal import Cosine
@@ -41,16 +39,9 @@ def is_cycle_end(step: int, schedule: Any) -> bool:
         >>> [t for t in range(100) if is_cycle_end(t, s)]
         [9, 29, 69]
     """
-    sched = as_schedule(schedule)
-    nxt = step + 1
-    info = sched.cycle(nxt)
-    start = float(info.start)
-    if info.index == 0 or not (step < start <= nxt):
-        return False
-    horizon = sched.horizon
-    if horizon is not None and step < float(horizon) <= nxt:
-        return True
-    return any(step < float(r) <= nxt for r in sched.restarts(step + 2))
+    from cosanneal.schedules import cycles
+
+    return cycles.is_cycle_end(step, as_schedule(schedule))
 
 
 def ends_cycle(updates: int, schedule: Any) -> bool:

@@ -13,11 +13,14 @@ CA002 the last cycle is cut short by the end of the budget (a restart whose deca
       for :class:`~cosanneal.schedules.cosine.Cosine` it suggests a ``cycle_steps`` (same
       multiplier) and a ``cycle_mult`` (same first cycle) that end the last cycle exactly at the
       budget: with ``n`` cycles and ``D`` steps after the warmup, ``c = D (m - 1) / (m^n - 1)``
-      (``c = D / n`` when ``m = 1``), and ``m`` solves ``c (1 + m + ... + m^{n-1}) = D``.
+      (``c = D / n`` when ``m = 1``), and ``m`` solves ``c (1 + m + ... + m^{n-1}) = D``; both are
+      computed by :mod:`cosanneal.schedules.cycles` (as ``cosanneal plan`` computes them) and printed
+      in full, so the value written into a config ends the run exactly there.
 CA003 the floor is never reached: the first decay (or the whole schedule) ends after the run with
       more than 1% of its drop still ahead.
 CA004 restart cycles shorter than 10 steps.
-CA005 ``peak_decay > 1``: every restart peaks higher than the one before.
+CA005 ``peak_decay > 1``: every restart peaks higher than the one before (any other schedule: every
+      one of at least two restarts in the run peaks higher than the cycle before it).
 CA006 the LR jumps at the warmup hand-off: the step ``s(W-1) -> s(W)`` is more than twice the
       local slope (the steps just before and after) in linear *and* in log scale, and more than 1%
       of the peak. Typical cause: timm's ``warmup_prefix=False`` with a long warmup, or a warmup
@@ -42,9 +45,11 @@ CA008 the LR is exactly 0 at some step after the warmup (any dtype): those updat
 CA009 the schedule ends (holds its final LR) more than 10% of the run before the budget.
 ===== ============================================================================================
 
-Cosine schedules are analysed exactly from their cycle geometry (:meth:`Cosine.cycle_start`,
-:meth:`Cosine.cycle_peak`, ...); any other :class:`~cosanneal.schedules.base.Schedule` is analysed
-from its public API only (``__call__``, ``phase``, ``cycle``, ``restarts``, ``horizon``, ``peak``).
+Cosine schedules are analysed exactly from their cycle geometry (:meth:`Cosine.cycle_start`, ...);
+any other :class:`~cosanneal.schedules.base.Schedule` from its public API only (``__call__``,
+``phase``, ``cycle``, ``restarts``, ``horizon``, ``peak``). Peaks, floors and restarts come from
+:func:`~cosanneal.schedules.cycles.peak_lr`, :func:`~cosanneal.schedules.cycles.floor_lr` and
+:func:`~cosanneal.schedules.cycles.restart_steps` for every schedule.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ import numpy as np
 from cosanneal.errors import ScheduleError
 from cosanneal.schedules.base import FloatArray, Schedule, as_number
 from cosanneal.schedules.cosine import Cosine
+from cosanneal.schedules.cycles import fit_cycle_mult, fit_cycle_steps, floor_lr, peak_lr, restart_steps
 
 __all__ = ["DTYPES", "DTYPE_SMALLEST_NORMAL", "PRECISION_BITS", "LintWarning", "Segment", "lint", "timeline"]
 
@@ -169,7 +175,7 @@ def _cosine_starts(s: Cosine, n: int) -> set[int]:
     if int(s.warmup_steps):
         starts.add(int(s.warmup_steps))
     cw = int(s.cycle_warmup_steps)
-    for r in s.restarts(n):
+    for r in restart_steps(s, n):
         starts.add(_ceil_step(float(r)))
         if cw:
             starts.add(_ceil_step(float(r) + cw))
@@ -186,7 +192,7 @@ def _probe_starts(s: Schedule, n: int) -> set[int]:
 
     grid = sorted({int(x) for x in np.linspace(0, n - 1, min(n, _GRID))})
     starts = {0}
-    for r in s.restarts(n):
+    for r in restart_steps(s, n):
         starts.add(_ceil_step(float(r)))
     keys = [key(t) for t in grid]
 
@@ -273,35 +279,19 @@ def _scan(s: Schedule, start: int, stop: int, threshold: float) -> _Scan:
 
 
 # ---- fitting cycles to a budget -----------------------------------------------------------------
-def _fit_cycle_steps(span: float, mult: float, n: int) -> float:
-    """First-cycle length ``c`` so that ``n`` cycles ``c, c m, ..., c m^(n-1)`` fill ``span`` steps."""
-    return span / n if mult == 1 else span * (mult - 1.0) / (mult**n - 1.0)
-
-
-def _fit_cycle_mult(span: float, first: float, n: int) -> float | None:
-    """Multiplier ``m > 0`` with ``first (1 + m + ... + m^(n-1)) = span``; ``None`` if there is none."""
-    if n < 2 or span <= first:
-        return None
-
-    def total(m: float) -> float:
-        return first * sum(m**i for i in range(n))
-
-    lo, hi = 0.0, 1.0
-    while total(hi) < span:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if total(mid) < span else (lo, mid)
-    return 0.5 * (lo + hi)
+def _exact(x: float) -> str:
+    """A fitted value in full (``repr``): written into a config, it is the same float64."""
+    value = as_number(float(x))
+    return str(value) if isinstance(value, int) else repr(value)
 
 
 def _fit_advice(s: Cosine, n_cycles: int, budget: int) -> str:
     span = budget - s.origin
-    c = _fit_cycle_steps(span, float(s.cycle_mult), n_cycles)
-    advice = f"cycle_steps={as_number(float(f'{c:.6g}'))}"
-    m = _fit_cycle_mult(span, float(s.cycle_steps), n_cycles)
+    c = fit_cycle_steps(span, float(s.cycle_mult), n_cycles, origin=s.origin)
+    advice = f"cycle_steps={_exact(c)}"
+    m = fit_cycle_mult(span, float(s.cycle_steps), n_cycles, origin=s.origin)
     if m is not None:
-        advice += f" or cycle_mult={m:.6g}"
+        advice += f" or cycle_mult={_exact(m)}"
     cycles = "cycle" if n_cycles == 1 else "cycles"
     return f"{advice} would end {n_cycles} {cycles} exactly at step {budget}"
 
@@ -318,7 +308,7 @@ def _check_handoff(s: Schedule, warmup: int, n: int) -> LintWarning | None:
     v = np.asarray(s(np.arange(warmup - 2, warmup + 2, dtype=np.float64)), dtype=np.float64)
     jump = v[2] - v[1]
     slope = max(abs(v[1] - v[0]), abs(v[3] - v[2]))
-    if abs(jump) <= _JUMP_FACTOR * slope or abs(jump) <= _JUMP_MIN * s.peak:
+    if abs(jump) <= _JUMP_FACTOR * slope or abs(jump) <= _JUMP_MIN * peak_lr(s):
         return None
     if (v > 0).all():
         logs = np.log(v)
@@ -386,8 +376,8 @@ def _check_dtype(
     lost = _lost_below(typical_weight, precision)
     floor = _above(_dtype_threshold(dtype, typical_grad, typical_weight))
     master = "" if precision == "fp32" else " or keep fp32 master weights (AMP)"
-    if isinstance(s, Cosine) and float(floor) > float(s.peak_lr):
-        fix = f"even peak_lr={_g(float(s.peak_lr))} is below {floor}{master.replace(' or', ';', 1)}"
+    if float(floor) > peak_lr(s):
+        fix = f"even the peak LR {_g(peak_lr(s))} is below {floor}{master.replace(' or', ';', 1)}"
     else:
         instead = " in place of min_ratio" if isinstance(s, Cosine) and s.min_ratio is not None else ""
         fix = f"keep the LR >= {floor} (min_lr={floor}{instead}){master}"
@@ -442,7 +432,7 @@ def _cosine_checks(s: Cosine, n: int) -> list[LintWarning]:
     c, m = float(s.cycle_steps), float(s.cycle_mult)
     if not in_hold:
         end = s.cycle_start(idx + 1)
-        if end > n and _unfinished(s, n, s.cycle_peak(idx), s.cycle_floor(idx)):
+        if end > n and _unfinished(s, n, peak_lr(s, idx), floor_lr(s, idx)):
             start = s.cycle_start(idx) if idx else s.origin
             length = end - start
             ran = (n - start) / length
@@ -451,7 +441,7 @@ def _cosine_checks(s: Cosine, n: int) -> list[LintWarning]:
                     LintWarning(
                         "CA003",
                         f"the first decay ends at step {_g(end)}, after the run ends at step {n}, so the LR "
-                        f"only falls to {_g(s(n - 1))} and never reaches the floor {_g(s.cycle_floor(0))} "
+                        f"only falls to {_g(s(n - 1))} and never reaches the floor {_g(floor_lr(s, 0))} "
                         f"({_pct(ran)} of the decay runs); {_fit_advice(s, last or 1, n)}",
                         as_number(float(end)),
                     )
@@ -486,7 +476,7 @@ def _cosine_checks(s: Cosine, n: int) -> list[LintWarning]:
             LintWarning(
                 "CA005",
                 f"peak_decay={_g(float(s.peak_decay))} > 1 raises the peak at every restart: cycle {top} "
-                f"peaks at {_g(s.cycle_peak(top))}, {s.cycle_peak(top) / float(s.peak_lr):.3g}x peak_lr; "
+                f"peaks at {_g(peak_lr(s, top))}, {peak_lr(s, top) / peak_lr(s, 0):.3g}x peak_lr; "
                 "use peak_decay <= 1",
                 as_number(float(s.cycle_start(top))),
             )
@@ -505,11 +495,11 @@ def _short_candidates(m: float, started: int) -> list[int]:
 
 def _generic_checks(s: Schedule, n: int, lowest: float) -> list[LintWarning]:
     out: list[LintWarning] = []
-    restarts = [float(r) for r in s.restarts(n)]
+    restarts = [float(r) for r in restart_steps(s, n)]
     end = s.horizon
     if restarts:
         last = restarts[-1]
-        later = [float(r) for r in s.restarts(2.0 * n + 1.0) if float(r) >= n]
+        later = [float(r) for r in restart_steps(s, 2.0 * n + 1.0) if float(r) >= n]
         nxt = later[0] if later else (end if end is not None and end > n else None)
         if nxt is not None and nxt > n and _unfinished(s, n, s(last), s(max(nxt - 1e-6, float(n)))):
             length = nxt - last
@@ -537,7 +527,7 @@ def _generic_checks(s: Schedule, n: int, lowest: float) -> list[LintWarning]:
             )
     if end is not None and end > n and not out:
         final = s(end)
-        if lowest > final + 1e-12 * abs(s.peak):
+        if lowest > final + 1e-12 * abs(peak_lr(s)):
             out.append(
                 LintWarning(
                     "CA003",
@@ -546,15 +536,27 @@ def _generic_checks(s: Schedule, n: int, lowest: float) -> list[LintWarning]:
                     as_number(float(end)),
                 )
             )
-    decay = getattr(s, "peak_decay", None)
-    if isinstance(decay, (int, float)) and not isinstance(decay, bool) and decay > 1.0:
-        out.append(
-            LintWarning(
-                "CA005",
-                f"peak_decay={_g(decay)} > 1 raises the peak at every restart; use peak_decay <= 1",
-            )
-        )
+    rising = _rising_restart(s, restarts)
+    if rising is not None:
+        out.append(rising)
     return out
+
+
+def _rising_restart(s: Schedule, restarts: list[float]) -> LintWarning | None:
+    """CA005 for any schedule: each of at least two restarts peaks higher than the cycle before it."""
+    if len(restarts) < 2:
+        return None
+    cycles = [s.cycle(0).index, *(s.cycle(r).index for r in restarts)]
+    peaks = [peak_lr(s, i) for i in cycles]
+    if not all(b > a * (1.0 + 1e-9) for a, b in pairwise(peaks)):
+        return None
+    return LintWarning(
+        "CA005",
+        f"every restart peaks higher than the cycle before it: the restart at step {_g(restarts[-1])} peaks "
+        f"at {_g(peaks[-1])}, {peaks[-1] / peaks[0]:.3g}x the first cycle's peak of {_g(peaks[0])}; make "
+        "each restart peak at or below the one before",
+        as_number(restarts[-1]),
+    )
 
 
 def lint(
@@ -599,8 +601,8 @@ def lint(
         ['CA002']
         >>> print(lint(sgdr, 2500)[0].message)  # doctest: +NORMALIZE_WHITESPACE
         restart 2 at step 1400 begins a 1600-step cycle of which only 1100 steps (68.8%) run before the
-        budget ends at step 2500; cycle_steps=328.571 or cycle_mult=1.73607 would end 3 cycles exactly at
-        step 2500
+        budget ends at step 2500; cycle_steps=328.57142857142856 or cycle_mult=1.7360679774997898 would
+        end 3 cycles exactly at step 2500
     """
     if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) or total_steps < 1:
         raise ScheduleError(f"total_steps must be an integer >= 1, got {total_steps!r}")
