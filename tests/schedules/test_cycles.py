@@ -143,6 +143,12 @@ def test_fit_cycle_mult_golden_and_impossible() -> None:
     assert fit_cycle_mult(175, 100, 3) == 0.5
     assert fit_cycle_mult(300, 100, 3) == 1.0
     assert fit_cycle_mult(100, 100, 3) is None  # the first cycle alone fills the span
+    # a tiny multiplier: 16 ulps of m move the end by less than an ulp, and every one of them ended
+    # after the budget; the widened search finds the largest m that does not
+    m = fit_cycle_mult(5036, 4959, 4)
+    assert m is not None
+    end = Cosine(1.0, cycle_steps=4959, cycle_mult=m, max_cycles=4).horizon
+    assert end is not None and end <= 5036 and end == pytest.approx(5036, rel=1e-15)
     assert fit_cycle_mult(500, 100, 1) is None  # one cycle: no multiplier to choose
 
 

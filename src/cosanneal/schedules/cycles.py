@@ -16,7 +16,8 @@ cancels there (with ``m = 1 + 1e-12`` only about 4 of the 16 digits survive).
 from the float64 values as written and rounds them once, so the formula's float64 value may end the
 last cycle an ulp or a few from the budget. :func:`fit_cycle_steps` and :func:`fit_cycle_mult` try the
 float64 values within 16 ulps of the formula's and keep the closest one whose last cycle ends exactly at
-the budget; when none does (about 5% of inputs), the one ending closest *before* it, never after.
+the budget; when none does (about 5% of inputs), the largest value that ends *before* it (never after:
+exactly at the budget when any float64 value reaches it, else as close before it as float64 allows).
 
 **Schedule facts.** :func:`peak_lr` and :func:`floor_lr` (of the schedule or of one cycle),
 :func:`restart_steps` and :func:`is_cycle_end` answer for any schedule: a ``Cosine`` from its closed
@@ -150,13 +151,17 @@ def _horizon(origin: int, first: float, mult: float, cycles: int) -> float:
 
 
 def _snap(x0: float, end_of: Callable[[float], float], target: float) -> float:
-    """Of the float64 values within 16 ulps of ``x0``, the closest whose end is ``target``.
+    """A float64 near ``x0`` whose end is ``target``, else the largest one ending before it.
 
-    Candidates are tried in the order ``x0, x0 + 1 ulp, x0 - 1 ulp, x0 + 2 ulps, ...``; without an
-    exact hit, the one ending closest before ``target`` wins (else the nearest end).
+    ``end_of`` must not decrease as ``x`` grows (a longer cycle or a larger multiplier never ends
+    sooner). The values within 16 ulps of ``x0`` are tried first, in the order ``x0, x0 + 1 ulp,
+    x0 - 1 ulp, x0 + 2 ulps, ...``, and the first exact hit wins. Without one, the search widens
+    (doubling steps) until one value ends at or before ``target`` and another after it, and bisects
+    between them for the largest value that does not end after ``target``: exactly at it when any
+    float64 does, else as close before it as a float64 gets.
     """
-    below: tuple[float, float] | None = None  # (distance, x) of the closest end before the target
-    nearest = (math.inf, x0)
+    below: float | None = None  # the largest value tried that ends before the target
+    above: float | None = None  # the smallest value tried that ends after it
     lo = hi = x = x0
     for k in range(2 * _ULP_WINDOW + 1):
         if k % 2:
@@ -166,10 +171,31 @@ def _snap(x0: float, end_of: Callable[[float], float], target: float) -> float:
         err = end_of(x) - target
         if err == 0.0:
             return x
-        nearest = min(nearest, (abs(err), x))
-        if err < 0 and (below is None or -err < below[0]):
-            below = (-err, x)
-    return below[1] if below is not None else nearest[1]
+        if err < 0 and (below is None or x > below):
+            below = x
+        if err > 0 and (above is None or x < above):
+            above = x
+    step = 2 * _ULP_WINDOW * math.ulp(x0)
+    while below is None:  # every value tried ends after the target: look further down
+        x = lo - step if lo - step > 0.0 else 0.5 * lo
+        if end_of(x) <= target:
+            below = x
+        else:
+            above, lo, step = x, x, 2.0 * step
+    while above is None:  # every value tried ends before it: look further up
+        x = hi + step
+        if end_of(x) > target:
+            above = x
+        else:
+            below, hi, step = x, x, 2.0 * step
+    while True:  # end_of(below) <= target < end_of(above)
+        mid = below + 0.5 * (above - below)
+        if not below < mid < above:
+            return below
+        if end_of(mid) <= target:
+            below = mid
+        else:
+            above = mid
 
 
 def fit_cycle_steps(span: float, cycle_mult: float, cycles: int, *, origin: float = 0.0) -> float:
