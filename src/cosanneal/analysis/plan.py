@@ -286,14 +286,36 @@ def young_daly_seconds(checkpoint_seconds: float, mtbf_seconds: float) -> float:
     return math.sqrt(2.0 * checkpoint_seconds * mtbf_seconds)
 
 
-def _steps(name: str, value: Any, *, total: int | None, steps_per_epoch: float | None) -> float:
-    """A length in steps from a number or a duration (``"2ep"``, ``"0.05dur"``, ``"500st"``)."""
+def _steps(
+    name: str,
+    value: Any,
+    *,
+    total: int | None,
+    steps_per_epoch: float | None,
+    samples_per_update: float | None = None,
+    tokens_per_update: float | None = None,
+) -> float:
+    """A length in steps from a number or a duration (``"2ep"``, ``"0.05dur"``, ``"500st"``, ``"2e6sp"``)."""
     parsed = durations.parse(name, value)
-    if isinstance(parsed, str) and parsed.endswith("ep") and steps_per_epoch is None:
+    unit = durations.split(parsed)[0] if durations.is_unbound(parsed) else "st"
+    if unit == "ep" and steps_per_epoch is None:
         raise ScheduleError(f"{name}={value!r} is in epochs; give steps_per_epoch (--steps-per-epoch N)")
-    if isinstance(parsed, str) and parsed.endswith("dur") and total is None:
+    if unit == "dur" and total is None:
         raise ScheduleError(f"{name}={value!r} cannot be a fraction of the run; give steps or epochs")
-    resolved = durations.resolve(name, parsed, total_steps=total, steps_per_epoch=steps_per_epoch)
+    if unit == "sp" and samples_per_update is None:
+        raise ScheduleError(f"{name}={value!r} is in samples; give samples_per_update (the global batch)")
+    if unit == "tok" and tokens_per_update is None:
+        raise ScheduleError(
+            f"{name}={value!r} is in tokens; give tokens_per_update (global batch x tokens per sample)"
+        )
+    resolved = durations.resolve(
+        name,
+        parsed,
+        total_steps=total,
+        steps_per_epoch=steps_per_epoch,
+        samples_per_update=samples_per_update,
+        tokens_per_update=tokens_per_update,
+    )
     if isinstance(resolved, bool) or not isinstance(resolved, (int, float)) or not math.isfinite(resolved):
         raise ScheduleError(f"{name} must be a number of steps or a duration, got {value!r}")
     return float(resolved)
@@ -311,6 +333,8 @@ def plan(
     peak_decay: float = 1.0,
     min_cycle: int | float | str | None = None,
     steps_per_epoch: float | None = None,
+    samples_per_update: float | None = None,
+    tokens_per_update: float | None = None,
     step_seconds: float | None = None,
     price_per_hour: float | None = None,
     mtbf: float | str | None = None,
@@ -324,18 +348,23 @@ def plan(
     preemption ``τ / 2 + R``.
 
     Args:
-        total_steps: the budget ``T``: steps, ``"90ep"`` (needs ``steps_per_epoch``) or ``"1000st"``;
+        total_steps: the budget ``T``: steps, ``"90ep"`` (needs ``steps_per_epoch``), ``"1000st"``,
+            ``"2e9sp"`` (needs ``samples_per_update``) or ``"5e10tok"`` (needs ``tokens_per_update``);
             rounded to whole steps.
         cycles: number of cycles ``n`` (>= 1). Default: chosen from ``cycle_mult`` (see the module
             docs), or 1 without it.
         cycle_mult: each cycle is ``m`` times the previous one (> 0). Default 1.
-        warmup: initial warmup ``W``: steps, ``"2ep"`` or ``"0.05dur"`` (of ``T``); rounded to whole steps.
+        warmup: initial warmup ``W``: steps, ``"2ep"``, ``"0.05dur"`` (of ``T``), ``"1e6sp"`` or ``"2e9tok"``;
+            rounded to whole steps.
         peak: peak LR of the first cycle (> 0).
         min_ratio: floor as a fraction of each cycle's peak (0..1).
         peak_decay: each restart's peak is ``peak_decay`` times the previous one (> 0).
         min_cycle: shortest cycle allowed when the planner picks ``n``; default one epoch (with
             ``steps_per_epoch``) or 10 steps.
         steps_per_epoch: optimizer steps per epoch, for ``"ep"`` durations and the epoch column.
+        samples_per_update: training samples per optimizer step (the global batch), for ``"sp"``
+            durations: ``"2e6sp"`` is ``ceil(2e6 / samples_per_update)`` steps.
+        tokens_per_update: tokens per optimizer step, for ``"tok"`` durations (rounded up likewise).
         step_seconds: seconds per optimizer step (for wall time, cost and the interval in steps).
         price_per_hour: machine price per hour (needs ``step_seconds``).
         mtbf: mean time between preemptions (``"6h"``, ``"30m"``, seconds); enables the checkpoint plan.
@@ -356,11 +385,12 @@ def plan(
     """
     if steps_per_epoch is not None and not (math.isfinite(steps_per_epoch) and steps_per_epoch > 0):
         raise ScheduleError(f"steps_per_epoch must be > 0, got {steps_per_epoch!r}")
-    raw_total = _steps("total", total_steps, total=None, steps_per_epoch=steps_per_epoch)
+    units = {"samples_per_update": samples_per_update, "tokens_per_update": tokens_per_update}
+    raw_total = _steps("total", total_steps, total=None, steps_per_epoch=steps_per_epoch, **units)
     total = round(raw_total)
     if total < 1:
         raise ScheduleError(f"total must be at least 1 step, got {total_steps!r} ({_num(raw_total)} steps)")
-    w_raw = _steps("warmup", warmup, total=total, steps_per_epoch=steps_per_epoch)
+    w_raw = _steps("warmup", warmup, total=total, steps_per_epoch=steps_per_epoch, **units)
     if w_raw < 0:
         raise ScheduleError(f"warmup must be >= 0 steps, got {warmup!r}")
     w = round(w_raw)
@@ -392,7 +422,9 @@ def plan(
             if min_cycle is None:
                 floor_len = max(float(MIN_CYCLE_STEPS), steps_per_epoch or 0.0)
             else:
-                floor_len = _steps("min_cycle", min_cycle, total=total, steps_per_epoch=steps_per_epoch)
+                floor_len = _steps(
+                    "min_cycle", min_cycle, total=total, steps_per_epoch=steps_per_epoch, **units
+                )
                 if floor_len <= 0:
                     raise ScheduleError(f"min_cycle must be > 0 steps, got {min_cycle!r}")
             n = choose_cycles(span, m, floor_len)

@@ -104,7 +104,7 @@ class Schedule(ABC):
     """
 
     kind: ClassVar[str] = ""
-    #: Fields that accept duration strings (``"3ep"``, ``"0.05dur"``).
+    #: Fields that accept duration strings (``"3ep"``, ``"0.05dur"``, ``"2e6sp"``, ``"5e7tok"``).
     duration_fields: ClassVar[tuple[str, ...]] = ()
     #: Duration fields that must be whole steps once bound.
     integer_duration_fields: ClassVar[tuple[str, ...]] = ()
@@ -230,7 +230,7 @@ class Schedule(ABC):
 
     # ---- durations --------------------------------------------------------------------------
     def unbound_fields(self) -> dict[str, str]:
-        """Parameters still given in epochs or as a fraction of the run."""
+        """Parameters still given in epochs, as a fraction of the run, in samples or in tokens."""
         return {
             name: getattr(self, name)
             for name in self.duration_fields
@@ -250,15 +250,38 @@ class Schedule(ABC):
             self.__dict__["_bound_ok"] = True
             return
         name, value = next(iter(unbound.items()))
-        raise ScheduleError(
-            f"{name}={value!r} is not in steps yet; call .bind(total_steps=..., steps_per_epoch=...) first"
-        )
+        keyword = durations.binding(value)
+        counted = keyword in ("samples_per_update", "tokens_per_update")
+        which = f"{keyword}=..." if counted else "total_steps=..., steps_per_epoch=..."
+        raise ScheduleError(f"{name}={value!r} is not in steps yet; call .bind({which}) first")
 
-    def bind(self: S, total_steps: float | None = None, steps_per_epoch: float | None = None) -> S:
-        """Return this schedule with every epoch/fraction length resolved to steps.
+    def bind(
+        self: S,
+        total_steps: float | None = None,
+        steps_per_epoch: float | None = None,
+        *,
+        samples_per_update: float | None = None,
+        tokens_per_update: float | None = None,
+    ) -> S:
+        r"""Return this schedule with every epoch, fraction, sample and token length resolved to steps.
 
-        Formulas: ``"Nep"`` -> ``N * steps_per_epoch`` steps, ``"Fdur"`` -> ``F * total_steps`` steps;
-        parameters that must be whole steps (warmup lengths) are rounded to the nearest integer.
+        Formulas: ``"Nep"`` -> ``N * steps_per_epoch`` steps, ``"Fdur"`` -> ``F * total_steps`` steps,
+        ``"Ssp"`` -> :math:`\lceil S / \mathrm{samples\_per\_update} \rceil` updates and ``"Ktok"`` ->
+        :math:`\lceil K / \mathrm{tokens\_per\_update} \rceil` (exact; never fewer samples or tokens
+        than asked, see :mod:`cosanneal.schedules.durations`); parameters that must be whole steps
+        (warmup lengths) are rounded to the nearest integer.
+
+        Args:
+            total_steps: optimizer updates in the run, for ``"Fdur"``.
+            steps_per_epoch: optimizer updates per epoch, for ``"Nep"``.
+            samples_per_update: training samples one update consumes (batch size x gradient
+                accumulation x world size), for ``"Ssp"``.
+            tokens_per_update: tokens one update consumes (``samples_per_update`` x tokens per
+                sample), for ``"Ktok"``.
+
+        Raises:
+            ScheduleError: a length needs a keyword that was not given, or a resolved length is
+                invalid for its parameter.
 
         Example:
             >>> from cosanneal import Cosine
@@ -266,13 +289,21 @@ class Schedule(ABC):
             >>> b = s.bind(total_steps=1000, steps_per_epoch=100)
             >>> (b.warmup_steps, b.cycle_steps)
             (100, 500)
+            >>> Cosine(0.1, warmup_steps="1e5sp", cycle_steps="2e8tok").bind(
+            ...     samples_per_update=256, tokens_per_update=256 * 2048).cycle_steps
+            382
         """
         changes: dict[str, Any] = {}
         for name in self.duration_fields:
             value = getattr(self, name)
             if durations.is_unbound(value):
                 resolved = durations.resolve(
-                    name, value, total_steps=total_steps, steps_per_epoch=steps_per_epoch
+                    name,
+                    value,
+                    total_steps=total_steps,
+                    steps_per_epoch=steps_per_epoch,
+                    samples_per_update=samples_per_update,
+                    tokens_per_update=tokens_per_update,
                 )
                 if name in self.integer_duration_fields:
                     resolved = durations.round_steps(resolved)

@@ -39,18 +39,18 @@ _CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 
 # ---- sequences of step positions (milestones, join boundaries) ---------------------------------
 def _unit(value: Any) -> tuple[str, float]:
-    """The unit (``"st"``, ``"ep"`` or ``"dur"``) and amount of a parsed position."""
+    """The unit (``"st"``, ``"ep"``, ``"dur"``, ``"sp"`` or ``"tok"``) and amount of a parsed position."""
     if not durations.is_unbound(value):
         return "st", float(value)
-    text = str(value)
-    unit = "dur" if text.endswith("dur") else "ep"
-    return unit, float(text[: -len(unit)])
+    unit, amount = durations.split(str(value))
+    return unit, float(amount)
 
 
 def parse_points(name: str, values: Any, *, allow_empty: bool = False) -> tuple[Any, ...]:
     """Validate a sequence of step positions (numbers or durations) and return it as a tuple.
 
-    Each entry is a number ``> 0`` or a duration string (``"500st"``, ``"3ep"``, ``"0.5dur"``); entries
+    Each entry is a number ``> 0`` or a duration string (``"500st"``, ``"3ep"``, ``"0.5dur"``, ``"2e6sp"``,
+    ``"5e7tok"``); entries
     of the same unit must be strictly increasing (entries of different units are compared once bound).
 
     Args:
@@ -97,11 +97,24 @@ def unbound_points(name: str, values: Sequence[Any]) -> dict[str, str]:
 
 
 def bind_points(
-    name: str, values: Sequence[Any], *, total_steps: float | None, steps_per_epoch: float | None
+    name: str,
+    values: Sequence[Any],
+    *,
+    total_steps: float | None,
+    steps_per_epoch: float | None,
+    samples_per_update: float | None = None,
+    tokens_per_update: float | None = None,
 ) -> tuple[Any, ...]:
-    """Resolve every epoch or fraction position of a sequence to steps (see :meth:`Schedule.bind`)."""
+    """Resolve every epoch, fraction, sample or token position of a sequence to steps (see :meth:`Schedule.bind`)."""
     return tuple(
-        durations.resolve(f"{name}[{i}]", value, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+        durations.resolve(
+            f"{name}[{i}]",
+            value,
+            total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch,
+            samples_per_update=samples_per_update,
+            tokens_per_update=tokens_per_update,
+        )
         for i, value in enumerate(values)
     )
 
@@ -295,18 +308,32 @@ class MultiStep(_Settling):
         return 0.0 if float(self.gamma) == 1.0 else float(self.milestones[-1])
 
     def unbound_fields(self) -> dict[str, str]:
-        """Milestones still given in epochs or as a fraction of the run, as ``milestones[i]``."""
+        """Milestones still given in epochs, as a fraction of the run, in samples or tokens (``milestones[i]``)."""
         return unbound_points("milestones", self.milestones)
 
-    def bind(self: M, total_steps: float | None = None, steps_per_epoch: float | None = None) -> M:
-        """Return this schedule with every milestone resolved to steps.
+    def bind(
+        self: M,
+        total_steps: float | None = None,
+        steps_per_epoch: float | None = None,
+        *,
+        samples_per_update: float | None = None,
+        tokens_per_update: float | None = None,
+    ) -> M:
+        """Return this schedule with every milestone resolved to steps (the formulas of :meth:`Schedule.bind`).
 
         Example:
             >>> MultiStep(0.1, ["1ep", "0.5dur"]).bind(total_steps=1000, steps_per_epoch=100).milestones
             (100, 500)
+            >>> MultiStep(0.1, ["1e6sp", "3e6sp"]).bind(samples_per_update=1024).milestones
+            (977, 2930)
         """
         resolved = bind_points(
-            "milestones", self.milestones, total_steps=total_steps, steps_per_epoch=steps_per_epoch
+            "milestones",
+            self.milestones,
+            total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch,
+            samples_per_update=samples_per_update,
+            tokens_per_update=tokens_per_update,
         )
         return self if resolved == self.milestones else dataclasses.replace(self, milestones=resolved)
 

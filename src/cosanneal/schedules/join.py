@@ -113,8 +113,17 @@ class Join(Schedule):
             out.update({f"schedules[{j}].{name}": value for name, value in piece.unbound_fields().items()})
         return out
 
-    def bind(self: J, total_steps: float | None = None, steps_per_epoch: float | None = None) -> J:
+    def bind(
+        self: J,
+        total_steps: float | None = None,
+        steps_per_epoch: float | None = None,
+        *,
+        samples_per_update: float | None = None,
+        tokens_per_update: float | None = None,
+    ) -> J:
         """Return this join with its boundaries and every piece's durations resolved to steps.
+
+        Every keyword is passed on to each piece (see :meth:`Schedule.bind`).
 
         Example:
             >>> from cosanneal.schedules.baselines import Constant, Linear
@@ -122,11 +131,12 @@ class Join(Schedule):
             >>> s.boundaries, s.schedules[0].total_steps
             ((10,), 10)
         """
+        units = {"samples_per_update": samples_per_update, "tokens_per_update": tokens_per_update}
         pieces = tuple(
-            p.bind(total_steps=total_steps, steps_per_epoch=steps_per_epoch) for p in self.schedules
+            p.bind(total_steps=total_steps, steps_per_epoch=steps_per_epoch, **units) for p in self.schedules
         )
         bounds = bind_points(
-            "boundaries", self.boundaries, total_steps=total_steps, steps_per_epoch=steps_per_epoch
+            "boundaries", self.boundaries, total_steps=total_steps, steps_per_epoch=steps_per_epoch, **units
         )
         if bounds == self.boundaries and all(a is b for a, b in zip(pieces, self.schedules, strict=True)):
             return self

@@ -567,12 +567,15 @@ def lint(
     *,
     typical_grad: float = 1e-3,
     typical_weight: float = 1e-2,
+    samples_per_update: float | None = None,
+    tokens_per_update: float | None = None,
 ) -> list[LintWarning]:
     """Check a schedule against a run of ``total_steps`` updates; return the problems found.
 
-    Durations (``"3ep"``, ``"0.05dur"``) are bound first with ``total_steps`` and
-    ``steps_per_epoch``. The run covers steps ``0 .. total_steps - 1``; a cycle "ends at the budget"
-    when its end step equals ``total_steps``. The codes are listed in the module documentation.
+    Durations (``"3ep"``, ``"0.05dur"``, ``"2e6sp"``, ``"5e7tok"``) are bound first with
+    ``total_steps``, ``steps_per_epoch``, ``samples_per_update`` and ``tokens_per_update``. The run
+    covers steps ``0 .. total_steps - 1``; a cycle "ends at the budget" when its end step equals
+    ``total_steps``. The codes are listed in the module documentation.
     Cost: one vectorised pass over the run (about 0.1 s per million steps).
 
     Args:
@@ -585,6 +588,8 @@ def lint(
         typical_grad: the assumed magnitude of an update per unit LR for CA007: a gradient element for
             SGD (default ``1e-3``), about 1 for Adam-family optimizers.
         typical_weight: the assumed magnitude of a weight for CA007 (default ``1e-2``).
+        samples_per_update: training samples per update (the global batch), to bind ``"Nsp"`` durations.
+        tokens_per_update: tokens per update, to bind ``"Ntok"`` durations.
 
     Returns:
         The warnings, in code order; empty when the schedule is clean.
@@ -612,7 +617,12 @@ def lint(
         if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 < value < math.inf):
             raise ScheduleError(f"{name} must be a number > 0, got {value!r}")
     n = int(total_steps)
-    s = schedule.bind(total_steps=n, steps_per_epoch=steps_per_epoch)
+    s = schedule.bind(
+        total_steps=n,
+        steps_per_epoch=steps_per_epoch,
+        samples_per_update=samples_per_update,
+        tokens_per_update=tokens_per_update,
+    )
     segments = timeline(s, n)
     warmup = _warmup_end(segments)
     if warmup >= n:
