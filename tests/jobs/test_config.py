@@ -93,7 +93,7 @@ def blobs_file(tmp_path: Path) -> Path:
         ),
         (["data.options.val_fraction=1.5"], "data.options.val_fraction: must be a number in (0, 1), got 1.5"),
         (["data.options.split_seed=-1"], "data.options.split_seed: must be an integer >= 0, got -1"),
-        (["model.name=resnet"], "model.name: must be one of cnn, mlp, got 'resnet'"),
+        (["model.name=resnet"], "model.name: must be one of cnn, gpt, mlp, got 'resnet'"),
         (
             ["early_stopping.enabled=true", "early_stopping.metric=nope"],
             "early_stopping.metric: 'nope' is not a metric the task reports; use one of val_acc, val_loss",

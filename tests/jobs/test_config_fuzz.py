@@ -33,14 +33,18 @@ BASES: dict[str, dict[str, Any]] = {
     "digits_adamw": tomllib.loads((ROOT / "examples/train/digits_adamw.toml").read_text()),
     "digits_sgdr": tomllib.loads((ROOT / "src/cosanneal/zoo/configs/digits_sgdr.toml").read_text()),
 }
-METRICS = {"val_loss", "val_acc"}
+TASK_METRICS = {"classification": {"val_loss", "val_acc"}, "language_model": {"val_loss", "val_ppl"}}
+MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+DURATION = re.compile(r"\s*(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)\s*(st|ep|sp|tok|dur)?\s*")
 MODEL_OPTIONS = {
     "cnn": {"channels", "classes", "dropout"},
     "mlp": {"in_features", "hidden", "classes", "dropout"},
+    "gpt": {"layers", "heads", "width", "block", "dropout"},
 }
 DATA_OPTIONS = {
     "digits": {"val_fraction", "split_seed"},
     "blobs": {"n", "classes", "dim", "val_fraction", "split_seed"},
+    "pysource": {"block", "max_bytes", "val_fraction"},
 }
 ENTRY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
@@ -135,12 +139,25 @@ def section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
     return out
 
 
+def metrics_of(cfg: dict[str, Any]) -> set[str] | None:
+    """The metrics the config's task reports (None: a user's task, checked when it first evaluates)."""
+    task = section(cfg, "task")
+    if task.get("entry") is not None:
+        return None
+    return TASK_METRICS.get(task.get("name", "classification"), set())
+
+
+def metric_ok(cfg: dict[str, Any], metric: Any) -> bool:
+    names = metrics_of(cfg)
+    return names is None or metric in names
+
+
 def metric_rule(sec: str, key: str, default_enabled: bool) -> Rule:
     def rule(v: Any, cfg: dict[str, Any]) -> str | None:
         if not isinstance(v, str):
             return f"{sec}.{key}"
         enabled = section(cfg, sec).get("enabled", default_enabled)
-        return None if not enabled or v in METRICS else f"{sec}.{key}"
+        return None if not enabled or metric_ok(cfg, v) else f"{sec}.{key}"
 
     return rule
 
@@ -150,7 +167,7 @@ def enabled_rule(sec: str, key: str) -> Rule:
         if not isinstance(v, bool):
             return f"{sec}.enabled"
         metric = section(cfg, sec).get(key, "val_loss")
-        return None if not v or metric in METRICS else f"{sec}.{key}"
+        return None if not v or metric_ok(cfg, metric) else f"{sec}.{key}"
 
     return rule
 
@@ -203,6 +220,11 @@ OPTIONS_OK: dict[str, Callable[[Any], bool]] = {
     "hidden": size,
     "n": size,
     "dim": size,
+    "layers": size,
+    "heads": size,
+    "width": size,
+    "block": size,
+    "max_bytes": size,
     "split_seed": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
     "dropout": share(low_open=False),
     "val_fraction": share(low_open=True),
@@ -264,6 +286,60 @@ def telemetry_sinks(v: Any, cfg: dict[str, Any]) -> str | None:
     return None if isinstance(v, list) and all(map(item_ok, v)) else "telemetry.sinks"
 
 
+def ranked_metrics_error(cfg: dict[str, Any]) -> str | None:
+    """The key a metric check names when the task's metrics change under the ranked metrics."""
+    ck, es = section(cfg, "checkpoint"), section(cfg, "early_stopping")
+    if ck.get("enabled", True) and not metric_ok(cfg, ck.get("best_metric", "val_loss")):
+        return "checkpoint.best_metric"
+    if es.get("enabled", False) and not metric_ok(cfg, es.get("metric", "val_loss")):
+        return "early_stopping.metric"
+    return None
+
+
+def task_name(v: Any, cfg: dict[str, Any]) -> str | None:
+    task = section(cfg, "task")
+    if task.get("entry") is not None:
+        return None if isinstance(v, str) and v.strip() else "task.name"
+    if not isinstance(v, str) or v not in TASK_METRICS:
+        return "task.name"
+    return "task.options" if task.get("options") else ranked_metrics_error(cfg)
+
+
+def task_entry(v: Any, cfg: dict[str, Any]) -> str | None:
+    if v is None:
+        task = section(cfg, "task")
+        if task.get("name", "classification") not in TASK_METRICS:
+            return "task.name"
+        return "task.options" if task.get("options") else ranked_metrics_error(cfg)
+    ok = isinstance(v, str) and (ENTRY.fullmatch(v) is not None or MODULE.fullmatch(v) is not None)
+    return None if ok else "task.entry"
+
+
+def task_options(v: Any, cfg: dict[str, Any]) -> str | None:
+    if not isinstance(v, dict):
+        return "task.options"
+    return None if not v or section(cfg, "task").get("entry") is not None else "task.options"
+
+
+def accumulate(v: Any, cfg: dict[str, Any]) -> str | None:
+    n = as_int(v)
+    if n is None or n < 1 or n >= 2**63:
+        return "accumulate"
+    return None if cfg.get("batch_size", 64) % n == 0 else "accumulate"
+
+
+def max_steps(v: Any, cfg: dict[str, Any]) -> str | None:
+    if not isinstance(v, str):
+        return None if integer(1, optional=True)(v) else "max_steps"
+    m = DURATION.fullmatch(v)
+    if m is None or m[2] == "dur":
+        return "max_steps"
+    amount = float(m[1])
+    if (m[2] or "st") == "st":
+        return None if amount.is_integer() and 1 <= amount < 2**63 else "max_steps"
+    return None if amount > 0 else "max_steps"
+
+
 def scheduler_momentum(v: Any, cfg: dict[str, Any]) -> str | None:
     if v is None:
         return None
@@ -300,7 +376,16 @@ RULES: dict[str, Rule] = {
     "seed": simple("seed", integer(0)),
     "epochs": simple("epochs", integer(1)),
     "batch_size": simple("batch_size", integer(1)),
-    "max_steps": simple("max_steps", integer(1, optional=True)),
+    "max_steps": max_steps,
+    "accumulate": accumulate,
+    "compile": simple("compile", boolean),
+    "compile_backend": simple("compile_backend", one_of("inductor", "aot_eager", "eager", "cudagraphs")),
+    "data.num_workers": simple("data.num_workers", integer(0, 256)),
+    "data.pin_memory": simple("data.pin_memory", boolean),
+    "data.prefetch_factor": simple("data.prefetch_factor", integer(1)),
+    "task.name": task_name,
+    "task.entry": task_entry,
+    "task.options": task_options,
     "device": simple("device", one_of("auto", "cpu", "cuda")),
     "amp": amp,
     "model.name": builtin_rule("model", MODEL_OPTIONS, "cnn"),
@@ -377,6 +462,13 @@ for _sec, _options in (("model", MODEL_OPTIONS), ("data", DATA_OPTIONS)):
 EXAMPLES: dict[str, list[Any]] = {
     "device": ["auto", "cpu", "cuda", "tpu", "CPU"],
     "amp": ["none", "bf16", "fp16", "fp8"],
+    "max_steps": [None, 1, 100, "100", "100st", "3ep", "0ep", "0.5ep", "0.5dur", "2x", "1.5", 0, 2**63],
+    "accumulate": [1, 2, 3, 4, 8, 64, 0, 2**63],
+    "task.name": ["classification", "language_model", "regression"],
+    "task.entry": [None, "pkg.mod:make", "pkg.mod", "a b", "a:b:c"],
+    "task.options": [{}, {"scale": 2}],
+    "data.num_workers": [0, 2, 4, 256, 257, -1],
+    "compile_backend": ["inductor", "aot_eager", "tvm"],
     "model.name": ["cnn", "mlp", "resnet"],
     "data.name": ["digits", "blobs", "mnist"],
     "model.entry": ["pkg.mod:build", "mod:f", "no-colon", "a:", ":b", "a.b:c.d"],

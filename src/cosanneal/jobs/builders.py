@@ -46,7 +46,7 @@ def resolve_entry(entry: str, key: str) -> Callable[..., Any]:
 _BUILD_ERRORS = (TypeError, ValueError, RuntimeError, OverflowError, MemoryError)
 
 
-def _construct(key: str, what: str, build: Callable[..., Any], options: dict[str, Any]) -> Any:
+def construct(key: str, what: str, build: Callable[..., Any], options: dict[str, Any]) -> Any:
     """``build(**options)``; a failure it raises because of the options is one line naming ``key``."""
     try:
         return build(**options)
@@ -67,7 +67,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
             on ``model.options`` (one line naming the key).
     """
     if cfg.entry is not None:
-        model = _construct(
+        model = construct(
             "model.options", repr(cfg.entry), resolve_entry(cfg.entry, "model.entry"), cfg.options
         )
         if not isinstance(model, nn.Module):
@@ -75,7 +75,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
                 f"model.entry: {cfg.entry!r} must return a torch.nn.Module, got {type(model).__name__}"
             )
         return model
-    built: nn.Module = _construct(
+    built: nn.Module = construct(
         "model.options", f"model {cfg.name!r}", lambda **kw: build_builtin_model(cfg.name, **kw), cfg.options
     )
     return built
@@ -89,11 +89,11 @@ def build_data(cfg: DataConfig) -> tuple[Any, Any]:
             ``data.options`` (one line naming the key).
     """
     if cfg.entry is not None:
-        out = _construct("data.options", repr(cfg.entry), resolve_entry(cfg.entry, "data.entry"), cfg.options)
+        out = construct("data.options", repr(cfg.entry), resolve_entry(cfg.entry, "data.entry"), cfg.options)
         if not (isinstance(out, tuple) and len(out) == 2):
             raise ConfigError(f"data.entry: {cfg.entry!r} must return (train_dataset, val_dataset)")
         return out
-    split: tuple[Any, Any] = _construct(
+    split: tuple[Any, Any] = construct(
         "data.options", f"data set {cfg.name!r}", lambda **kw: load_dataset(cfg.name, **kw), cfg.options
     )
     return split

@@ -33,8 +33,14 @@ from cosanneal.errors import ConfigError, SpecError
 #: ``--set schedule.<key>=<value>`` on such a config changes this schedule's ``<key>``.
 DEFAULT_SCHEDULE: dict[str, Any] = {"kind": "cosine", "peak_lr": 0.1, "cycle_steps": "1dur"}
 
-#: The metrics the built-in classification task reports at every evaluation.
-BUILTIN_METRICS: tuple[str, ...] = ("val_loss", "val_acc")
+#: The metrics each built-in task reports at every evaluation (as recorded: ``val_`` + the task's name).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("val_loss", "val_acc"),
+    "language_model": ("val_loss", "val_ppl"),
+}
+
+#: The metrics the built-in classification task (the default) reports at every evaluation.
+BUILTIN_METRICS: tuple[str, ...] = TASK_METRICS["classification"]
 
 #: Every integer in a config is below this: run.db stores steps, counts and the seed as SQLite INTEGERs.
 INT_LIMIT = 2**63
@@ -51,9 +57,34 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """``[data]``: a built-in data set by ``name`` or ``entry`` returning ``(train, val)`` datasets."""
+    """``[data]``: a built-in data set by ``name`` or ``entry`` returning ``(train, val)`` datasets.
+
+    The data sets are map-style (``__getitem__`` + ``__len__``) or iterable
+    (``torch.utils.data.IterableDataset``); batches come through a ``torch.utils.data.DataLoader``
+    with ``num_workers`` worker processes (0: in the training process), ``pin_memory`` (on CUDA
+    only) and ``prefetch_factor`` batches in flight per worker. See :mod:`cosanneal.jobs.loading`.
+    """
 
     name: str = "digits"
+    entry: str | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    num_workers: int = 0
+    pin_memory: bool = True
+    prefetch_factor: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """``[task]``: what one training step computes and what an evaluation reports.
+
+    A built-in task by ``name`` (``classification``: cross-entropy and accuracy; ``language_model``:
+    next-token cross-entropy and perplexity) or a user's ``entry``: ``"pkg.module:make_task"`` (called
+    with ``options``) returning an object with ``training_step(model, batch)`` and
+    ``evaluate(model, batches)``, or ``"pkg.module"`` defining those two functions. See
+    :mod:`cosanneal.jobs.tasks`.
+    """
+
+    name: str = "classification"
     entry: str | None = None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -187,17 +218,29 @@ class DebugConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """A whole training job. ``schedule`` is a schedule dict (``kind`` + parameters; durations allowed)."""
+    """A whole training job. ``schedule`` is a schedule dict (``kind`` + parameters; durations allowed).
+
+    ``batch_size`` is the samples of one optimizer update on one rank; ``accumulate = k`` splits it
+    into ``k`` micro-batches of ``batch_size / k`` whose gradients are summed before the update (the
+    schedule advances once per update, never per micro-batch). ``max_steps`` caps the run at a number
+    of updates or a duration (``"2e6sp"`` samples, ``"5e7tok"`` tokens, ``"3ep"``). ``compile = true``
+    runs the model and the optimizer step under ``torch.compile`` with tensor LRs (no recompiles as
+    the LR changes), with ``compile_backend`` (``inductor`` by default; ``aot_eager`` needs no C++ compiler).
+    """
 
     name: str = "run"
     seed: int = 0
     epochs: int = 10
     batch_size: int = 64
-    max_steps: int | None = None
+    max_steps: int | str | None = None
+    accumulate: int = 1
+    compile: bool = False
+    compile_backend: Literal["inductor", "aot_eager", "eager", "cudagraphs"] = "inductor"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["none", "bf16", "fp16"] = "none"
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = dataclasses.field(default_factory=SchedulerConfig)
     schedule: dict[str, Any] = dataclasses.field(default_factory=lambda: copy.deepcopy(DEFAULT_SCHEDULE))
@@ -252,6 +295,9 @@ _RANGES: dict[str, _Range] = {
     "epochs": _POSITIVE,
     "batch_size": _POSITIVE,
     "max_steps": _POSITIVE,
+    "accumulate": _POSITIVE,
+    "data.num_workers": _Range(0, 256),
+    "data.prefetch_factor": _POSITIVE,
     "optimizer.momentum": _UNIT,
     "optimizer.weight_decay": _NON_NEGATIVE,
     "optimizer.betas[]": _UNIT,
@@ -286,6 +332,8 @@ _NON_EMPTY = {
     "model.entry",
     "data.name",
     "data.entry",
+    "task.name",
+    "task.entry",
     "telemetry.prometheus_address",
     "telemetry.prometheus_textfile",
     "telemetry.mlflow_tracking_uri",
@@ -293,6 +341,7 @@ _NON_EMPTY = {
     "debug.lr_trace_dir",
 }
 _ENTRY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+_MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _INDEX = re.compile(r"\[\d+\]")
 
 
@@ -373,6 +422,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             except ConfigError as exc:
                 if isinstance(value, Mapping) and dataclasses.is_dataclass(arg):
                     raise  # a table meant as that table: its own error names the key inside it
+                if arg in (int, str) and type(value) is arg:
+                    raise  # an integer out of range, an empty string: that type's own error
                 errors.append(str(exc))
         raise ConfigError(
             errors[0] if len(errors) == 1 else f"{key}: must be {_type_name(tp)}, got {_show(value)}"
@@ -567,8 +618,53 @@ def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
                 f"got {_show(entry)}"
             )
     _check_builtins(cfg)
-    check_metric_names(cfg, BUILTIN_METRICS)
+    _check_loop(cfg)
+    if cfg.task.entry is None:
+        check_metric_names(cfg, TASK_METRICS[cfg.task.name])
     return cfg
+
+
+def _check_loop(cfg: TrainConfig) -> None:
+    """The task, accumulation and run length: what the training loop itself needs."""
+    from cosanneal.errors import ScheduleError
+    from cosanneal.schedules import durations
+
+    task = cfg.task
+    if task.entry is not None and not (_ENTRY.fullmatch(task.entry) or _MODULE.fullmatch(task.entry)):
+        raise ConfigError(
+            f"task.entry: must look like 'package.module:make_task' or 'package.module', got {_show(task.entry)}"
+        )
+    if task.entry is None:
+        if task.name not in TASK_METRICS:
+            raise ConfigError(
+                f"task.name: must be one of {', '.join(TASK_METRICS)} (or set task.entry), got {_show(task.name)}"
+            )
+        if task.options:
+            raise ConfigError(
+                f"task.options: the built-in task {task.name!r} takes no options, got {', '.join(map(str, task.options))}"
+            )
+    if cfg.batch_size % cfg.accumulate:
+        divisors = [d for d in range(1, min(cfg.batch_size, 64) + 1) if cfg.batch_size % d == 0]
+        raise ConfigError(
+            f"accumulate: batch_size {cfg.batch_size} does not split into {cfg.accumulate} equal micro-batches; "
+            f"use an accumulate that divides it ({', '.join(map(str, divisors[:8]))}) or change batch_size"
+        )
+    if isinstance(cfg.max_steps, str):
+        try:
+            parsed = durations.parse("max_steps", cfg.max_steps)
+        except ScheduleError as exc:
+            raise ConfigError(re.sub(r"^max_steps ", "max_steps: ", str(exc))) from None
+        if isinstance(parsed, str) and parsed.endswith("dur"):
+            raise ConfigError(
+                f"max_steps: a fraction of the run cannot set the run's length, got {_show(cfg.max_steps)}; "
+                "give updates, epochs ('3ep'), samples ('2e6sp') or tokens ('5e7tok')"
+            )
+        if isinstance(parsed, str) and float(re.sub(r"[a-z]+$", "", parsed)) <= 0:
+            raise ConfigError(f"max_steps: must be > 0, got {_show(cfg.max_steps)}")
+        if not isinstance(parsed, str):
+            _check_range("max_steps", parsed, cfg.max_steps)
+            if not float(parsed).is_integer():
+                raise ConfigError(f"max_steps: must be a whole number of updates, got {_show(cfg.max_steps)}")
 
 
 def load_config(path: str | Path | None, sets: Sequence[str] = ()) -> TrainConfig:

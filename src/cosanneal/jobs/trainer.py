@@ -28,16 +28,18 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional
 
 from cosanneal.errors import ConfigError, RunIOError, ScheduleError
-from cosanneal.jobs.builders import build_model, pick_device, training_batches
-from cosanneal.jobs.config import TrainConfig, check_metric_names
-from cosanneal.jobs.data import EpochBatches
+from cosanneal.jobs.builders import build_data, build_model, pick_device
+from cosanneal.jobs.checks import check_task, resolve_length
+from cosanneal.jobs.config import TrainConfig
+from cosanneal.jobs.loading import TrainLoader
+from cosanneal.jobs.loop import Loop, Parts
 from cosanneal.jobs.optimizers import build_optimizer
 from cosanneal.jobs.sink_factories import build_sinks, resolve_factories
+from cosanneal.jobs.tasks import batch_tokens, build_task
 from cosanneal.runtime import distributed
-from cosanneal.runtime.checkpoints import CheckpointError, Checkpoints, ends_cycle, is_cycle_end
+from cosanneal.runtime.checkpoints import CheckpointError, Checkpoints
 from cosanneal.runtime.guard import NonFiniteGuard
 from cosanneal.runtime.iofailure import device_of, io_failure
 from cosanneal.runtime.preemption import Preemption
@@ -74,16 +76,6 @@ class TrainResult:
     message: str = ""
 
 
-@dataclasses.dataclass
-class _Position:
-    """Where the loop is: ``updates`` done, and the next batch ``batch`` of ``epoch``."""
-
-    updates: int = 0
-    epoch: int = 0
-    batch: int = 0
-    attempts: int = 0  # forward passes so far, skipped updates included (fault injection counts these)
-
-
 def _seed_everything(seed: int) -> None:
     import random
 
@@ -100,24 +92,6 @@ def _fresh_run_dir(run_dir: Path, log: Log) -> None:
         aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.move(str(run_dir), str(aside))
         log(f"--fresh: moved the previous run to {aside}")
-
-
-def _evaluate(
-    model: nn.Module, data: EpochBatches, device: torch.device, batch_size: int
-) -> dict[str, float]:
-    """Mean cross-entropy loss and accuracy over the validation set."""
-    was_training = model.training
-    model.eval()
-    total, correct, loss_sum = 0, 0, 0.0
-    with torch.no_grad():
-        for x, y in data.sequential(batch_size):
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss_sum += float(functional.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(dim=1) == y).sum())
-            total += len(y)
-    model.train(was_training)
-    return {"loss": loss_sum / max(total, 1), "acc": correct / max(total, 1)}
 
 
 class Trainer:
@@ -157,13 +131,17 @@ class Trainer:
         self.show_progress = config.telemetry.progress if progress is None else progress
         self.on_eval = on_eval
         self._resume_hint = resume_hint
-        self._last_eval_at = -1
 
     # ---- setup ----------------------------------------------------------------------------
-    def _schedule(self, total_steps: int, steps_per_epoch: int) -> Schedule:
+    def _schedule(
+        self, total_steps: int, per_epoch: int | None, samples_per_update: int, tokens_per_update: int | None
+    ) -> Schedule:
         try:
             return from_dict(self.config.schedule).bind(
-                total_steps=total_steps, steps_per_epoch=steps_per_epoch
+                total_steps=total_steps,
+                steps_per_epoch=per_epoch,
+                samples_per_update=samples_per_update,
+                tokens_per_update=tokens_per_update,
             )
         except ScheduleError as exc:
             raise ConfigError(f"schedule.{exc}") from exc
@@ -175,16 +153,130 @@ class Trainer:
         for group, scale in zip(optimizer.param_groups, scales, strict=True):
             group["initial_lr"] = schedule.peak * scale
         cfg = self.config.scheduler
-        if cfg.momentum is not None and not any(
+        return Scheduler(optimizer, schedule, count=cfg.count, momentum=cfg.momentum)
+
+    def _check_momentum(self, optimizer: torch.optim.Optimizer) -> None:
+        """``scheduler.momentum`` on an optimizer without momentum or betas is a config error, not a traceback."""
+        if self.config.scheduler.momentum is not None and not any(
             k in optimizer.param_groups[0] for k in ("momentum", "betas")
         ):
             raise ConfigError(
                 f"scheduler.momentum: {type(optimizer).__name__} has no momentum or betas to anneal; remove "
                 "scheduler.momentum or use an optimizer with momentum (sgd, RMSprop) or betas (adamw, Adam, ...)"
             )
-        return Scheduler(optimizer, schedule, count=cfg.count, momentum=cfg.momentum)
 
     # ---- the job --------------------------------------------------------------------------
+    def _total(self, per_epoch: int | None, samples: int, tokens: int | None) -> int:
+        """Updates in the run: ``epochs`` over the data, capped by ``max_steps`` (updates or a duration)."""
+        cfg = self.config
+        limit = None if cfg.max_steps is None else resolve_length(cfg.max_steps, per_epoch, samples, tokens)
+        if per_epoch is None:
+            if limit is None:
+                raise ConfigError(
+                    "max_steps: the training data set has no length (an iterable data set), so epochs cannot "
+                    "set the run's length; set max_steps (e.g. 10000, '2e6sp' or '5e7tok')"
+                )
+            return limit
+        return cfg.epochs * per_epoch if limit is None else min(limit, cfg.epochs * per_epoch)
+
+    def build(self) -> Parts:
+        """Build every piece of the job from the config, before anything is written to the run.
+
+        Raises:
+            ConfigError: a piece cannot be built (one line naming the key and the fix).
+        """
+        cfg = self.config
+        device = pick_device(cfg.device)
+        world = distributed.init_from_env(device)
+        _seed_everything(cfg.seed)
+        train_set, val_set = build_data(cfg.data)
+        train = TrainLoader(
+            train_set,
+            cfg.batch_size,
+            seed=cfg.seed,
+            rank=world.rank,
+            world=world.size,
+            num_workers=cfg.data.num_workers,
+            pin_memory=cfg.data.pin_memory and device.type == "cuda",
+            prefetch_factor=cfg.data.prefetch_factor,
+        )
+        task = build_task(cfg.task)
+        model = build_model(cfg.model).to(device)
+        first = train.first()
+        check_task(task, model, first, val_set, device, cfg)
+        tokens = batch_tokens(task, first)
+        samples_per_update = cfg.batch_size * world.size
+        tokens_per_update = None if tokens is None else tokens * world.size
+        per_epoch = train.batches_per_epoch
+        total = self._total(per_epoch, samples_per_update, tokens_per_update)
+        schedule = self._schedule(total, per_epoch, samples_per_update, tokens_per_update)
+
+        train_model: nn.Module = model
+        if world.size > 1:
+            train_model = nn.parallel.DistributedDataParallel(model)
+        optimizer = build_optimizer(model, cfg.optimizer, schedule.peak)
+        scales = [g["lr"] / schedule.peak for g in optimizer.param_groups]
+        optimizer_step: Callable[[], Any] = optimizer.step
+        if cfg.compile:
+            train_model, optimizer_step = _compiled(train_model, optimizer, cfg.compile_backend)
+        self._check_momentum(optimizer)
+        return Parts(
+            config=cfg,
+            run_dir=self.run_dir,
+            log=self.log,
+            device=device,
+            world=world,
+            task=task,
+            model=model,
+            train_model=train_model,
+            optimizer=optimizer,
+            optimizer_step=optimizer_step,
+            schedule=schedule,
+            make_scheduler=lambda sched: self._make_scheduler(optimizer, sched, scales),
+            train=train,
+            val_set=val_set,
+            total=total,
+            checkpoints=None,
+            guard=None,
+            stopper=None,
+            on_eval=self.on_eval,
+            resume_hint=self.resume_hint,
+        )
+
+    def _runtime(self, parts: Parts, loop: Loop) -> None:
+        """The runtime components of the job: checkpoints, guard, early stopping (events into ``loop``)."""
+        cfg = self.config
+        ck = cfg.checkpoint
+        if ck.enabled:
+            parts.checkpoints = Checkpoints(
+                self.run_dir / "checkpoints",
+                keep_last=ck.keep_last,
+                best=(ck.best_metric, ck.best_mode),
+                keep_cycle_ends=ck.keep_cycle_ends,
+                every_steps=ck.every_steps,
+                every_seconds=ck.every_seconds,
+                at_restarts=ck.at_restarts,
+                async_write=ck.async_write,
+                on_event=loop.on_event,
+                before_commit=loop.before_commit,
+            )
+        g = cfg.guard
+        if g.enabled:
+            parts.guard = NonFiniteGuard(
+                max_consecutive=g.max_consecutive,
+                on_exhausted=g.on_exhausted,
+                lr_factor=g.lr_factor,
+                adjust=g.adjust,
+                max_rollbacks=g.max_rollbacks,
+                schedule=parts.schedule,
+                on_event=loop.on_event,
+            )
+        es = cfg.early_stopping
+        if es.enabled:
+            parts.stopper = RestartAwareEarlyStopping(
+                es.metric, mode=es.mode, patience_cycles=es.patience_cycles, min_delta=es.min_delta
+            )
+
     def run(self) -> TrainResult:
         """Train to the end of the budget, an early stop, a preemption signal or a guard stop.
 
@@ -196,30 +288,8 @@ class Trainer:
         """
         cfg = self.config
         started = time.time()
-        device = pick_device(cfg.device)
-        world = distributed.init_from_env(device)
-        _seed_everything(cfg.seed)
-
-        train, val_set = training_batches(
-            cfg.data, cfg.batch_size, cfg.seed, rank=world.rank, world=world.size
-        )
-        val = EpochBatches(val_set, cfg.eval.batch_size)
-        steps_per_epoch = train.batches_per_epoch
-        total = (
-            cfg.epochs * steps_per_epoch
-            if cfg.max_steps is None
-            else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
-        )
-        schedule = self._schedule(total, steps_per_epoch)
-
-        model = build_model(cfg.model).to(device)
-        _check_fits(model, train.batch(0, 0), device, cfg)
-        train_model: nn.Module = model
-        if world.size > 1:
-            train_model = nn.parallel.DistributedDataParallel(model)
-        optimizer = build_optimizer(model, cfg.optimizer, schedule.peak)
-        scales = [g["lr"] / schedule.peak for g in optimizer.param_groups]
-        scheduler = self._make_scheduler(optimizer, schedule, scales)
+        parts = self.build()
+        world = parts.world
         factories = (
             resolve_factories(cfg) if world.is_main else []
         )  # imported now: a bad entry trains nothing
@@ -228,382 +298,43 @@ class Trainer:
             _fresh_run_dir(self.run_dir, self.log)
         distributed.barrier(world)
 
+        loop = Loop(parts, self.show_progress)
+        self._runtime(parts, loop)
+        ckpts = parts.checkpoints
         # The run store is opened only once the checkpoint to resume from (if any) is known to fit, so
-        # a refused resume writes nothing to the run. Until then events wait here.
-        store: RunStore | None = None
-        early_events: list[tuple[int, str, dict[str, Any]]] = []
-        position = _Position()
-
-        def on_event(kind: str, **payload: Any) -> None:
-            at = int(payload.pop("step", position.updates))
-            fields = {k: run_relative(v, self.run_dir) if k == "path" else v for k, v in payload.items()}
-            fields = {k: v for k, v in fields.items() if k not in ("kind", "wall")}
-            if store is None:
-                early_events.append((at, kind, fields))
-            else:
-                store.log_event(at, kind, **fields)
-
-        def before_commit(_info: Any) -> None:
-            if store is not None:  # every row up to this checkpoint is durable before it exists
-                store.flush(durable=True)
-
-        ck_cfg = cfg.checkpoint
-        ckpts = (
-            Checkpoints(
-                self.run_dir / "checkpoints",
-                keep_last=ck_cfg.keep_last,
-                best=(ck_cfg.best_metric, ck_cfg.best_mode),
-                keep_cycle_ends=ck_cfg.keep_cycle_ends,
-                every_steps=ck_cfg.every_steps,
-                every_seconds=ck_cfg.every_seconds,
-                at_restarts=ck_cfg.at_restarts,
-                async_write=ck_cfg.async_write,
-                on_event=on_event,
-                before_commit=before_commit,
-            )
-            if ck_cfg.enabled
-            else None
-        )
-        g_cfg = cfg.guard
-        guard = (
-            NonFiniteGuard(
-                max_consecutive=g_cfg.max_consecutive,
-                on_exhausted=g_cfg.on_exhausted,
-                lr_factor=g_cfg.lr_factor,
-                adjust=g_cfg.adjust,
-                max_rollbacks=g_cfg.max_rollbacks,
-                schedule=schedule,
-                on_event=on_event,
-            )
-            if g_cfg.enabled
-            else None
-        )
-        es_cfg = cfg.early_stopping
-        stopper = (
-            RestartAwareEarlyStopping(
-                es_cfg.metric,
-                mode=es_cfg.mode,
-                patience_cycles=es_cfg.patience_cycles,
-                min_delta=es_cfg.min_delta,
-            )
-            if es_cfg.enabled
-            else None
-        )
-        use_scaler = cfg.amp == "fp16"
-        scaler = torch.amp.GradScaler(device.type) if use_scaler else None
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-
-        rank_trace: list[list[float]] = []
-        last_metrics: dict[str, float] = {}
-        saved_at = -1  # updates done at the newest checkpoint this session wrote or resumed from
-        initial_state = {
-            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-        }
-
-        def trackers() -> dict[str, Any]:
-            return {
-                "guard": guard.state_dict() if guard else None,
-                "early_stopping": stopper.state_dict() if stopper else None,
-                "attempts": position.attempts,
-                "last_metrics": last_metrics,
-            }
-
-        def save(reason: str, cycle_end: bool = False, metrics: dict[str, float] | None = None) -> None:
-            """Checkpoint the state after ``position.updates`` updates (named by that count)."""
-            nonlocal saved_at
-            if ckpts is None or saved_at == position.updates:
-                return
-            ckpts.save(
-                position.updates,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                epoch=position.epoch,
-                batch_index=position.batch,
-                metrics=metrics,
-                trackers=trackers(),
-                cycle_end=cycle_end,
-                extra={"updates": position.updates},
-                reason=reason,
-            )
-            saved_at = position.updates
-
-        def rebuild_scheduler(at: int) -> None:
-            """A fresh scheduler on the current ``schedule`` at update count ``at``."""
-            nonlocal scheduler
-            scheduler.close()
-            scheduler = self._make_scheduler(optimizer, schedule, scales)
-            if at:
-                scheduler.load_state_dict({"version": 1, "step": at, "schedule": schedule.to_dict()})
-            if telemetry is not None:
-                telemetry.schedule = schedule
-
-        def restore_position(loaded: Any) -> dict[str, Any]:
-            """Data position, metrics and early stopping from a loaded checkpoint; returns its trackers."""
-            tracked: dict[str, Any] = dict(loaded.trackers or {})
-            position.updates = int((loaded.extra or {}).get("updates", loaded.step))
-            position.epoch, position.batch = loaded.epoch, loaded.batch_index
-            last_metrics.clear()
-            last_metrics.update(tracked.get("last_metrics") or {})
-            if stopper is not None and tracked.get("early_stopping"):
-                stopper.load_state_dict(tracked["early_stopping"])
-            return tracked
-
-        def resume(loaded: Any) -> None:
-            """Continue an interrupted run: position, trackers, and the schedule it was really using."""
-            nonlocal schedule, saved_at
-            tracked = restore_position(loaded)
-            position.attempts = int(tracked.get("attempts", position.updates))
-            saved_at = position.updates
-            state = loaded.scheduler_state
-            saved = (
-                from_dict(state["schedule"])
-                if state and isinstance(state.get("schedule"), dict)
-                else schedule
-            )
-            if saved != schedule:
-                if not (tracked.get("guard") or {}).get("rollbacks"):
-                    raise ConfigError(_schedule_mismatch(self.run_dir, saved, schedule))
-                schedule = saved  # the guard lowered it before the interruption
-            if guard is not None and tracked.get("guard"):
-                guard.load_state_dict(tracked["guard"])
-                guard.schedule = schedule
-            rebuild_scheduler(position.updates)
-
-        telemetry: Telemetry | None = None
+        # a refused resume writes nothing to the run. Until then events wait in the loop.
         loaded = None
         if ckpts is not None:
-            loaded = ckpts.load_latest(model, optimizer, None)
+            loaded = ckpts.load_latest(parts.model, parts.optimizer, None)
             if loaded is not None:
-                resume(loaded)
+                loop.resume(loaded)
             if world.is_main:
                 with contextlib.suppress(OSError):  # a read-only directory keeps them; the save says why
                     ckpts.clean_stale()
-
-        sinks = (
-            build_sinks(factories, cfg, Path(os.path.abspath(self.run_dir)), schedule)
-            if world.is_main
-            else []
-        )
+        store = self._open_store(cfg, parts, loop, factories)
+        per_epoch = parts.train.batches_per_epoch
         try:
-            store = (
-                RunStore(
-                    self.run_dir,
-                    flush_rows=cfg.telemetry.flush_rows,
-                    flush_seconds=cfg.telemetry.flush_seconds,
-                )
-                if world.is_main
-                else RunStore.disabled()
-            )
-        except (OSError, sqlite3.Error) as exc:
-            for sink in sinks:
-                with contextlib.suppress(Exception):
-                    sink.close()
-            raise self._io_error(exc, "opening the run store", ckpts) from exc
-        telemetry = Telemetry(
-            store,
-            schedule=schedule,
-            expected=lambda t: scheduler.lrs_at(t),
-            sinks=sinks,
-            every=cfg.telemetry.every,
-        )
-        status, message, exit_code = "finished", "", 0
-        bar = _Progress(self.show_progress and world.is_main, total)
-        preempt: Preemption | None = None
-        metrics_checked = False
-        train_model.train()
-        try:
-            if loaded is not None:
-                # rows past the checkpoint are recorded again from here: drop the old ones first
-                discarded = telemetry.resume(position.updates)
-                for at, kind, fields in early_events:
-                    store.log_event(at, kind, **fields)
-                store.log_event(
-                    position.updates,
-                    "resumed",
-                    from_step=position.updates,
-                    checkpoint=run_relative(loaded.info.path, self.run_dir),
-                    epoch=position.epoch,
-                    batch=position.batch,
-                    discarded_rows=sum(discarded),
-                )
-                self.log(
-                    f"resumed from update {position.updates} (epoch {position.epoch}, batch {position.batch})"
-                )
-            else:
-                for at, kind, fields in early_events:
-                    store.log_event(at, kind, **fields)
-                if position.updates == 0:
-                    params = run_params(cfg.to_dict(), schedule=schedule, seed=cfg.seed)
-                    store.log_params({**params, "steps_per_epoch": steps_per_epoch, "total_steps": total})
-            early_events.clear()
-            if world.is_main:  # once the whole config is built and the resume settled
-                for warning in lint(schedule, total, steps_per_epoch=steps_per_epoch):
-                    self.log(f"lint {warning.code}: {warning.message}")
-            preempt = Preemption()
-            try:
-                preempt.install()
-            except Exception:  # not the main thread (e.g. a notebook worker): run without signal handling
-                preempt = None
-
-            def evaluate() -> dict[str, float]:
-                nonlocal metrics_checked
-                metrics = self._eval_and_record(model, val, device, telemetry, position)
-                if not metrics_checked:  # names the task really reports, before any checkpoint needs one
-                    check_metric_names(cfg, _val(metrics))
-                    metrics_checked = True
-                return metrics
-
-            while position.updates < total:
-                if position.batch >= steps_per_epoch:
-                    position.epoch, position.batch = position.epoch + 1, 0
-                    # epoch end: evaluate and checkpoint, unless this very update was just evaluated
-                    # (a cycle end on the epoch boundary), whose checkpoint is already marked cycle_end
-                    if cfg.eval.every_steps is None and self._last_eval_at != position.updates:
-                        ended = ends_cycle(position.updates, schedule)
-                        last_metrics = evaluate()
-                        if self._prune(position.updates, last_metrics, ended):
-                            save("eval", ended, _val(last_metrics))
-                            status, message = "pruned", "stopped by the on_eval callback"
-                            break
-                        if stopper is not None and stopper.update(
-                            position.updates, _val(last_metrics), schedule
-                        ):
-                            status, message = (
-                                "early_stopped",
-                                stopper.reason or "no improvement at cycle ends",
-                            )
-                            break
-                        save("epoch", ended, _val(last_metrics))
-                    continue
-                if distributed.any_rank(preempt is not None and preempt.requested, world):
-                    save("preempted", metrics=_val(last_metrics) or None)
-                    signum = preempt.signal if preempt is not None else None
-                    exit_code = preempt.exit_code if preempt is not None and preempt.exit_code else 143
-                    store.log_event(position.updates, "preempted", signal=str(signum), exit_code=exit_code)
-                    status, message = "preempted", f"preempted by {signum}; {self.resume_hint}"
-                    break
-
-                x, y = train.batch(position.epoch, position.batch)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                lrs = [g["lr"] for g in optimizer.param_groups]
-                t0 = time.perf_counter()
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = functional.cross_entropy(train_model(x), y)
-                if position.attempts in cfg.debug.inject_nan_at:
-                    loss = loss * float("nan")
-                position.attempts += 1
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
-                    scaler.unscale_(optimizer)
-                else:
-                    loss.backward()  # type: ignore[no-untyped-call]
-                grads = [p.grad for p in model.parameters() if p.grad is not None]
-                grad_norm = (
-                    torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else None
-                )
-                if cfg.optimizer.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optimizer.grad_clip)
-                position.batch += 1
-                if guard is not None:
-                    decision = guard.check(loss, None if scaler is not None else model, step=position.updates)
-                    if decision.action == "skip":
-                        continue
-                    if decision.action == "rollback":
-                        # back to the last good checkpoint, on the schedule the guard just lowered
-                        self.log(f"guard: {decision.message}")
-                        schedule = guard.schedule or schedule
-                        back = ckpts.load_latest(model, optimizer, None, restore_rng=False) if ckpts else None
-                        if back is not None:
-                            restore_position(back)
-                        else:
-                            model.load_state_dict(initial_state["model"])
-                            optimizer.load_state_dict(initial_state["optimizer"])
-                            position.updates = position.epoch = position.batch = 0
-                        rebuild_scheduler(position.updates)
-                        continue
-                    if decision.action == "stop":
-                        status, message, exit_code = "stopped_nonfinite", decision.message, 1
-                        store.log_event(
-                            position.updates, "run_failed", error="NonFiniteStop", message=decision.message
-                        )
-                        break
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                if cfg.scheduler.count == "manual":
-                    scheduler.step()
-                step = position.updates
-                if scheduler.last_epoch == step:  # GradScaler skipped the update: the schedule did not move
-                    continue
-                position.updates += 1
-                momentum = _momenta(optimizer) if cfg.scheduler.momentum else None
-                telemetry.on_update(
-                    step, lrs, loss=loss.detach(), grad_norm=grad_norm, samples=len(y),
-                    step_time=time.perf_counter() - t0, momentum=momentum,
-                )  # fmt: skip
-                bar.update(position.updates, lrs[0], schedule, step)
-                if cfg.debug.lr_trace_dir is not None:
-                    rank_trace.append([step, *lrs])
-                if cfg.debug.sleep_per_step:
-                    time.sleep(cfg.debug.sleep_per_step)
-
-                cycle_end = is_cycle_end(step, schedule)
-                eval_due = cycle_end or (
-                    cfg.eval.every_steps is not None and position.updates % cfg.eval.every_steps == 0
-                )
-                if eval_due:
-                    last_metrics = evaluate()
-                    if self._prune(position.updates, last_metrics, cycle_end):
-                        save("eval", cycle_end, _val(last_metrics))
-                        status, message = "pruned", "stopped by the on_eval callback"
-                        break
-                    if stopper is not None and stopper.update(position.updates, _val(last_metrics), schedule):
-                        save("eval", cycle_end, _val(last_metrics))
-                        status, message = "early_stopped", stopper.reason or "no improvement at cycle ends"
-                        break
-                if ckpts is None or position.updates >= total:
-                    continue  # the final checkpoint is written once, after the loop
-                # an epoch that ends here is evaluated and checkpointed right after (with its metrics)
-                epoch_end_follows = position.batch >= steps_per_epoch and cfg.eval.every_steps is None
-                if eval_due:
-                    save("restart" if cycle_end else "eval", cycle_end, _val(last_metrics))
-                elif not epoch_end_follows and ckpts.should_save(position.updates, schedule):
-                    save("periodic")
-            if status == "finished":
-                if position.batch >= steps_per_epoch:
-                    position.epoch, position.batch = position.epoch + 1, 0
-                if self._last_eval_at != position.updates:
-                    last_metrics = evaluate()
-                # the end of the last cycle is the final model, not one of the cycle-end snapshots
-                save("final", False, _val(last_metrics))
-                store.log_event(
-                    position.updates, "run_finished", updates=position.updates,
-                    seconds=round(time.time() - started, 3),
-                )  # fmt: skip
-            elif status in ("early_stopped", "pruned"):
-                by = "early_stopping" if status == "early_stopped" else "on_eval"
-                store.log_event(position.updates, "early_stop", reason=message, by=by)
+            self._start(loop, loaded, per_epoch)
+            loop.train()
+            loop.finish(started)
         except BaseException as exc:
             failure = io_failure(exc)
             with contextlib.suppress(Exception):
-                store.log_event(position.updates, "run_failed", error=type(exc).__name__, message=str(exc))
-            _close_quietly(bar, preempt, ckpts, scheduler, store)
+                store.log_event(
+                    loop.position.updates, "run_failed", error=type(exc).__name__, message=str(exc)
+                )
+            _close_quietly(loop.bar, loop.preempt, ckpts, loop.scheduler, store)
             distributed.shutdown(world)
             if failure is not None and not isinstance(exc, RunIOError):
-                raise self._io_error(exc, f"training at update {position.updates}", ckpts) from exc
+                raise self._io_error(exc, f"training at update {loop.position.updates}", ckpts) from exc
             raise
-        bar.close()
-        if preempt is not None:
-            preempt.uninstall()
+        loop.bar.close()
+        if loop.preempt is not None:
+            loop.preempt.uninstall()
         try:
             if ckpts is not None:
                 ckpts.close()
-            scheduler.close()
+            loop.scheduler.close()
             store.close()
         except (OSError, sqlite3.Error, CheckpointError) as exc:
             _close_quietly(store)
@@ -617,25 +348,103 @@ class Trainer:
             from cosanneal.io import atomic_write_json
 
             atomic_write_json(
-                Path(cfg.debug.lr_trace_dir) / f"lr-rank{world.rank}.json", rank_trace, indent=None
+                Path(cfg.debug.lr_trace_dir) / f"lr-rank{world.rank}.json", loop.rank_trace, indent=None
             )
+        return self._result(loop, started)
+
+    def _open_store(self, cfg: TrainConfig, parts: Parts, loop: Loop, factories: list[Any]) -> RunStore:
+        """The run store and the telemetry that writes into it (rank 0; other ranks get a disabled store)."""
+        is_main = parts.world.is_main
+        sinks = (
+            build_sinks(factories, cfg, Path(os.path.abspath(self.run_dir)), loop.schedule) if is_main else []
+        )
+        try:
+            store = (
+                RunStore(
+                    self.run_dir,
+                    flush_rows=cfg.telemetry.flush_rows,
+                    flush_seconds=cfg.telemetry.flush_seconds,
+                )
+                if is_main
+                else RunStore.disabled()
+            )
+        except (OSError, sqlite3.Error) as exc:
+            for sink in sinks:
+                with contextlib.suppress(Exception):
+                    sink.close()
+            raise self._io_error(exc, "opening the run store", parts.checkpoints) from exc
+        loop.store = store
+        loop.telemetry = Telemetry(
+            store,
+            schedule=loop.schedule,
+            expected=lambda t: loop.scheduler.lrs_at(t),
+            sinks=sinks,
+            every=cfg.telemetry.every,
+        )
+        return store
+
+    def _start(self, loop: Loop, loaded: Any, per_epoch: int | None) -> None:
+        """The first records of a session (params or the resume), the lint, the signal handlers."""
+        cfg, store, pos = self.config, loop.store, loop.position
+        assert store is not None and loop.telemetry is not None
+        if loaded is not None:
+            # rows past the checkpoint are recorded again from here: drop the old ones first
+            discarded = loop.telemetry.resume(pos.updates)
+            for at, kind, fields in loop.early_events:
+                store.log_event(at, kind, **fields)
+            store.log_event(
+                pos.updates,
+                "resumed",
+                from_step=pos.updates,
+                checkpoint=run_relative(loaded.info.path, self.run_dir),
+                epoch=pos.epoch,
+                batch=pos.batch,
+                discarded_rows=sum(discarded),
+            )
+            self.log(f"resumed from update {pos.updates} (epoch {pos.epoch}, batch {pos.batch})")
+        else:
+            for at, kind, fields in loop.early_events:
+                store.log_event(at, kind, **fields)
+            if pos.updates == 0:
+                params = run_params(cfg.to_dict(), schedule=loop.schedule, seed=cfg.seed)
+                store.log_params(
+                    {
+                        **params,
+                        "steps_per_epoch": per_epoch,
+                        "total_steps": loop.p.total,
+                        "accumulate": cfg.accumulate,
+                    }
+                )
+        loop.early_events.clear()
+        if loop.p.world.is_main:  # once the whole config is built and the resume settled
+            for warning in lint(loop.schedule, loop.p.total, steps_per_epoch=per_epoch):
+                self.log(f"lint {warning.code}: {warning.message}")
+        loop.preempt = Preemption()
+        try:
+            loop.preempt.install()
+        except Exception:  # not the main thread (e.g. a notebook worker): run without signal handling
+            loop.preempt = None
+
+    def _result(self, loop: Loop, started: float) -> TrainResult:
+        parts, pos = loop.p, loop.position
+        ckpts, guard = parts.checkpoints, parts.guard
+        per_epoch = parts.train.batches_per_epoch
+        best_metric = self.config.checkpoint.best_metric
         return TrainResult(
             run_dir=self.run_dir,
-            status=status,
-            exit_code=exit_code,
-            steps=position.updates,
-            total_steps=total,
-            epochs_done=position.updates / steps_per_epoch,
-            final_metrics=_val(last_metrics),
-            best_metric=(
-                ckpts.best.metrics.get(ck_cfg.best_metric) if ckpts is not None and ckpts.best else None
-            ),
-            restarts=len(schedule.restarts(position.updates)),
+            status=loop.status,
+            exit_code=loop.exit_code,
+            steps=pos.updates,
+            total_steps=parts.total,
+            epochs_done=pos.updates / per_epoch if per_epoch else float(pos.epoch),
+            final_metrics=dict(loop.last_metrics),
+            best_metric=ckpts.best.metrics.get(best_metric) if ckpts is not None and ckpts.best else None,
+            restarts=len(loop.schedule.restarts(pos.updates)),
             checkpoints_kept=len(ckpts.list()) if ckpts is not None else 0,
             nonfinite=guard.nonfinite if guard else 0,
             rollbacks=guard.rollbacks if guard else 0,
             wall_seconds=time.time() - started,
-            message=message,
+            message=loop.message,
         )
 
     @property
@@ -667,29 +476,13 @@ class Trainer:
             f"intact; fix the disk and {self.resume_hint} to resume"
         )
 
-    def _prune(self, updates: int, metrics: dict[str, float], cycle_end: bool) -> bool:
-        return self.on_eval is not None and bool(self.on_eval(updates, _val(metrics), cycle_end))
-
-    def _eval_and_record(
-        self,
-        model: nn.Module,
-        val: EpochBatches,
-        device: torch.device,
-        telemetry: Telemetry,
-        position: _Position,
-    ) -> dict[str, float]:
-        metrics = _evaluate(model, val, device, self.config.eval.batch_size)
-        self._last_eval_at = position.updates
-        telemetry.on_eval(position.updates, metrics)
-        return metrics
-
 
 def _set_value(value: Any) -> str:
     """``value`` as the text of a ``--set key=value`` that reads back as ``value``."""
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _schedule_mismatch(run_dir: Path, saved: Schedule, configured: Schedule) -> str:
+def schedule_mismatch(run_dir: Path, saved: Schedule, configured: Schedule) -> str:
     """One line naming every schedule key that differs, the ``--set`` that restores it, and the alternative."""
     old, new = saved.to_dict(), configured.to_dict()
     keys = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
@@ -704,30 +497,18 @@ def _schedule_mismatch(run_dir: Path, saved: Schedule, configured: Schedule) -> 
     )
 
 
-def _check_fits(model: nn.Module, batch: Any, device: torch.device, cfg: TrainConfig) -> None:
-    """One forward pass and loss on the first batch, so a model that does not fit the data is a config error.
+def _compiled(
+    model: nn.Module, optimizer: torch.optim.Optimizer, backend: str
+) -> tuple[nn.Module, Callable[[], Any]]:
+    """The model and ``optimizer.step`` under ``torch.compile``, with float64 tensor LRs.
 
-    Without it a model with the wrong input size or too few classes fails at the first training step
-    with a traceback. Evaluation mode and no gradients: nothing the run computes later changes (no
-    RNG is drawn, no running statistic is updated).
+    The scheduler fills a tensor LR in place, so the compiled step reads each update's LR without a
+    recompile (the LR is not a constant baked into the graph).
     """
-    x, y = batch
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            functional.cross_entropy(model(x.to(device)), y.to(device))
-    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-        what = cfg.model.entry or cfg.model.name
-        data = cfg.data.entry or cfg.data.name
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(
-            f"model.options: model {what!r} does not fit the data {data!r} (inputs {tuple(x.shape)}, "
-            f"{int(y.max()) + 1 if y.numel() else 0} classes seen): {first}; check the model's input size "
-            "and number of classes against the data"
-        ) from exc
-    finally:
-        model.train(was_training)
+    for group in optimizer.param_groups:
+        group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float64)
+    compiled_step: Callable[[], Any] = torch.compile(optimizer.step, backend=backend)
+    return torch.compile(model, backend=backend), compiled_step  # type: ignore[return-value]
 
 
 def _close_quietly(*things: Any) -> None:
@@ -738,54 +519,6 @@ def _close_quietly(*things: Any) -> None:
         closer = getattr(thing, "uninstall", None) or thing.close
         with contextlib.suppress(Exception):
             closer()
-
-
-def _val(metrics: dict[str, float]) -> dict[str, float]:
-    """``{"loss": .., "acc": ..}`` -> ``{"val_loss": .., "val_acc": ..}`` (the names checkpoints rank by)."""
-    return {f"val_{k}": v for k, v in metrics.items()}
-
-
-def _momenta(optimizer: torch.optim.Optimizer) -> list[float]:
-    out = []
-    for g in optimizer.param_groups:
-        out.append(float(g["betas"][0]) if "betas" in g else float(g.get("momentum", 0.0)))
-    return out
-
-
-class _Progress:
-    """A rich progress bar with LR, cycle and phase; updated a few times a second, not every step."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled = enabled
-        self._last = 0.0
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeRemainingColumn(),
-            transient=False,
-        )
-        self._task = self._progress.add_task("train", total=total, info="")
-        self._progress.start()
-
-    def update(self, done: int, lr: float, schedule: Schedule, step: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.2:
-            return
-        self._last = now
-        info = f"lr {lr:.3e}  cycle {schedule.cycle(step).index}  {schedule.phase(step)}"
-        self._progress.update(self._task, completed=done, info=info)
-
-    def close(self) -> None:
-        if self.enabled:
-            self._progress.stop()
 
 
 __all__ = ["TrainResult", "Trainer"]

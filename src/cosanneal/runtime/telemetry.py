@@ -197,6 +197,7 @@ class Telemetry:
         samples: Any = None,
         step_time: float | None = None,
         momentum: Sequence[Any] | float | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Record one optimizer update (call it after ``optimizer.step()``; ``step`` = updates done before).
 
@@ -209,6 +210,8 @@ class Telemetry:
             samples: Samples in this update (for ``samples_per_s``).
             step_time: Seconds this update took; default: time since the previous call.
             momentum: Momentum/beta1 of every group (or one float) when annealed.
+            extra: More scalars of this update, stored under their own names (a task's extra training
+                scalars as ``train_<name>``, ``micro_batches`` under gradient accumulation).
         """
         if not self.enabled:
             return
@@ -253,6 +256,9 @@ class Telemetry:
                 momentum = (momentum,)
             for i, m in enumerate(momentum):
                 add(("momentum", i, m))
+        if extra:
+            for name, value in extra.items():
+                add((name, None, value))
         if self._derives:
             store.log_rows(step, _UpdateRows(rows, self._derived, step, len(lrs)))
         else:
