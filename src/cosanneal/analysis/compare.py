@@ -1,8 +1,9 @@
 """Compare schedules on one task: train every schedule with every seed, then tabulate and plot.
 
-Every (schedule, seed) pair is one :class:`~cosanneal.jobs.trainer.Trainer` run in
-``<out>/<label>/seed-<s>`` (label = the spec file's stem). The table is computed from the run stores
-only (:func:`cosanneal.runs.open`), so it can be recomputed at any time with :func:`summarize`:
+Every (schedule, seed) pair is one training run in ``<out>/<label>/seed-<s>`` (label = the spec file's
+stem), trained by :func:`cosanneal.jobs.compare.run_compare`. This module holds what needs no training:
+the table is computed from the run stores only (:func:`cosanneal.runs.open`), so it can be recomputed at
+any time with :func:`summarize` (and written with :func:`write_summary`):
 
 * final and best value of the metric per run; mean and sample standard deviation (``ddof = 1``) over
   seeds, ``mean ± std``;
@@ -11,9 +12,6 @@ only (:func:`cosanneal.runs.open`), so it can be recomputed at any time with :fu
   up to it, ``sum(step_time)`` over those updates (evaluation excluded); averaged over the seeds
   that reached it (``reached`` counts them);
 * cost: updates and wall seconds of the run (run store wall-clock span).
-
-A run whose directory already holds a finished run of the same config is reused, so an interrupted
-comparison resumes where it stopped.
 
 Example:
     >>> mean_std([0.9, 0.92, 0.94])
@@ -26,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,13 +42,13 @@ __all__ = [
     "mean_std",
     "plot_lr_curves",
     "plot_val_curves",
-    "run_compare",
+    "run_dir_of",
     "run_stats",
     "summarize",
+    "write_summary",
 ]
 
 Mode = Literal["min", "max"]
-Log = Callable[[str], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,54 +247,20 @@ def summarize(labels: Sequence[str], settings: CompareSettings) -> tuple[list[Sc
     return rows, per_run
 
 
-def _finished_same(run_dir: Path, config: Mapping[str, Any]) -> bool:
-    from cosanneal import runs
-
-    try:
-        with runs.open(run_dir) as run:
-            return bool(run.events("run_finished")) and run.params.get("config") == dict(config)
-    except (FileNotFoundError, ValueError):
-        return False
-
-
-def run_compare(
-    config: Mapping[str, Any],
-    schedules: Mapping[str, Mapping[str, Any]],
-    settings: CompareSettings,
-    *,
-    log: Log | None = None,
+def write_summary(
+    schedules: Mapping[str, Mapping[str, Any]], settings: CompareSettings
 ) -> tuple[list[ScheduleStats], list[RunStats]]:
-    """Train every schedule with every seed (sequentially), then :func:`summarize` and plot.
+    """:func:`summarize` the runs of a comparison, then write its table, JSON summary and plots.
 
     Writes ``summary.json``, ``summary.md``, ``lr_curves.png`` and ``val_curves.png`` into
-    ``settings.out_dir`` (all atomically).
+    ``settings.out_dir`` (all atomically). The runs are trained by :func:`cosanneal.jobs.compare.run_compare`.
 
     Args:
-        config: the base training config as a mapping; its ``schedule``, ``seed`` and ``name`` are replaced.
-        schedules: ``{label: schedule dict}`` (:func:`load_schedules`).
+        schedules: ``{label: schedule dict}`` (:func:`load_schedules`), every one already run for every seed.
         settings: seeds, metric, target, output directory.
-        log: where one-line progress messages go (default: ``print``).
     """
     from cosanneal.io import atomic_write_json, atomic_write_text
-    from cosanneal.jobs.config import config_from_dict
-    from cosanneal.jobs.trainer import Trainer
 
-    say: Log = log or print
-    jobs = []
-    for label, spec in schedules.items():
-        for seed in settings.seeds:
-            data = {**dict(config), "schedule": dict(spec), "seed": seed, "name": f"{label}-seed{seed}"}
-            jobs.append((label, seed, config_from_dict(data)))  # every config is checked before training
-    for i, (label, seed, cfg) in enumerate(jobs, 1):
-        run_dir = run_dir_of(settings.out_dir, label, seed)
-        if _finished_same(run_dir, cfg.to_dict()):
-            say(f"[{i}/{len(jobs)}] {label} seed {seed}: finished before, reused")
-            continue
-        result = Trainer(cfg, run_dir, fresh=True, progress=False, log=lambda _m: None).run()
-        metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.final_metrics.items()))
-        say(
-            f"[{i}/{len(jobs)}] {label} seed {seed}: {result.status}, {metrics} ({result.wall_seconds:.1f} s)"
-        )
     rows, per_run = summarize(list(schedules), settings)
     out = Path(settings.out_dir)
     atomic_write_json(

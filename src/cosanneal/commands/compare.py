@@ -44,13 +44,8 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from cosanneal.analysis.compare import (
-            CompareSettings,
-            load_schedules,
-            run_compare,
-            table_cells,
-            table_header,
-        )
+        from cosanneal.analysis.compare import CompareSettings, load_schedules, table_cells, table_header
+        from cosanneal.jobs.compare import run_compare
         from cosanneal.jobs.config import load_config
 
         cfg = load_config(config, sets or [])
