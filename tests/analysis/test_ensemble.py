@@ -14,9 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cosanneal.analysis.ensemble import EnsembleError, ensemble_scores, evaluate_ensemble, score
+from cosanneal.analysis.ensemble import EnsembleError, ensemble_scores, score
 from cosanneal.analysis.plan import plan
 from cosanneal.jobs.config import config_from_dict
+from cosanneal.jobs.ensemble import evaluate_ensemble
 from cosanneal.jobs.trainer import Trainer
 from cosanneal.runtime.checkpoints import Checkpoints
 from cosanneal.schedules import from_dict

@@ -1,9 +1,10 @@
 r"""Snapshot ensembles: average the cycle-end snapshots of an SGDR run and compare with single models.
 
 A run trained with warm restarts and ``checkpoint.keep_cycle_ends = true`` keeps the checkpoint taken at
-the last update of every cycle (the LR's low point just before a restart). :func:`evaluate_ensemble`
-rebuilds the run's model and validation data from the config stored in its run store, loads each kept
-snapshot, and evaluates on the validation set:
+the last update of every cycle (the LR's low point just before a restart).
+:func:`cosanneal.jobs.ensemble.evaluate_ensemble` rebuilds the run's model and validation data from the
+config stored in its run store; :func:`evaluate_snapshots` (here) loads each kept snapshot into such a
+model and evaluates on the validation set:
 
 * every snapshot alone, and the **best single snapshot** among them (lowest NLL; a tie goes to the
   later snapshot);
@@ -25,22 +26,31 @@ model, saved by the trainer's final save.)
 from __future__ import annotations
 
 import dataclasses
-import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from cosanneal.errors import ConfigError, CosannealError
+from cosanneal.errors import CosannealError
 
 if TYPE_CHECKING:
     import torch
 
-    from cosanneal.jobs.config import TrainConfig
     from cosanneal.runtime.checkpoints import CheckpointInfo, Checkpoints
 
-__all__ = ["EnsembleError", "EnsembleResult", "Score", "ensemble_scores", "evaluate_ensemble", "score"]
+__all__ = [
+    "EnsembleError",
+    "EnsembleResult",
+    "Score",
+    "SnapshotSet",
+    "ensemble_scores",
+    "evaluate_snapshots",
+    "predict",
+    "score",
+    "select_snapshots",
+]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -70,7 +80,7 @@ class Score:
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleResult:
-    """What :func:`evaluate_ensemble` found.
+    """What :func:`evaluate_snapshots` (and so :func:`cosanneal.jobs.ensemble.evaluate_ensemble`) found.
 
     Attributes:
         run_dir: the run directory.
@@ -152,42 +162,26 @@ def ensemble_scores(
     return members, ens, dataclasses.replace(best, label="best snapshot")
 
 
-# ---- the run ------------------------------------------------------------------------------------
-def _config(run_dir: Path) -> TrainConfig:
-    from cosanneal import runs
-    from cosanneal.jobs.config import config_from_dict
+# ---- the snapshots of a run ---------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SnapshotSet:
+    """The checkpoints an ensemble evaluation reads (:func:`select_snapshots`).
 
-    try:
-        run = runs.open(run_dir)
-    except FileNotFoundError:
-        raise EnsembleError(
-            f"RUN: no run store in {run_dir} (expected a run directory holding run.db)"
-        ) from None
-    except ValueError as exc:
-        raise EnsembleError(f"RUN: {exc}") from None
-    try:
-        params = run.params
-    finally:
-        run.close()
-    data = params.get("config")
-    if not isinstance(data, dict):
-        raise EnsembleError(
-            f"RUN: {run_dir} has no training config in its params; it was not written by `cosanneal train`"
-        )
-    framework = data.get("framework")
-    if framework is not None:  # recorded by cosanneal.integrations: the model is the user's own code
-        raise EnsembleError(
-            f"RUN: {run_dir} was recorded by the {framework} integration, so there is no config to rebuild "
-            "its model and data from; average its cycle-end snapshots in checkpoints/ with your own model "
-            "(docs/ensemble.md, 'Runs from other frameworks')"
-        )
-    try:
-        return config_from_dict(data)
-    except ConfigError as exc:
-        raise EnsembleError(f"RUN: {run_dir}: its recorded training config no longer loads: {exc}") from None
+    Attributes:
+        available: every cycle-end snapshot the run kept, oldest first.
+        used: the ones averaged (the last ``last`` of ``available``, or all of them).
+        final: the newest checkpoint of the run.
+        best: the run's ``best/`` checkpoint, or ``None`` when it kept none.
+    """
+
+    available: tuple[CheckpointInfo, ...]
+    used: tuple[CheckpointInfo, ...]
+    final: CheckpointInfo
+    best: CheckpointInfo | None
 
 
-def _predict(model: torch.nn.Module, inputs: list[torch.Tensor], device: torch.device) -> FloatArray:
+def predict(model: torch.nn.Module, inputs: Sequence[torch.Tensor], device: torch.device) -> FloatArray:
+    """Class probabilities (softmax in float64) of ``model`` in eval mode over ``inputs``, one row per sample."""
     import torch
 
     model.eval()
@@ -212,95 +206,73 @@ def _select(snaps: list[CheckpointInfo], last: int | None, run_dir: Path) -> lis
     return snaps[-last:]
 
 
-def _open_checkpoints(run_dir: Path, cfg: TrainConfig) -> Checkpoints:
-    from cosanneal.runtime.checkpoints import Checkpoints
-
-    directory = run_dir / "checkpoints"
-    if not directory.is_dir():
-        raise EnsembleError(f"RUN: {run_dir} has no checkpoints/ directory; nothing to ensemble")
-    ck = cfg.checkpoint
-    return Checkpoints(directory, keep_last=ck.keep_last, best=(ck.best_metric, ck.best_mode))
-
-
-def evaluate_ensemble(
-    run_dir: str | os.PathLike[str], last: int | None = None, *, device: str = "auto"
-) -> EnsembleResult:
-    """Evaluate the snapshot ensemble of a run against its best single snapshot and its final model.
-
-    The model and the validation data are rebuilt from the run's stored config
-    (``runs.open(run).params["config"]``); every checkpoint is verified against its manifest when
-    loaded. The caller's torch RNG state is left as it was. Formulas are in the module docs.
-
-    Args:
-        run_dir: a run directory written by ``cosanneal train`` (or :class:`~cosanneal.jobs.trainer.Trainer`).
-        last: use only the last ``last`` cycle-end snapshots (default: all of them).
-        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-
-    Returns:
-        The :class:`EnsembleResult`, naming exactly which snapshots were used.
+def select_snapshots(ckpts: Checkpoints, last: int | None, run_dir: Path) -> SnapshotSet:
+    """The cycle-end snapshots to average (the last ``last``, default all), the final and the best checkpoint.
 
     Raises:
-        EnsembleError: no run store, no stored config, no checkpoints, no cycle-end snapshot, or
-            ``last`` out of range.
-        ConfigError: the stored config's model or data cannot be built here.
+        EnsembleError: the run kept no cycle-end snapshot, or ``last`` is out of range.
+    """
+    available = ckpts.cycle_end_snapshots()
+    if not available:
+        raise EnsembleError(
+            f"RUN: {run_dir} kept no cycle-end snapshots (they are kept with checkpoint.keep_cycle_ends = true "
+            "in a run with warm restarts)"
+        )
+    used = _select(available, last, run_dir)
+    final_info = ckpts.latest
+    assert final_info is not None  # cycle-end snapshots are checkpoints
+    return SnapshotSet(tuple(available), tuple(used), final_info, ckpts.best)
+
+
+def evaluate_snapshots(
+    run_dir: Path,
+    ckpts: Checkpoints,
+    chosen: SnapshotSet,
+    make_model: Callable[[], torch.nn.Module],
+    batches: Sequence[Sequence[torch.Tensor]],
+    device: torch.device,
+) -> EnsembleResult:
+    """Score the snapshot ensemble of ``chosen`` against its members, the final and the best checkpoint.
+
+    Every checkpoint is loaded (verified against its manifest) into a fresh ``make_model()`` on
+    ``device`` and predicts the validation ``batches`` (``(inputs, labels, ...)`` each); a checkpoint used
+    twice is predicted once. :func:`cosanneal.jobs.ensemble.evaluate_ensemble` builds the model and the
+    batches from a run's config.
+
+    Raises:
         CheckpointError: a checkpoint does not verify or does not fit the model.
     """
-    import torch
+    inputs = [b[0] for b in batches]
+    labels = np.concatenate([b[1].cpu().numpy() for b in batches]).astype(np.int64)
+    cache: dict[int, FloatArray] = {}
 
-    from cosanneal.jobs.builders import build_data, build_model, pick_device
-    from cosanneal.jobs.data import EpochBatches
+    def probs(info: CheckpointInfo) -> FloatArray:
+        if info.step not in cache:
+            model = make_model()
+            ckpts.load(info, model, restore_rng=False)
+            cache[info.step] = predict(model, inputs, device)
+        return cache[info.step]
 
-    root = Path(run_dir)
-    cfg = _config(root)
-    ckpts = _open_checkpoints(root, cfg)
-    try:
-        available = ckpts.cycle_end_snapshots()
-        if not available:
-            raise EnsembleError(
-                f"RUN: {root} kept no cycle-end snapshots (they are kept with checkpoint.keep_cycle_ends = true "
-                "in a run with warm restarts)"
-            )
-        used = _select(available, last, root)
-        final_info = ckpts.latest
-        best_info = ckpts.best
-        assert final_info is not None  # cycle-end snapshots are checkpoints
-        dev = pick_device(device)
-        with torch.random.fork_rng(devices=[]):
-            _, val_set = build_data(cfg.data)
-            batches = list(EpochBatches(val_set, cfg.eval.batch_size).sequential(cfg.eval.batch_size))
-            inputs = [b[0] for b in batches]
-            labels = np.concatenate([b[1].cpu().numpy() for b in batches]).astype(np.int64)
-            cache: dict[int, FloatArray] = {}
-
-            def probs(info: CheckpointInfo) -> FloatArray:
-                if info.step not in cache:
-                    model = build_model(cfg.model).to(dev)
-                    ckpts.load(info, model, restore_rng=False)
-                    cache[info.step] = _predict(model, inputs, dev)
-                return cache[info.step]
-
-            member_probs = [probs(info) for info in used]
-            final_probs = probs(final_info)
-            best_probs = None
-            if best_info is not None:
-                model = build_model(cfg.model).to(dev)
-                ckpts.load(best_info, model, restore_rng=False)
-                best_probs = _predict(model, inputs, dev)
-    finally:
-        ckpts.close()
-    steps = [info.step for info in used]
+    member_probs = [probs(info) for info in chosen.used]
+    final_probs = probs(chosen.final)
+    best_probs = None
+    if chosen.best is not None:
+        model = make_model()
+        ckpts.load(chosen.best, model, restore_rng=False)
+        best_probs = predict(model, inputs, device)
+    steps = [info.step for info in chosen.used]
     members, ens, best_single = ensemble_scores(member_probs, steps, labels)
     return EnsembleResult(
-        run_dir=root,
+        run_dir=run_dir,
         snapshots=tuple(steps),
-        paths=tuple(info.path for info in used),
-        available=tuple(info.step for info in available),
+        paths=tuple(info.path for info in chosen.used),
+        available=tuple(info.step for info in chosen.available),
         members=tuple(members),
         ensemble=ens,
         best_single=best_single,
-        final=score("final", (final_info.step,), final_probs, labels),
+        final=score("final", (chosen.final.step,), final_probs, labels),
         best_checkpoint=None
-        if best_info is None or best_probs is None
-        else score("best checkpoint", (best_info.step,), best_probs, labels),
+        if chosen.best is None or best_probs is None
+        else score("best checkpoint", (chosen.best.step,), best_probs, labels),
         n_val=len(labels),
     )

@@ -39,8 +39,8 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from cosanneal.analysis.ensemble import evaluate_ensemble
         from cosanneal.errors import ConfigError
+        from cosanneal.jobs.ensemble import evaluate_ensemble
 
         if device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
