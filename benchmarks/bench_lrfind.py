@@ -31,8 +31,8 @@ from torch.nn import functional
 import cosanneal
 from cosanneal.jobs.builders import build_data, build_model, build_optimizer
 from cosanneal.jobs.config import TrainConfig, config_from_dict, load_config
+from cosanneal.jobs.lrfind import lr_find_config
 from cosanneal.jobs.trainer import Trainer
-from cosanneal.tune.lrfind import lr_find_config
 
 MIN_LR, MAX_LR, STEPS, DIVERGE = 1e-7, 1.0, 100, 4.0
 RESULTS = Path(__file__).with_name("RESULTS.md")

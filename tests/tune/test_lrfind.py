@@ -22,10 +22,11 @@ from torch import nn
 
 from cosanneal.errors import ConfigError
 from cosanneal.jobs.config import config_from_dict, load_config
+from cosanneal.jobs.lrfind import lr_find_config
 from cosanneal.schedules.cosine import Cosine
 from cosanneal.schedules.lint import lint
 from cosanneal.schedules.spec import load_spec
-from cosanneal.tune.lrfind import ema, lr_find, lr_find_config, spec_toml, suggest, trend
+from cosanneal.tune.lrfind import ema, lr_find, spec_toml, suggest, trend
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOBS: dict[str, Any] = {

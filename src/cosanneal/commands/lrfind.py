@@ -1,6 +1,6 @@
 """``cosanneal lr-find CONFIG``: an LR range test on a training config, plotted and turned into a cosine spec.
 
-The test runs on a fresh copy of the config's model (see :func:`cosanneal.tune.lrfind.lr_find_config`); it
+The test runs on a fresh copy of the config's model (see :func:`cosanneal.jobs.lrfind.lr_find_config`); it
 prints the suggestion and the loss curve as tables, writes ``loss vs LR`` (log x) to a PNG with the
 suggestion marked, and with ``--write-spec`` a ``[schedule]`` table that both ``cosanneal show`` and
 ``cosanneal train`` read. Exit codes: 0 done, 2 bad config or options (one ``error:`` line).
@@ -122,8 +122,9 @@ def lr_find_command(
     from cosanneal.errors import ConfigError, CosannealError
     from cosanneal.io import atomic_write_bytes, atomic_write_text
     from cosanneal.jobs.config import load_config
+    from cosanneal.jobs.lrfind import lr_find_config
     from cosanneal.plotting import png_bytes
-    from cosanneal.tune.lrfind import lr_find_config, spec_toml
+    from cosanneal.tune.lrfind import spec_toml
 
     cfg = load_config(config, sets or [])
     try:

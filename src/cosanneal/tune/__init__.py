@@ -10,9 +10,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cosanneal.tune.lrfind import LRFindResult, Suggestion, lr_find, lr_find_config
+    from cosanneal.tune.lrfind import LRFindResult, Suggestion, lr_find
 
-__all__ = ["LRFindResult", "Suggestion", "lr_find", "lr_find_config"]
+# The range test of a training config (lr_find_config) builds its model, data and optimizer from the config,
+# so it lives in the composition root: cosanneal.jobs.lrfind (tune is below jobs and never imports it).
+__all__ = ["LRFindResult", "Suggestion", "lr_find"]
 
 _LAZY = {name: "cosanneal.tune.lrfind" for name in __all__}
 

@@ -45,7 +45,17 @@ from torch import nn
 from cosanneal.errors import ConfigError
 from cosanneal.runtime.rng import capture_rng_state, restore_rng_state
 
-__all__ = ["LRFindResult", "Suggestion", "ema", "lr_find", "lr_find_config", "spec_toml", "suggest", "trend"]
+__all__ = [
+    "LRFindResult",
+    "Suggestion",
+    "check_range",
+    "ema",
+    "lr_find",
+    "spec_toml",
+    "suggest",
+    "sweep_in_place",
+    "trend",
+]
 
 FloatArray = npt.NDArray[np.float64]
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
@@ -198,7 +208,8 @@ def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion | None:
     )
 
 
-def _check(min_lr: float, max_lr: float, steps: int, smoothing: float, diverge: float) -> None:
+def check_range(min_lr: float, max_lr: float, steps: int, smoothing: float, diverge: float) -> None:
+    """Refuse range-test settings out of their domain (each with a one-line :class:`ConfigError`)."""
     if not (min_lr > 0 and math.isfinite(min_lr)):
         raise ConfigError(f"min_lr: must be a finite number > 0, got {min_lr!r}")
     if not (max_lr > min_lr and math.isfinite(max_lr)):
@@ -265,7 +276,7 @@ def _cycle(batches: Iterable[Any]) -> Iterator[Any]:
             return
 
 
-def _sweep(
+def sweep_in_place(
     work: nn.Module,
     opt: torch.optim.Optimizer,
     batches: Iterable[Any],
@@ -277,7 +288,11 @@ def _sweep(
     diverge: float,
     grad_clip: float | None,
 ) -> LRFindResult:
-    """The range test itself: train ``work`` with ``opt`` in place (callers hand it copies they own)."""
+    """The range test itself: train ``work`` with ``opt`` in place (callers hand it copies they own).
+
+    Settings as :func:`lr_find` takes them, already checked with :func:`check_range`; the RNG states are the
+    caller's to keep (:func:`lr_find` and :func:`cosanneal.jobs.lrfind.lr_find_config` restore them).
+    """
     work.train()
     base = float(opt.param_groups[0]["lr"])
     ratios = [float(g["lr"]) / base if base > 0 else 1.0 for g in opt.param_groups]
@@ -366,7 +381,7 @@ def lr_find(
         >>> res.diverged_at is not None and res.suggestion.peak_lr < res.diverged_at
         True
     """
-    _check(min_lr, max_lr, steps, smoothing, diverge)
+    check_range(min_lr, max_lr, steps, smoothing, diverge)
     rng = capture_rng_state()
     try:
         memo: dict[int, Any] = {}
@@ -375,80 +390,8 @@ def lr_find(
             opt = _copy_optimizer(optimizer, memo)
         else:
             opt = optimizer(work.parameters())
-        return _sweep(work, opt, batches, loss_fn, min_lr, max_lr, steps, smoothing, diverge, grad_clip)
-    finally:
-        restore_rng_state(rng)
-
-
-def lr_find_config(
-    config: Any,
-    *,
-    min_lr: float = 1e-7,
-    max_lr: float = 1.0,
-    steps: int = 100,
-    smoothing: float = 0.98,
-    diverge: float = 4.0,
-) -> LRFindResult:
-    """Range-test a training config's model, data and optimizer (what ``cosanneal lr-find`` runs).
-
-    The model is built after seeding with ``config.seed`` (as ``cosanneal train`` does), batches come in the
-    trainer's seeded order, the loss is cross-entropy, ``optimizer.grad_clip`` applies, and the optimizer is
-    the one the trainer builds (:func:`cosanneal.jobs.optimizers.build_optimizer`: any optimizer the config names, param groups
-    with their ``lr_scale`` and weight decay), swept in place over this call's own model. It runs in fp32 whatever ``amp`` says. The global RNG states are restored on return.
-
-    Args:
-        config: a :class:`~cosanneal.jobs.config.TrainConfig`.
-        min_lr: first LR.
-        max_lr: last LR.
-        steps: number of updates.
-        smoothing: EMA factor of the smoothed loss.
-        diverge: divergence threshold (multiple of the best smoothed loss).
-
-    Example:
-        >>> from cosanneal.jobs.config import config_from_dict
-        >>> cfg = config_from_dict({"model": {"name": "mlp"}, "data": {"name": "blobs", "options": {"n": 400}},
-        ...                         "device": "cpu", "batch_size": 32})
-        >>> res = lr_find_config(cfg, min_lr=1e-4, max_lr=10.0, steps=40)
-        >>> len(res.lrs) <= 40 and res.suggestion is not None
-        True
-    """
-    from torch.nn import functional
-
-    from cosanneal.jobs.builders import build_model, pick_device, training_batches
-    from cosanneal.jobs.optimizers import build_optimizer
-
-    _check(min_lr, max_lr, steps, smoothing, diverge)
-    rng = capture_rng_state()
-    try:
-        torch.manual_seed(config.seed)
-        device = pick_device(config.device)
-        train, _ = training_batches(config.data, config.batch_size, config.seed)
-        per_epoch = train.batches_per_epoch
-        model = build_model(config.model).to(device)
-        optimizer = build_optimizer(model, config.optimizer, 1.0)
-
-        def batches() -> Iterator[Any]:
-            for epoch in itertools.count():
-                for index in range(per_epoch):
-                    yield train.batch(epoch, index)
-
-        def loss_fn(m: nn.Module, batch: Any) -> torch.Tensor:
-            x, y = batch
-            return functional.cross_entropy(m(x.to(device)), y.to(device))
-
-        # the model and the optimizer are this call's own, built as the trainer builds them (any optimizer
-        # it can build, with its groups): sweep them in place, nothing to copy or rebuild
-        return _sweep(
-            model,
-            optimizer,
-            batches(),
-            loss_fn,
-            min_lr,
-            max_lr,
-            steps,
-            smoothing,
-            diverge,
-            config.optimizer.grad_clip,
+        return sweep_in_place(
+            work, opt, batches, loss_fn, min_lr, max_lr, steps, smoothing, diverge, grad_clip
         )
     finally:
         restore_rng_state(rng)
