@@ -26,7 +26,8 @@ import optuna
 import torch
 
 from cosanneal.jobs.config import load_config
-from cosanneal.tune.sweep import SweepResult, SweepSettings, make_pruner, parse_space, run_sweep
+from cosanneal.jobs.sweep import run_sweep
+from cosanneal.tune.sweep import SweepResult, SweepSettings, make_pruner, parse_space
 
 GRID: dict[str, list[Any]] = {
     "schedule.peak_lr": [0.003, 0.01, 0.03, 0.1, 0.3, 1.0],

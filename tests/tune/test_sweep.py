@@ -20,17 +20,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from cosanneal import ConfigError, runs
 from cosanneal.cli import main
+from cosanneal.jobs.sweep import check_space, run_sweep
 from cosanneal.schedules import from_dict
 from cosanneal.tune.sweep import (
     SweepSettings,
     apply_params,
-    check_space,
     default_storage,
     load_space,
     open_study,
     parse_budget,
     parse_space,
-    run_sweep,
 )
 
 # 640 training samples / 32 = 20 updates per epoch, 80 in all; cycles of 12 and 24 updates end at

@@ -167,7 +167,8 @@ def _run(config: dict[str, Any], space: Any, settings: Any) -> None:
     import optuna
     from rich.console import Console
 
-    from cosanneal.tune.sweep import SweepPreemptedError, run_sweep
+    from cosanneal.jobs.sweep import run_sweep
+    from cosanneal.tune.sweep import SweepPreemptedError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the log below says what each trial does
 

@@ -1,7 +1,10 @@
 """Optuna sweeps over a training config, pruned at the schedule's restarts.
 
-A sweep is an Optuna study; every trial is one :class:`~cosanneal.jobs.trainer.Trainer` run in its own
-run directory ``<runs_dir>/<study>/trial-<n>``. The search space maps dotted config keys to
+A sweep is an Optuna study; every trial is one training run in its own run directory
+``<runs_dir>/<study>/trial-<n>``. This module is the study: the search space, the pruning at cycle ends,
+the workers, the budget. The training itself comes in as a :data:`TrialJob` (built from the trial's
+config); :func:`cosanneal.jobs.sweep.run_sweep` runs every trial as one
+:class:`~cosanneal.jobs.trainer.Trainer` run. The search space maps dotted config keys to
 distributions (see :func:`parse_space`). At every **cycle end** the trial reports its validation metric
 with ``step = cycle index`` (0, 1, 2, ...), and the pruner (median or Hyperband) decides whether it goes
 on: at a restart every trial has just annealed to its floor, so cycle-end metrics compare like with like
@@ -45,7 +48,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import optuna
 from optuna.distributions import (
@@ -57,13 +60,15 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from cosanneal.errors import ConfigError, CosannealError
-from cosanneal.jobs.config import TrainConfig, config_from_dict
 
 __all__ = [
     "ParamSpec",
+    "RunTrial",
     "StudySummary",
     "SweepResult",
     "SweepSettings",
+    "TrialJob",
+    "TrialOutcome",
     "apply_params",
     "default_storage",
     "load_space",
@@ -72,12 +77,14 @@ __all__ = [
     "parse_budget",
     "parse_space",
     "plot_study",
-    "run_sweep",
+    "run_study",
     "summarize_study",
 ]
 
 Direction = Literal["minimize", "maximize"]
 Log = Callable[[str], None]
+#: ``on_eval(updates, metrics, cycle_end) -> prune?``: called after every evaluation of a trial's run.
+EvalHook = Callable[[int, dict[str, float], bool], bool]
 _UNITS = ("st", "ep", "dur")
 _SPACE_KEYS = ("low", "high", "log", "step", "choices", "unit")
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|m|h|d)?\s*$")
@@ -232,24 +239,6 @@ def apply_params(config: Mapping[str, Any], params: Mapping[str, Any]) -> dict[s
             node = child
         node[last] = value
     return out
-
-
-def check_space(config: Mapping[str, Any], space: Mapping[str, ParamSpec]) -> None:
-    """Fail fast on a space key the config does not accept (checked with each key's first value).
-
-    Raises:
-        ConfigError: ``space "<key>": <what the config or schedule said>``.
-    """
-    from cosanneal.schedules import from_dict
-
-    for key, spec in space.items():
-        dist = spec.distribution
-        sample = dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low  # type: ignore[attr-defined]
-        try:
-            cfg = config_from_dict(apply_params(config, {key: spec.value(sample)}))
-            from_dict(cfg.schedule)
-        except CosannealError as exc:
-            raise ConfigError(f'space "{key}": {exc}') from exc
 
 
 def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
@@ -475,19 +464,55 @@ class SweepPreemptedError(Exception):
     """The worker got SIGTERM/SIGINT mid-trial: the trial is re-queued and the worker stops."""
 
 
+class TrialOutcome(Protocol):
+    """What a trial's run reports when it ends (a :class:`~cosanneal.jobs.trainer.TrainResult` is one).
+
+    ``status`` is ``finished``, ``early_stopped``, ``pruned`` (``on_eval`` asked to stop), ``preempted``
+    (the trial is re-queued) or another ending the run chose; ``steps`` are the updates done.
+    """
+
+    @property
+    def status(self) -> str:
+        """How the run ended."""
+
+    @property
+    def steps(self) -> int:
+        """Updates done."""
+
+    @property
+    def wall_seconds(self) -> float:
+        """Wall-clock seconds of the run (the trial's cost)."""
+
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        """The last evaluation's metrics (``NaN`` for a diverged run)."""
+
+
+class RunTrial(Protocol):
+    """Runs one trial's training in ``run_dir`` (fresh), logging with ``log`` and calling ``on_eval``."""
+
+    def __call__(self, run_dir: Path, log: Log, on_eval: EvalHook) -> TrialOutcome:
+        """Train, and report how it ended."""
+
+
+#: Builds a trial's training job from its config (the base config with the trial's values applied) and
+#: returns what runs it; raises :class:`ConfigError` for a config it does not accept (the trial fails and
+#: the sweep goes on). :func:`cosanneal.jobs.sweep.run_sweep` passes one that runs the Trainer.
+TrialJob = Callable[[dict[str, Any]], RunTrial]
+
+
 @dataclasses.dataclass
 class _Objective:
     config: dict[str, Any]
     space: dict[str, ParamSpec]
     settings: SweepSettings
+    job: TrialJob
     log: Log
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from cosanneal.jobs.trainer import Trainer
-
         sampled = {key: _suggest(trial, key, spec.distribution) for key, spec in self.space.items()}
         values = {key: self.space[key].value(v) for key, v in sampled.items()}
-        cfg: TrainConfig = config_from_dict(apply_params(self.config, values))
+        run = self.job(apply_params(self.config, values))
         run_dir = Path(self.settings.runs_dir) / self.settings.study / f"trial-{trial.number}"
         trial.set_user_attr("config_values", values)
         trial.set_user_attr("run_dir", str(run_dir))
@@ -495,9 +520,7 @@ class _Objective:
         reporter = _CycleReporter(trial, self.settings.metric, self.settings.resolved_direction)
         prefix = f"trial {trial.number}: "
         self.log(prefix + ", ".join(f"{k}={v}" for k, v in values.items()))
-        result = Trainer(
-            cfg, run_dir, fresh=True, progress=False, log=lambda m: self.log(prefix + m), on_eval=reporter
-        ).run()
+        result = run(run_dir, lambda m: self.log(prefix + m), reporter)
         trial.set_user_attr("steps", result.steps)
         trial.set_user_attr("seconds", result.wall_seconds)
         trial.set_user_attr("status", result.status)
@@ -694,39 +717,40 @@ class _Worker:
             self.tell(trial, value)  # NaN (a diverged run) is recorded as FAIL
 
 
-def run_sweep(
+def run_study(
     config: Mapping[str, Any],
     space: Mapping[str, ParamSpec],
     settings: SweepSettings,
+    job: TrialJob,
     *,
     log: Log | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
     sampler: optuna.samplers.BaseSampler | None = None,
 ) -> SweepResult:
-    """Run (or join, or resume) a sweep until ``settings.trials`` trials are done or the budget is spent.
+    """Run (or join, or resume) a study until ``settings.trials`` trials are done or the budget is spent.
 
     Done means exactly ``settings.trials`` trials COMPLETE or PRUNED, all workers together, and none
     RUNNING: a dead worker's trial is failed once its heartbeat is older than the grace period and its
     retry runs before the sweep reports done (see :class:`_Worker` for how claims keep the count exact).
+    :func:`cosanneal.jobs.sweep.run_sweep` checks the config and the space, then runs this with the Trainer.
 
     Args:
-        config: the base training config as a mapping (e.g. ``TrainConfig.to_dict()``).
-        space: the parsed search space (:func:`load_space`).
+        config: the base config as a mapping, already checked; every trial applies its values to it.
+        space: the parsed search space (:func:`load_space`), already checked against ``config``.
         settings: the study, storage, pruner, budget.
+        job: builds and runs one trial's training from its config (:data:`TrialJob`).
         log: where one-line progress messages go (default: ``print``).
         pruner: an Optuna pruner to use instead of ``settings.pruner``.
         sampler: an Optuna sampler to use instead of TPE (e.g. ``GridSampler`` for a grid).
 
     Raises:
-        ConfigError: a space key the config does not accept, or a bad storage URL.
+        ConfigError: a bad storage URL.
     """
     say: Log = log or print
     base = dict(config)
-    config_from_dict(base)
-    check_space(base, space)
     storage = _storage(settings)
     study = open_study(settings, pruner=pruner, sampler=sampler, storage=storage)
-    objective = _Objective(base, dict(space), settings, say)
+    objective = _Objective(base, dict(space), settings, job, say)
     stopped_by = _Worker(study, storage, objective, settings, say).run()
     return _result(study, settings, stopped_by, space)
 
