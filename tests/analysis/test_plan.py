@@ -17,13 +17,13 @@ from hypothesis import strategies as st
 
 from cosanneal.analysis.plan import (
     fit_cycle_steps,
-    measure_step_seconds,
     parse_seconds,
     plan,
     young_daly_seconds,
 )
 from cosanneal.errors import ScheduleError
 from cosanneal.jobs.config import config_from_dict, load_config
+from cosanneal.jobs.plan import measure_step_seconds
 from cosanneal.schedules import Cosine, from_dict
 from cosanneal.schedules.lint import lint
 from cosanneal.schedules.spec import load_spec

@@ -181,7 +181,7 @@ def register(app: typer.Typer) -> None:
         Prints the cycles (start, end, length, peak, wall time, cost) and, with --mtbf, the Young/Daly
         checkpoint interval; -o writes a [schedule] table that `cosanneal train` accepts.
         """
-        from cosanneal.analysis.plan import measure_step_seconds, plan
+        from cosanneal.analysis.plan import plan
         from cosanneal.errors import ConfigError
         from cosanneal.io import atomic_write_text
 
@@ -189,6 +189,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--measure and --step-seconds both give the step time; pass one of them")
         if measure is not None:
             from cosanneal.jobs.config import load_config
+            from cosanneal.jobs.plan import measure_step_seconds
 
             timing = measure_step_seconds(load_config(measure), steps=measure_steps)
             step_seconds = timing.step_seconds
