@@ -28,12 +28,18 @@ def register(app: typer.Typer) -> None:
             list[Path] | None, typer.Argument(help="More schedule spec files.", show_default=False)
         ] = None,
         seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per schedule (0 .. N-1).")] = 5,
-        metric: Annotated[str, typer.Option("--metric", help="val_acc or val_loss.")] = "val_acc",
+        metric: Annotated[
+            str,
+            typer.Option("--metric", help="Any metric the task reports (val_acc, val_loss, val_ppl, ...)."),
+        ] = "val_acc",
         target: Annotated[
             float | None, typer.Option("--target", help="Time the first evaluation reaching this.")
         ] = None,
         mode: Annotated[
-            str | None, typer.Option("--mode", help="max or min (default: from --metric).")
+            str | None,
+            typer.Option(
+                "--mode", help="max or min (default: min for a loss, perplexity or error, else max)."
+            ),
         ] = None,
         out: Annotated[Path, typer.Option("-o", "--out", help="Output directory.")] = Path("runs/compare"),
         sets: Annotated[

@@ -2,7 +2,9 @@
 
 ``digits`` is scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes), shipped inside the
 scikit-learn package. Pixels are scaled to [0, 1] and shaped ``(N, 1, 8, 8)``; the train/validation split is
-stratified and fixed by ``split_seed`` so every run (and every rank) sees the same split.
+stratified and fixed by ``split_seed`` so every run (and every rank) sees the same split. ``blobs`` is
+synthetic. ``pysource`` is the running Python's standard library sources as next-byte windows, for the
+language-model demo (:mod:`cosanneal.zoo.text`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ OPTION_CHECKS: dict[str, Check] = {
     "dim": count,
     "val_fraction": fraction,
     "split_seed": seed_check,
+    "block": count,
+    "max_bytes": count,
 }
 
 
@@ -107,7 +111,14 @@ def blobs(
     return TensorDataset(xt[train_idx], yt[train_idx]), TensorDataset(xt[val_idx], yt[val_idx])
 
 
-DATASETS: dict[str, Callable[..., Split]] = {"digits": digits, "blobs": blobs}
+def pysource(block: int = 64, max_bytes: int = 3_000_000, val_fraction: float = 0.1) -> Any:
+    """The Python standard library's sources as next-byte windows (:mod:`cosanneal.zoo.text`)."""
+    from cosanneal.zoo.text import pysource as load
+
+    return load(block=block, max_bytes=max_bytes, val_fraction=val_fraction)
+
+
+DATASETS: dict[str, Callable[..., Any]] = {"digits": digits, "blobs": blobs, "pysource": pysource}
 
 
 def check_data_options(name: str, options: Any) -> None:
@@ -125,8 +136,8 @@ def check_data_options(name: str, options: Any) -> None:
     check_options("data", name, DATASETS, OPTION_CHECKS, options)
 
 
-def load_dataset(name: str, **kwargs: Any) -> Split:
-    """Build a built-in data set by name (``digits`` or ``blobs``).
+def load_dataset(name: str, **kwargs: Any) -> Any:
+    """Build a built-in data set by name (``digits``, ``blobs`` or ``pysource``).
 
     Raises:
         ConfigError: the name or an option is invalid (:func:`check_data_options`).

@@ -16,6 +16,10 @@ OPTION_CHECKS: dict[str, Check] = {
     "dropout": probability,
     "in_features": count,
     "hidden": count,
+    "layers": count,
+    "heads": count,
+    "width": count,
+    "block": count,
 }
 
 
@@ -59,7 +63,16 @@ def mlp(in_features: int = 16, hidden: int = 64, classes: int = 4, dropout: floa
     )
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"cnn": DigitsCNN, "mlp": mlp}
+def char_gpt(
+    layers: int = 3, heads: int = 4, width: int = 128, block: int = 64, dropout: float = 0.0
+) -> nn.Module:
+    """The byte-level GPT of :mod:`cosanneal.zoo.gpt` (for the ``pysource`` data set)."""
+    from cosanneal.zoo.gpt import CharGPT
+
+    return CharGPT(layers=layers, heads=heads, width=width, block=block, dropout=dropout)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"cnn": DigitsCNN, "mlp": mlp, "gpt": char_gpt}
 
 
 def check_model_options(name: str, options: Any) -> None:
@@ -78,7 +91,7 @@ def check_model_options(name: str, options: Any) -> None:
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a built-in model by name (``cnn`` or ``mlp``).
+    """Build a built-in model by name (``cnn``, ``mlp`` or ``gpt``).
 
     Raises:
         ConfigError: the name or an option is invalid (:func:`check_model_options`).
