@@ -19,9 +19,9 @@ A user's task is ``task.entry = "pkg.module:make_task"`` (called with ``task.opt
 Example:
     >>> import torch
     >>> task = ClassificationTask()
-    >>> model = torch.nn.Linear(3, 2)
+    >>> model = torch.nn.Linear(3, 2, bias=False)
     >>> batch = (torch.zeros(4, 3), torch.tensor([0, 1, 0, 1]))
-    >>> round(float(task.training_step(model, batch)), 4)  # ln 2 for a zero input and zero bias
+    >>> round(float(task.training_step(model, batch)), 4)  # zero inputs: equal logits, ln 2
     0.6931
     >>> sorted(task.evaluate(model, [batch]))
     ['acc', 'loss']

@@ -13,7 +13,7 @@ Example:
     >>> model(torch.zeros(3, 16, dtype=torch.long)).shape
     torch.Size([3, 16, 256])
     >>> sum(p.numel() for p in model.parameters())
-    34336
+    34176
 """
 
 from __future__ import annotations
