@@ -425,22 +425,6 @@ def _resume_command() -> str:
     return shlex.join(["cosanneal", *args])
 
 
-def _finished(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a run that reached its end (finished or early-stopped)."""
-    if not (run_dir / "run.db").is_file():
-        return False
-    from cosanneal import runs
-
-    try:
-        run = runs.open(run_dir)
-    except Exception:  # not a readable run store: let the trainer say what is wrong with it
-        return False
-    try:
-        return bool(run.events("run_finished") or run.events("early_stop"))
-    finally:
-        run.close()
-
-
 @app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="Training config (TOML, YAML or JSON).")],
@@ -470,23 +454,58 @@ def train(
 @app.command()
 def demo(
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Where the demo run goes.")] = Path("runs/demo"),
+    example: Annotated[
+        str,
+        typer.Option("--example", help="gpt (a byte-level GPT on Python's own sources) or digits (fast)."),
+    ] = "gpt",
     sets: SetOpt = None,
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Start over even if an interrupted demo run can be resumed.")
     ] = False,
+    interrupt: Annotated[
+        bool | None,
+        typer.Option(
+            "--interrupt/--no-interrupt",
+            help="SIGTERM the training process once and resume it (default: on a new gpt run).",
+            show_default=False,
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
-    """Train the built-in example (CNN on 8x8 digits, warmup + SGDR) end to end.
+    """Train a built-in job end to end: interrupted by a real SIGTERM, resumed, verified, reported.
 
     An interrupted demo run resumes where it stopped when you run the same command again; a finished
     one is moved aside and the demo starts over.
     """
-    from importlib.resources import files
+    from cosanneal.jobs.demo import run_demo
 
-    from cosanneal.jobs.config import load_config
+    console = Console(stderr=True)
 
-    path = Path(str(files("cosanneal.zoo").joinpath("configs/digits_sgdr.toml")))
-    _run_training(load_config(path, sets or []), run_dir, fresh or _finished(run_dir), progress)
+    def log(message: str) -> None:
+        console.print(message, soft_wrap=True, markup=False, highlight=False)
+
+    hint = f"run {_resume_command()}"
+    outcome = run_demo(
+        example, run_dir, sets or [], fresh=fresh, progress=progress, interrupt=interrupt, log=log,
+        resume_hint=hint,
+    )  # fmt: skip
+    result = outcome.result
+    Console().print(_summary(result))
+    if result.status == "preempted":
+        log(result.message)
+        raise typer.Exit(result.exit_code)
+    from cosanneal.plotting import plot_run
+
+    png = run_dir / "lr_loss.png"
+    plot_run(run_dir, png)
+    table = Table(title="what the demo showed", show_header=True)
+    table.add_column("step", style="bold")
+    table.add_column("proved")
+    for step in outcome.steps:
+        table.add_row(step.what, step.proved)
+    Console().print(table)
+    Console().print(f"wrote {run_dir}/ (run.db, checkpoints/, tb/, report.html) and {png}")
+    raise typer.Exit(result.exit_code)
 
 
 def _register_commands() -> None:

@@ -407,10 +407,11 @@ class Loop:
             return False
         self.save("preempted", metrics=self.last_metrics or None)
         signum = preempt.signal if preempt is not None else None
+        name = _signal_name(signum)
         self.exit_code = preempt.exit_code if preempt is not None and preempt.exit_code else 143
         assert self.store is not None
-        self.store.log_event(self.position.updates, "preempted", signal=str(signum), exit_code=self.exit_code)
-        self.status, self.message = "preempted", f"preempted by {signum}; {self.p.resume_hint}"
+        self.store.log_event(self.position.updates, "preempted", signal=name, exit_code=self.exit_code)
+        self.status, self.message = "preempted", f"preempted by {name}; {self.p.resume_hint}"
         return True
 
     # ---- the whole loop --------------------------------------------------------------------
@@ -455,6 +456,16 @@ class Loop:
         elif self.status in ("early_stopped", "pruned"):
             by = "early_stopping" if self.status == "early_stopped" else "on_eval"
             store.log_event(pos.updates, "early_stop", reason=self.message, by=by)
+
+
+def _signal_name(signum: Any) -> str:
+    """``15`` -> ``"SIGTERM"`` (a rank that only heard of another rank's signal has none: ``"None"``)."""
+    import signal
+
+    try:
+        return signal.Signals(int(signum)).name
+    except (TypeError, ValueError):
+        return str(signum)
 
 
 def _momenta(optimizer: torch.optim.Optimizer) -> list[float]:
