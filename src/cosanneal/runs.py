@@ -33,7 +33,21 @@ import numpy.typing as npt
 from cosanneal.errors import CosannealError
 from cosanneal.runtime.runstore import SCHEMA_VERSION, resolve_db
 
-__all__ = ["Run", "RunStoreError", "open"]
+__all__ = ["MINIMISED", "Run", "RunStoreError", "lower_is_better", "open"]
+
+
+#: Metric-name endings that mean "lower is better": a loss, a perplexity, an error rate.
+MINIMISED = ("loss", "ppl", "perplexity", "err", "error", "nll", "mse", "mae", "rmse", "wer", "cer", "bpc")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether ``metric`` is minimised, by its name (the default direction everywhere a metric ranks).
+
+    Example:
+        >>> lower_is_better("val_loss"), lower_is_better("val_ppl"), lower_is_better("val_acc")
+        (True, True, False)
+    """
+    return metric.lower().endswith(MINIMISED)
 
 
 class RunStoreError(CosannealError, ValueError):

@@ -51,10 +51,6 @@ __all__ = [
 Mode = Literal["min", "max"]
 
 
-#: Metric-name endings that mean "lower is better" (the default ``mode`` of such a metric is ``min``).
-MINIMISED = ("loss", "ppl", "perplexity", "err", "error", "nll", "mse", "mae", "rmse", "wer", "cer", "bpc")
-
-
 @dataclasses.dataclass(frozen=True)
 class CompareSettings:
     """How a comparison runs.
@@ -64,7 +60,7 @@ class CompareSettings:
         seeds: the seeds every schedule is trained with.
         metric: the validation metric compared (``val_acc`` or ``val_loss``).
         mode: ``max`` or ``min``; default: ``min`` for a metric named like a loss or an error
-            (:data:`MINIMISED` suffixes: ``val_loss``, ``val_ppl``, ``val_err``, ...), else ``max``.
+            (:data:`cosanneal.runs.MINIMISED` suffixes: ``val_loss``, ``val_ppl``, ``val_err``, ...), else ``max``.
         target: the metric value whose first crossing is timed; ``None``: not timed.
     """
 
@@ -87,7 +83,9 @@ class CompareSettings:
         """The mode given, or the metric's natural one."""
         if self.mode is not None:
             return self.mode
-        return "min" if self.metric.lower().endswith(MINIMISED) else "max"
+        from cosanneal.runs import lower_is_better
+
+        return "min" if lower_is_better(self.metric) else "max"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -136,7 +136,11 @@ class EvalConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointConfig:
-    """``[checkpoint]``: the policy handed to :class:`~cosanneal.runtime.checkpoints.Checkpoints`."""
+    """``[checkpoint]``: the policy handed to :class:`~cosanneal.runtime.checkpoints.Checkpoints`.
+
+    ``best_mode`` defaults to the metric's direction: ``min`` for a loss, perplexity or error rate
+    (:func:`cosanneal.runs.lower_is_better`), ``max`` for anything else (accuracy, BLEU, ...).
+    """
 
     enabled: bool = True
     keep_last: int = 3
@@ -163,7 +167,10 @@ class GuardConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EarlyStoppingConfig:
-    """``[early_stopping]``: restart-aware early stopping on cycle-end metrics (off unless enabled)."""
+    """``[early_stopping]``: restart-aware early stopping on cycle-end metrics (off unless enabled).
+
+    ``mode`` defaults to the metric's direction, as ``checkpoint.best_mode`` does.
+    """
 
     enabled: bool = False
     metric: str = "val_loss"
@@ -581,6 +588,7 @@ def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
     if not isinstance(data, Mapping):
         raise ConfigError(f"a training config must be a table of options, got {type(data).__name__}")
     cfg: TrainConfig = _build(TrainConfig, data)
+    cfg = _default_modes(cfg, data)
     if cfg.amp == "fp16" and cfg.scheduler.count != "optimizer":
         raise ConfigError(
             "scheduler.count: amp = 'fp16' needs count = 'optimizer', so updates GradScaler skips do not advance the schedule"
@@ -621,6 +629,28 @@ def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
     _check_loop(cfg)
     if cfg.task.entry is None:
         check_metric_names(cfg, TASK_METRICS[cfg.task.name])
+    return cfg
+
+
+def _default_modes(cfg: TrainConfig, data: Mapping[str, Any]) -> TrainConfig:
+    """A ranking mode not given follows its metric's name: ``min`` for a loss, perplexity or error, else ``max``."""
+    from cosanneal.runs import lower_is_better
+
+    def given(section: str, key: str) -> bool:
+        table = data.get(section)
+        return isinstance(table, Mapping) and key in table
+
+    def mode(metric: str) -> Literal["min", "max"]:
+        return "min" if lower_is_better(metric) else "max"
+
+    if not given("checkpoint", "best_mode"):
+        cfg = dataclasses.replace(
+            cfg, checkpoint=dataclasses.replace(cfg.checkpoint, best_mode=mode(cfg.checkpoint.best_metric))
+        )
+    if not given("early_stopping", "mode"):
+        cfg = dataclasses.replace(
+            cfg, early_stopping=dataclasses.replace(cfg.early_stopping, mode=mode(cfg.early_stopping.metric))
+        )
     return cfg
 
 

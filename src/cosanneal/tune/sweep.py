@@ -289,7 +289,7 @@ class SweepSettings:
         budget_seconds: no trial starts once the study's trials have used this many seconds.
         pruner: ``median``, ``hyperband``, ``sha`` or ``none``.
         metric: the validation metric of the objective (``val_loss``, ``val_acc``).
-        direction: ``minimize``/``maximize``; default: minimise a ``*loss`` metric, maximise others.
+        direction: ``minimize``/``maximize``; default: minimise a loss, perplexity or error (:func:`cosanneal.runs.lower_is_better`), maximise others.
         objective: ``final`` (the value at the end of the run) or ``best`` (best over evaluations).
         startup_trials: trials that run unpruned before the median pruner starts to prune.
         seed: the sampler's seed (leave ``None`` when several workers share a study).
@@ -337,7 +337,9 @@ class SweepSettings:
         """The direction given, or the metric's natural one."""
         if self.direction is not None:
             return self.direction
-        return "minimize" if self.metric.endswith("loss") else "maximize"
+        from cosanneal.runs import lower_is_better
+
+        return "minimize" if lower_is_better(self.metric) else "maximize"
 
 
 def make_pruner(name: str, startup_trials: int = 3) -> optuna.pruners.BasePruner:
