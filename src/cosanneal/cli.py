@@ -448,6 +448,8 @@ def train(
     from cosanneal.jobs.config import load_config
 
     cfg = load_config(config, sets or [])
+    # a model, data set, task or sink module next to the config file is importable by its name
+    sys.path.append(str(config.resolve().parent))
     _run_training(cfg, run_dir or Path("runs") / cfg.name, fresh, progress)
 
 
