@@ -1,1 +1,1 @@
-"""Telemetry sinks beyond the run store: TensorBoard, MLflow, Prometheus."""
+"""Telemetry sinks beyond the run store: TensorBoard, MLflow, Prometheus, Weights & Biases."""
