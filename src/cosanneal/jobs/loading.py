@@ -35,7 +35,7 @@ Example:
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import numpy as np
@@ -195,7 +195,7 @@ class TrainLoader:
             options["prefetch_factor"] = self.prefetch_factor
         return options
 
-    def _map_stream(self, epoch: int, batch: int) -> Iterator[Any]:
+    def _map_stream(self, epoch: int, batch: int) -> Generator[Any, None, None]:
         assert self.order is not None and self.batches_per_epoch is not None
         per_epoch = self.batches_per_epoch
         if batch >= per_epoch:  # resumed right after an epoch's last batch, before its end was handled
@@ -220,7 +220,7 @@ class TrainLoader:
                 yield END_OF_EPOCH
                 done = 0
 
-    def _iterable_stream(self, epoch: int, state: dict[str, Any] | None) -> Iterator[Any]:
+    def _iterable_stream(self, epoch: int, state: dict[str, Any] | None) -> Generator[Any, None, None]:
         while True:
             setter = getattr(self.dataset, "set_epoch", None)
             if callable(setter):
@@ -247,7 +247,9 @@ class TrainLoader:
             yield END_OF_EPOCH
             epoch += 1
 
-    def stream(self, epoch: int, batch: int, state: dict[str, Any] | None = None) -> Iterator[Any]:
+    def stream(
+        self, epoch: int, batch: int, state: dict[str, Any] | None = None
+    ) -> Generator[Any, None, None]:
         """Batches from batch ``batch`` of ``epoch`` on, with :data:`END_OF_EPOCH` after each epoch's last.
 
         ``state`` is what :meth:`state` returned at that position (iterable data sets; ignored for

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +101,7 @@ class Loop:
         self.metrics_checked = False
         self.preempt: Preemption | None = None
         self.bar = Progress(progress and parts.world.is_main, parts.total)
-        self._stream: Iterator[Any] | None = None
+        self._stream: Generator[Any, None, None] | None = None
         amp = self.cfg.amp
         self.scaler = torch.amp.GradScaler(parts.device.type) if amp == "fp16" else None
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
@@ -177,7 +177,7 @@ class Loop:
         self.last_metrics = dict(tracked.get("last_metrics") or {})
         if self.p.stopper is not None and tracked.get("early_stopping"):
             self.p.stopper.load_state_dict(tracked["early_stopping"])
-        self._stream = None
+        self.close_stream()
         return tracked
 
     def resume(self, loaded: Any) -> None:
@@ -219,7 +219,7 @@ class Loop:
             p.model.load_state_dict(self.initial_state["model"])
             p.optimizer.load_state_dict(self.initial_state["optimizer"])
             self.position = Position(attempts=self.position.attempts)
-            self._stream = None
+            self.close_stream()
         self.rebuild_scheduler(self.position.updates)
 
     # ---- evaluation ------------------------------------------------------------------------
@@ -288,6 +288,12 @@ class Loop:
             pos = self.position
             self._stream = self.p.train.stream(pos.epoch, pos.batch, pos.data_state)
         return next(self._stream)
+
+    def close_stream(self) -> None:
+        """Stop the batch stream and its worker processes (a new one starts at the position)."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def train_step(self, batch: Any) -> tuple[str, Any, Any, dict[str, Any]]:
         """Forward and backward over ``accumulate`` micro-batches, then the guard and the optimizer step.

@@ -324,11 +324,14 @@ class Trainer:
                     loop.position.updates, "run_failed", error=type(exc).__name__, message=str(exc)
                 )
             _close_quietly(loop.bar, loop.preempt, ckpts, loop.scheduler, store)
+            with contextlib.suppress(Exception):
+                loop.close_stream()
             distributed.shutdown(world)
             if failure is not None and not isinstance(exc, RunIOError):
                 raise self._io_error(exc, f"training at update {loop.position.updates}", ckpts) from exc
             raise
         loop.bar.close()
+        loop.close_stream()
         if loop.preempt is not None:
             loop.preempt.uninstall()
         try:
