@@ -52,6 +52,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from cosanneal import __version__
+
+        typer.echo(f"cosanneal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Exact cosine-annealing LR schedules: preview, check and trace them before you train."""
+
+
 _MAX_TABLE_ROWS = 200
 
 

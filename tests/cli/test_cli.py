@@ -322,3 +322,15 @@ def test_train_progress_flag_defaults_to_the_config(
     with pytest.raises(_ProbeStopError) as stopped:
         main(["train", str(cfg), "--run-dir", str(tmp_path / "run"), *flags])
     assert stopped.value.args == (shown,)
+
+
+def test_version_prints_the_package_version() -> None:
+    import subprocess
+    import sys
+
+    from cosanneal import __version__
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "cosanneal", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == f"cosanneal {__version__}"

@@ -252,3 +252,24 @@ def test_check_metric_names_checks_only_the_keys_in_use() -> None:
 def test_a_disabled_early_stopping_metric_is_not_checked_at_load() -> None:
     cfg = config_from_dict(blobs_config(early_stopping__metric="anything"))
     assert cfg.early_stopping.metric == "anything" and not cfg.early_stopping.enabled
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"optimizer": {"momentun": 0.9}},
+            "optimizer.momentun: unknown key; did you mean 'momentum'? allowed: name,",
+        ),
+        ({"epochz": 3}, "epochz: unknown key; did you mean 'epochs'? allowed: name,"),
+        (
+            {"optimizer": {"lr": 0.1}},
+            "optimizer.lr: unknown key; the LR comes from the schedule: set schedule.peak_lr",
+        ),
+        ({"optimizer": {"zzz": 1}}, "optimizer.zzz: unknown key; allowed: name,"),
+    ],
+)
+def test_unknown_keys_suggest_the_key_meant(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert str(info.value).startswith(message)

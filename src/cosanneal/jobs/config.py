@@ -479,6 +479,25 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     return value
 
 
+def _did_you_mean(prefix: str, key: Any, fields: Iterable[str]) -> str:
+    """``"did you mean 'momentum'? "`` for a near miss, a pointer for a key that lives elsewhere, or ``""``.
+
+    Example:
+        >>> _did_you_mean("optimizer", "momentun", ["name", "momentum"]), _did_you_mean("", "zzz", ["name"])
+        ("did you mean 'momentum'? ", '')
+        >>> _did_you_mean("optimizer", "lr", ["name"])
+        "the LR comes from the schedule: set schedule.peak_lr (or a group's lr_scale); "
+    """
+    import difflib
+
+    if prefix == "optimizer" and key in ("lr", "learning_rate"):
+        return "the LR comes from the schedule: set schedule.peak_lr (or a group's lr_scale); "
+    if not isinstance(key, str):
+        return ""
+    close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.75)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
 def _build(cls: type[Any], data: Mapping[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -489,7 +508,9 @@ def _build(cls: type[Any], data: Mapping[str, Any], prefix: str = "") -> Any:
         )  # a key with "\n" stays one line
         dotted = f"{prefix}.{part}" if prefix else part
         if key not in fields:
-            raise ConfigError(f"{dotted}: unknown key; allowed: {', '.join(fields)}")
+            raise ConfigError(
+                f"{dotted}: unknown key; {_did_you_mean(prefix, key, fields)}allowed: {', '.join(fields)}"
+            )
         kwargs[key] = _coerce(dotted, value, hints[key])
     missing = [
         name
