@@ -448,6 +448,7 @@ RULES: dict[str, Rule] = {
     "telemetry.flush_rows": simple("telemetry.flush_rows", integer(1)),
     "telemetry.flush_seconds": simple("telemetry.flush_seconds", number(lambda x: 0 < x <= 3600)),
     "telemetry.progress": simple("telemetry.progress", boolean),
+    "telemetry.progress_seconds": simple("telemetry.progress_seconds", number(lambda x: x > 0)),
     "debug.inject_nan_at": simple(
         "debug.inject_nan_at", lambda v: isinstance(v, list) and all(integer(0)(x) for x in v)
     ),
@@ -503,6 +504,7 @@ EXAMPLES: dict[str, list[Any]] = {
     "seed": [0, 2**63 - 1, 2**63, 10**15, -1],
     "debug.inject_nan_at": [[], [1, 2], [-1], [1.5], ["1"]],
     "telemetry.flush_seconds": [0.001, 3600, 3601, 1e300],
+    "telemetry.progress_seconds": [0.001, 30, 0, -1, 1e300],
     "debug.sleep_per_step": [0, 3600, 3600.5, 1e12],
     "guard.lr_factor": [0.5, 0.999, 1, 0, 2],
     "optimizer.momentum": [0, 0.0, 0.5, 0.999, 1, 1.5],

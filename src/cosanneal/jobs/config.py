@@ -212,6 +212,7 @@ class TelemetryConfig:
     flush_rows: int = 1000
     flush_seconds: float = 1.0
     progress: bool = True
+    progress_seconds: float = 30.0  # seconds between two progress lines when stderr is not a terminal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,6 +328,7 @@ _RANGES: dict[str, _Range] = {
     "telemetry.every": _POSITIVE,
     "telemetry.flush_rows": _POSITIVE,
     "telemetry.flush_seconds": _Range(0, 3600, low_open=True),
+    "telemetry.progress_seconds": _POSITIVE,
     "debug.inject_nan_at[]": _NON_NEGATIVE,
     "debug.sleep_per_step": _SECONDS,
 }

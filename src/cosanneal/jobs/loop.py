@@ -100,7 +100,12 @@ class Loop:
         self.rank_trace: list[list[float]] = []
         self.metrics_checked = False
         self.preempt: Preemption | None = None
-        self.bar = Progress(progress and parts.world.is_main, parts.total)
+        self.bar = Progress(
+            progress and parts.world.is_main,
+            parts.total,
+            every_seconds=self.cfg.telemetry.progress_seconds,
+            metric=self.cfg.checkpoint.best_metric,
+        )
         self._stream: Generator[Any, None, None] | None = None
         amp = self.cfg.amp
         self.scaler = torch.amp.GradScaler(parts.device.type) if amp == "fp16" else None
@@ -385,7 +390,7 @@ class Loop:
             step, lrs, loss=loss, grad_norm=grad_norm, samples=samples,
             step_time=time.perf_counter() - t0, momentum=momentum, extra=extra or None,
         )  # fmt: skip
-        self.bar.update(pos.updates, lrs[0], self.schedule, step)
+        self.bar.update(pos.updates, lrs[0], self.schedule, step, loss=loss, metrics=self.last_metrics)
         if cfg.debug.lr_trace_dir is not None:
             self.rank_trace.append([step, *lrs])
         if cfg.debug.sleep_per_step:

@@ -330,7 +330,7 @@ class Trainer:
             if failure is not None and not isinstance(exc, RunIOError):
                 raise self._io_error(exc, f"training at update {loop.position.updates}", ckpts) from exc
             raise
-        loop.bar.close()
+        loop.bar.close(loop.last_metrics)
         loop.close_stream()
         if loop.preempt is not None:
             loop.preempt.uninstall()
