@@ -1,13 +1,16 @@
 """``build_report``: one self-contained HTML report of one or more runs, plus its charts as PNG files.
 
 The report reads each run store (:func:`cosanneal.runs.open`), puts a header per run (config, schedule
-fingerprint, summary) and six charts with every run overlaid in its own colour: the LR per param group
-(used vs ``lr_expected``, restarts and phases marked), training and validation loss, gradient norm,
-non-finite values, checkpoints (best marked) and throughput. See ``docs/report.md`` for how to read it.
+fingerprint, summary) and six charts with every run overlaid in its own colour: the LR (used vs
+``lr_expected``, restarts and phases marked; one panel per schedule shape), training and validation
+loss (log scale), gradient norm, non-finite values, checkpoints (best marked) and throughput. The
+charts are interactive (zoom, hover, log and normalised-LR toggles, update/epoch axis, EMA smoothing),
+drawn by the page's own inline script from inline JSON, with the PNGs as the print and no-script view.
+See ``docs/report.md`` for how to read and use it.
 
 Files written (each atomically; the HTML last, so a reader never sees a page without its charts):
 
-* ``OUTPUT`` (e.g. ``report.html``): the page, with the charts embedded as base64 PNGs (works offline);
+* ``OUTPUT`` (e.g. ``report.html``): the page, one offline file (script, data and PNGs inline);
 * ``<OUTPUT stem>_files/<chart>.png``: the same charts as PNG files, for slides and tickets.
 """
 
@@ -19,8 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cosanneal.analysis.report_data import RunData, RunSummary, load_run
-from cosanneal.analysis.report_figures import render_charts
+from cosanneal.analysis.report_figures import CHARTS, color, render_charts
 from cosanneal.analysis.report_html import render_html
+from cosanneal.analysis.report_series import DEFAULT_MAX_POINTS, DEFAULT_SMOOTHING, chart_data
 from cosanneal.errors import CosannealError
 from cosanneal.io import atomic_write_bytes, atomic_write_text
 from cosanneal.runtime.runstore import resolve_db
@@ -69,7 +73,12 @@ def _files_dir(output: Path) -> Path:
 
 
 def build_report(
-    runs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], *, title: str | None = None
+    runs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    smoothing: float = DEFAULT_SMOOTHING,
+    max_points: int = DEFAULT_MAX_POINTS,
 ) -> ReportInfo:
     """Write the HTML report of ``runs`` to ``output`` and its PNG charts to ``<stem>_files/``.
 
@@ -80,12 +89,17 @@ def build_report(
         runs: run directories (or ``run.db`` files); several are overlaid, one colour each.
         output: the HTML file to write (its parent directory is created).
         title: the page title; default ``cosanneal report: <run names>``.
+        smoothing: the EMA weight ``w`` in ``[0, 1)`` of the smoothed loss, gradient-norm and
+            throughput curves: fixed in the PNGs, the initial value of the page's slider. ``0``: raw.
+        max_points: the most points of a series the page's JSON keeps (a longer one keeps each
+            bucket's first, minimum, maximum and non-finite points, all exact store values).
 
     Returns:
         The files written and the header numbers of each run.
 
     Raises:
-        ReportError: no run given, or no run store at one of the paths.
+        ReportError: no run given, no run store at one of the paths, or ``smoothing`` or
+            ``max_points`` out of range.
 
     Example:
         >>> import tempfile, pathlib
@@ -102,6 +116,10 @@ def build_report(
     """
     if not runs:
         raise ReportError("runs: give at least one run directory")
+    if not (isinstance(smoothing, int | float) and 0.0 <= smoothing < 1.0):
+        raise ReportError(f"smoothing: {smoothing!r} is not an EMA weight in [0, 1) (0: no smoothing)")
+    if not (isinstance(max_points, int) and max_points >= 16):
+        raise ReportError(f"max_points: {max_points!r} is not an integer >= 16")
     for path in runs:
         if not resolve_db(path).is_file():
             raise ReportError(
@@ -109,7 +127,14 @@ def build_report(
             )
     names = run_names(runs)
     data: list[RunData] = [load_run(path, name) for path, name in zip(runs, names, strict=True)]
-    charts = render_charts(data)
+    charts = render_charts(data, smoothing=float(smoothing))
+    series = chart_data(
+        data,
+        colors=[color(k) for k in range(len(data))],
+        titles={key: chart_title for key, chart_title, _ in CHARTS},
+        smoothing=float(smoothing),
+        max_points=max_points,
+    )
     out = Path(output)
     files_dir = _files_dir(out)
     pngs: dict[str, Path] = {}
@@ -117,6 +142,8 @@ def build_report(
         pngs[chart.key] = files_dir / f"{chart.key}.png"
         atomic_write_bytes(pngs[chart.key], chart.png)
     shown = [f"{files_dir.name}/{pngs[c.key].name}" for c in charts]
-    page = render_html(data, charts, shown, title=title or f"cosanneal report: {', '.join(names)}")
+    page = render_html(
+        data, charts, shown, title=title or f"cosanneal report: {', '.join(names)}", series=series
+    )
     atomic_write_text(out, page)
     return ReportInfo(out, pngs, [d.summary for d in data])

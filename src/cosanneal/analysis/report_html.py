@@ -1,8 +1,12 @@
-"""The report page: one self-contained HTML document (inline CSS, charts as base64 PNG data URIs).
+"""The report page: one self-contained HTML document (inline CSS, script, chart data and PNGs).
 
-The page has no script and references nothing outside itself (not even a favicon: the icon is an empty
-``data:`` URI), so it opens offline and makes no network request. Every text taken from a run is
-HTML-escaped.
+Each chart is drawn twice: interactively, by the page's own script (``report_charts.js``, package data,
+inlined) from the JSON document of :func:`cosanneal.analysis.report_series.chart_data` (inlined as
+``<script type="application/json" id="report-data">``), and as a base64 PNG ``<img class="fallback">``
+shown when scripts are off, when printing, and on the chart's "PNG view" button. The page references
+nothing outside itself (not even a favicon: the icon is an empty ``data:`` URI) and its
+Content-Security-Policy allows no fetch at all (``default-src 'none'``), so it opens offline and makes no
+network request. Every text taken from a run is HTML-escaped; the JSON is escaped for a ``<script>``.
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ import datetime
 import html
 import json
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any
 
 from cosanneal.analysis.report_data import RunData, RunSummary
 from cosanneal.analysis.report_figures import Chart, color
 
-__all__ = ["format_number", "render_html", "summary_rows"]
+__all__ = ["CSP", "chart_script", "format_number", "render_html", "script_json", "summary_rows"]
+
+#: The page's Content-Security-Policy: inline style and script only, images from data: URIs, nothing else.
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1240px;
@@ -34,6 +42,29 @@ table.summary td{font-family:ui-monospace,Menlo,Consolas,monospace;padding:.1rem
 details pre{font-size:.8rem;background:#f6f8fa;padding:.5rem;overflow:auto;max-height:24rem}
 figure{margin:1.5rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85rem;color:#555}
+.interactive{display:none}.js .interactive{display:block}.js figure img.fallback{display:none}
+.js figure.show-png img.fallback{display:block}
+#report-controls{position:sticky;top:0;z-index:5;background:#fff;border-bottom:1px solid #ddd;
+padding:.4rem 0;font-size:.9rem;display:flex;flex-wrap:wrap;gap:1.5rem;align-items:center}
+#report-controls .hint{color:#666;font-size:.8rem}#report-controls input[type=range]{vertical-align:middle}
+.epoch-note{color:#9a6700;font-size:.8rem}
+.toolbar{font-size:.85rem;display:flex;gap:1rem;align-items:center;margin:.2rem 0}
+.toolbar button{font-size:.8rem}
+.legend{display:flex;flex-wrap:wrap;gap:.2rem .9rem;font-size:.8rem;margin:.3rem 0 .2rem 0}
+.legend .item{cursor:pointer;user-select:none;white-space:nowrap}.legend .item.static{cursor:default}
+.legend .item.off{opacity:.35;text-decoration:line-through}
+.swatch{display:inline-block;width:18px;margin-right:4px;vertical-align:middle;border-top:2px solid #000;
+font-size:.75rem;line-height:.5rem;text-align:center}
+.swatch.vline{width:0;height:12px;border-top:none;border-left:2px dashed #000;margin:0 8px}
+.swatch.span{height:10px;border-top:none;opacity:.5}
+.note{font-size:.8rem;color:#666}
+.plot{position:relative}.plot canvas{display:block;cursor:crosshair}
+.tooltip{position:absolute;pointer-events:none;background:rgba(255,255,255,.96);border:1px solid #bbb;
+border-radius:4px;padding:.3rem .5rem;font-size:.78rem;box-shadow:0 2px 6px rgba(0,0,0,.15);z-index:3}
+.tooltip table{border-collapse:collapse}.tooltip td{padding:0 .35rem 0 0;white-space:nowrap}
+.tooltip td.num{font-family:ui-monospace,Menlo,Consolas,monospace;text-align:right}
+.tooltip .tip-head{font-weight:600;margin-bottom:.15rem}.tooltip td.smooth{color:#666}
+@media print{.interactive,#report-controls{display:none!important}figure img.fallback{display:block!important}}
 footer{margin-top:2rem;font-size:.8rem;color:#777}
 """
 
@@ -119,36 +150,71 @@ def _figure(chart: Chart, file_name: str | None) -> str:
     )
     return (
         f'<figure id="chart-{chart.key}" data-chart="{chart.key}"><h2>{html.escape(chart.title)}</h2>'
-        f'<img alt="{html.escape(chart.title)}" src="data:image/png;base64,{data}">'
+        f'<div class="interactive" data-chart="{chart.key}"></div>'
+        f'<img class="fallback" alt="{html.escape(chart.title)}" src="data:image/png;base64,{data}">'
         f"<figcaption>{caption}</figcaption></figure>"
     )
 
 
+def script_json(obj: Any) -> str:
+    r"""JSON that is safe inside an HTML ``<script>`` element: ``<``, ``>`` and ``&`` as ``\u`` escapes.
+
+    ``JSON.parse`` reads it back unchanged (the three characters only occur inside strings). A
+    non-finite float is an error: :mod:`~cosanneal.analysis.report_series` writes them as ``null``.
+
+    Example:
+        >>> print(script_json({"name": "</script>", "y": [0.1, None]}))
+        {"name":"\u003c/script\u003e","y":[0.1,null]}
+    """
+    text = json.dumps(obj, allow_nan=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def chart_script() -> str:
+    """The page's chart code: the package data file ``cosanneal/analysis/report_charts.js``."""
+    return resources.files("cosanneal.analysis").joinpath("report_charts.js").read_text(encoding="utf-8")
+
+
 def render_html(
-    data: Sequence[RunData], charts: Sequence[Chart], files: Sequence[str | None], *, title: str
+    data: Sequence[RunData],
+    charts: Sequence[Chart],
+    files: Sequence[str | None],
+    *,
+    title: str,
+    series: dict[str, Any] | None = None,
 ) -> str:
-    """The whole page: title, one header card per run, then every chart.
+    """The whole page: title, one header card per run, the chart controls, then every chart.
 
     Args:
         data: the runs, in colour order.
         charts: the rendered charts, in page order.
         files: the PNG file name written for each chart (shown in its caption), or ``None``.
         title: the page title.
+        series: the interactive charts' JSON document (``report_series.chart_data``); ``None``: the PNGs
+            only, no script.
     """
     from cosanneal import __version__
 
     made = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     cards = "".join(_run_card(k, run) for k, run in enumerate(data))
     figures = "".join(_figure(c, f) for c, f in zip(charts, files, strict=True))
+    scripts = ""
+    if series is not None:
+        scripts = (
+            f'<script type="application/json" id="report-data">{script_json(series)}</script>'
+            f"<script>{chart_script()}</script>"
+        )
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<link rel="icon" href="data:,">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
         f'<h2>Runs</h2><div class="runs">{cards}</div>'
-        f"{figures}"
+        + ('<div id="report-controls" hidden></div>' if series is not None else "")
+        + f"{figures}"
         f"<footer>cosanneal {html.escape(__version__)} · generated {made}</footer>"
-        "</body></html>\n"
+        f"{scripts}</body></html>\n"
     )
