@@ -1,7 +1,7 @@
 /* cosanneal report: the interactive charts of report.html (written for cosanneal; no library).
  *
- * Reads the JSON document in <script id="report-data" type="application/json"> (built by
- * cosanneal.analysis.report_series.chart_data) and draws every panel on a <canvas> inside the
+ * Reads the JSON document in the page's script element #report-data, of type application/json (built
+ * by cosanneal.analysis.report_series.chart_data), and draws every panel on a <canvas> inside the
  * page's <div class="interactive" data-chart="KEY"> elements. Nothing is fetched: the page stays one
  * offline file.
  *
