@@ -522,7 +522,8 @@ def _at(steps: np.ndarray, values: np.ndarray, step: float) -> tuple[int, float]
 def test_chromium_draws_zooms_and_hovers_the_interactive_charts(
     report: ReportInfo, tmp_path: Path, proxy: tuple[str, list[str]]
 ) -> None:
-    step = 7  # in the warmup; validation is nearest at its first point, step 20
+    # the cursor at 7.3 updates, in the warmup: nearest is update 7, and validation's first point, 20
+    step = 7.3
     page = tmp_path / "report.html"
     shutil.copy(report.html, page)
     dom, console = _chromium(page, proxy[0], tmp_path, "--dump-dom", query=f"?selftest={step}")
@@ -574,7 +575,8 @@ def test_chromium_draws_zooms_and_hovers_the_interactive_charts(
             assert float(row["data-value"] or "nan") == value, (pid, label)  # exactly the store's double
             assert [float(r["value"]) for r in result["hover"][pid] if r["label"] == label] == [value]
         (train,) = [r for r in tips.rows["loss-0"] if r["data-label"] == f"{name} train"]
-        smoothed = ema(loss, DEFAULT_SMOOTHING)[int(np.searchsorted(loss_steps, step))]
+        nearest = int(np.searchsorted(loss_steps, _at(loss_steps, loss, step)[0]))
+        smoothed = ema(loss, DEFAULT_SMOOTHING)[nearest]
         assert float(train["data-smoothed"] or "nan") == pytest.approx(smoothed, rel=1e-12)
         # normalised: lr / the run's peak, computed in the browser, exactly the division of the store's values
         norm = next(n for n in result["toggles"]["normalised"] if n["id"] == f"lr-{k}")
@@ -588,7 +590,7 @@ def test_chromium_draws_zooms_and_hovers_the_interactive_charts(
         assert all(r["smoothed"] is None for r in result["toggles"]["smoothing0"])
     epoch = result["toggles"]["epoch"]
     assert (epoch["x0"], epoch["x1"]) == (0, 5) and epoch["paths"] == 5
-    assert {r["step"] for r in epoch["rows"] if r["label"].endswith("train")} == {step}
+    assert {r["step"] for r in epoch["rows"] if r["label"].endswith("train")} == {7}
     assert 'id="epoch-note"' not in dom  # every run has steps_per_epoch: the epoch axis is known
 
 
