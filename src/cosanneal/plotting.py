@@ -3,13 +3,18 @@
 The figure is built with matplotlib's object API and the Agg canvas, so no global pyplot state or
 display is involved. Each schedule is one line; its restarts are dashed vertical lines in the same
 colour; the first schedule's warmup and hold phases are shaded.
+
+A training run (:func:`run_figure`, written to ``lr_loss.png`` by :func:`plot_run`) is drawn from its run
+store: the LR used and expected per distinct curve, momentum / beta1 on a second axis when it was annealed,
+restarts and resumes marked, train and validation loss below; the title names the run and its schedule.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +22,18 @@ import numpy as np
 from cosanneal.schedules.base import FloatArray, Schedule
 from cosanneal.schedules.lint import timeline
 
-__all__ = ["DPI", "FIGSIZE", "Curve", "curve", "plot_curves", "plot_run", "png_bytes"]
+__all__ = [
+    "DPI",
+    "FIGSIZE",
+    "Curve",
+    "curve",
+    "plot_curves",
+    "plot_run",
+    "png_bytes",
+    "run_figure",
+    "run_title",
+    "schedule_summary",
+]
 
 #: Figure size in inches and resolution: PNGs are 1200 x 540 pixels.
 FIGSIZE = (10.0, 4.5)
@@ -133,35 +149,138 @@ def png_bytes(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def plot_run(run_dir: Any, path: Any) -> None:
-    """Write a PNG of a training run: LR used vs expected (per group) above, train/val loss below.
+def schedule_summary(schedule: Schedule, total_steps: int | None = None) -> str:
+    """A short description of a schedule: its kind, its cycles within ``total_steps`` and its peak.
 
-    Restart events from the run store are marked; the file is written atomically.
+    The cycles are counted from the schedule's restarts before ``total_steps`` (not shown for a single
+    decay); ``(x2)`` is a ``cycle_mult`` other than 1.
+
+    Example:
+        >>> from cosanneal import Constant, Cosine
+        >>> schedule_summary(Cosine(0.1, cycle_steps=10, cycle_mult=2, max_cycles=3), 70)
+        'cosine, 3 cycles (x2), peak 0.1'
+        >>> schedule_summary(Cosine(0.1, cycle_steps=100), 100), schedule_summary(Constant(0.01))
+        ('cosine, peak 0.1', 'constant, peak 0.01')
+    """
+    kind = str(schedule.to_dict().get("kind", type(schedule).__name__.lower()))
+    parts = [kind]
+    if total_steps:
+        cycles = len(schedule.restarts(total_steps)) + 1
+        if cycles > 1:
+            mult = getattr(schedule, "cycle_mult", None)
+            parts.append(
+                f"{cycles} cycles" + (f" (x{mult:g})" if isinstance(mult, (int, float)) and mult != 1 else "")
+            )
+    return ", ".join([*parts, f"peak {schedule.peak:.4g}"])
+
+
+def run_title(params: Mapping[str, Any], default_name: str) -> str:
+    """``"<run name> — <schedule summary>"`` from a run's params (``config.name``, ``schedule``, ``total_steps``).
+
+    Without a schedule in the params (or one this cosanneal cannot read) the title is the name alone.
+
+    Example:
+        >>> from cosanneal import Cosine
+        >>> sched = Cosine(0.1, cycle_steps=10, cycle_mult=2, max_cycles=3)
+        >>> run_title({"config": {"name": "digits-sgdr"}, "schedule": sched.to_dict(), "total_steps": 70}, "x")
+        'digits-sgdr — cosine, 3 cycles (x2), peak 0.1'
+        >>> run_title({}, "runs/x")
+        'runs/x'
+    """
+    from cosanneal.errors import CosannealError
+    from cosanneal.schedules import from_dict
+
+    config = params.get("config")
+    name = config.get("name") if isinstance(config, Mapping) else None
+    name = str(name) if name else default_name
+    spec = params.get("schedule")
+    if not isinstance(spec, Mapping):
+        return name
+    total = params.get("total_steps")
+    try:
+        summary = schedule_summary(from_dict(spec), int(total) if isinstance(total, (int, float)) else None)
+    except (CosannealError, ValueError, TypeError, KeyError):
+        summary = str(spec.get("kind", "unknown schedule"))
+    return f"{name} — {summary}"
+
+
+def _distinct(run: Any, name: str) -> list[tuple[list[int], Any, Any]]:
+    """The per-group series ``name`` as ``(groups, steps, values)``, groups with identical curves merged."""
+    curves: dict[tuple[bytes, bytes], tuple[list[int], Any, Any]] = {}
+    for group in run.groups(name):
+        steps, values = run.scalar(name, group)
+        key = (steps.tobytes(), np.nan_to_num(values, nan=np.inf).tobytes())
+        if key in curves:
+            curves[key][0].append(group)
+        else:
+            curves[key] = ([group], steps, values)
+    return list(curves.values())
+
+
+def _label(what: str, groups: list[int], n_groups: int) -> str:
+    """``"lr"`` for a one-group run, else ``"lr (group 1)"`` / ``"lr (groups 0, 2)"``."""
+    if n_groups <= 1:
+        return what
+    return f"{what} (group{'s' if len(groups) > 1 else ''} {', '.join(map(str, groups))})"
+
+
+def _mark(axes: Sequence[Any], steps: Sequence[int], label: str, **style: Any) -> None:
+    """A vertical line at every step on every axis (``gid = label``); one legend entry, on the first axis."""
+    for j, step in enumerate(steps):
+        for ax in axes:
+            ax.axvline(step, gid=label, label=label if j == 0 and ax is axes[0] else None, **style)
+
+
+def run_figure(run_dir: str | Path) -> Any:
+    """The figure of a training run, from its run store (what :func:`plot_run` writes).
+
+    Above: the LR used (one line and one legend entry per distinct curve: param groups that share a curve
+    share a line) and the LR the schedule expected (dotted); momentum / beta1 on a second y axis when it
+    was annealed (a ``momentum`` series that changes); the restarts (dashed, ``gid="restart"``) and the
+    updates where the run was resumed (dash-dot, ``gid="resumed"``, from the ``resumed`` events). Below:
+    train and validation loss. The title is :func:`run_title`.
+
+    Returns:
+        A ``matplotlib.figure.Figure`` on an Agg canvas; ``fig.axes`` is ``[lr, loss]``, then the
+        momentum axis when there is one.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from cosanneal import runs
-    from cosanneal.io import atomic_write_bytes
 
-    run = runs.open(run_dir)
-    try:
+    with runs.open(run_dir) as run:
         names = set(run.scalar_names())
         fig = Figure(figsize=(FIGSIZE[0], FIGSIZE[1] * 1.6), dpi=DPI, layout="constrained")
         FigureCanvasAgg(fig)
         ax_lr, ax_loss = fig.subplots(2, 1, sharex=True)
-        for k, group in enumerate(run.groups("lr") if "lr" in names else []):
-            steps, lr = run.scalar("lr", group)
-            ax_lr.plot(steps, lr, color=f"C{k}", lw=1.4, label=f"lr group {group}")
-            if "lr_expected" in names and group in run.groups("lr_expected"):
-                e_steps, expected = run.scalar("lr_expected", group)
-                ax_lr.plot(e_steps, expected, color="black", lw=0.8, ls=":", label=f"expected {group}")
-        for j, event in enumerate(run.events("restart")):
-            for ax in (ax_lr, ax_loss):
-                ax.axvline(event["step"], color="tab:red", ls="--", lw=0.7, alpha=0.6,
-                           label="restart" if j == 0 and ax is ax_lr else None)  # fmt: skip
+        ax_lr.set_title(run_title(run.params, Path(run_dir).name))
+        lrs = _distinct(run, "lr") if "lr" in names else []
+        n_groups = sum(len(groups) for groups, _, _ in lrs)
+        for k, (groups, steps, lr) in enumerate(lrs):
+            ax_lr.plot(steps, lr, color=f"C{k}", lw=1.4, label=_label("lr", groups, n_groups))
+        for groups, steps, expected in _distinct(run, "lr_expected") if "lr_expected" in names else []:
+            ax_lr.plot(
+                steps, expected, color="black", lw=0.8, ls=":", label=_label("expected", groups, n_groups)
+            )
+        restarts = sorted({int(e["step"]) for e in run.events("restart")})
+        _mark([ax_lr, ax_loss], restarts, "restart", color="tab:red", ls="--", lw=0.7, alpha=0.6)
+        resumes = sorted({int(e["step"]) for e in run.events("resumed")})
+        _mark([ax_lr, ax_loss], resumes, "resumed", color="tab:purple", ls="-.", lw=1.2, alpha=0.8)
         ax_lr.set_ylabel("learning rate")
-        ax_lr.legend(loc="best", fontsize="small")
+        handles, labels = ax_lr.get_legend_handles_labels()
+        momenta = _distinct(run, "momentum") if "momentum" in names else []
+        annealed = [m for m in momenta if np.nanmax(m[2]) > np.nanmin(m[2])]
+        if annealed:
+            ax_m = ax_lr.twinx()
+            for k, (groups, steps, momentum) in enumerate(annealed):
+                ax_m.plot(steps, momentum, color=f"C{len(lrs) + k}", lw=1.0, ls="--", alpha=0.8,
+                          label=_label("momentum", groups, n_groups))  # fmt: skip
+            ax_m.set_ylabel("momentum / beta1")
+            more_handles, more_labels = ax_m.get_legend_handles_labels()
+            handles, labels = handles + more_handles, labels + more_labels
+        if handles:
+            ax_lr.legend(handles, labels, loc="best", fontsize="small")
         if "loss" in names:
             steps, loss = run.scalar("loss")
             ax_loss.plot(steps, loss, color="C0", lw=0.8, alpha=0.7, label="train loss")
@@ -171,9 +290,19 @@ def plot_run(run_dir: Any, path: Any) -> None:
         ax_loss.set_yscale("log")
         ax_loss.set_xlabel("optimizer update")
         ax_loss.set_ylabel("loss")
-        ax_loss.legend(loc="best", fontsize="small")
+        if ax_loss.get_legend_handles_labels()[0]:
+            ax_loss.legend(loc="best", fontsize="small")
         for ax in (ax_lr, ax_loss):
             ax.grid(True, alpha=0.3)
-        atomic_write_bytes(path, png_bytes(fig))
-    finally:
-        run.close()
+    return fig
+
+
+def plot_run(run_dir: Any, path: Any) -> None:
+    """Write :func:`run_figure` of a training run to a PNG at ``path``, atomically.
+
+    ``lr_loss.png`` of ``cosanneal train``: LR used vs expected per distinct curve, momentum when annealed,
+    restarts and resumes marked above; train and val loss below.
+    """
+    from cosanneal.io import atomic_write_bytes
+
+    atomic_write_bytes(path, png_bytes(run_figure(run_dir)))
