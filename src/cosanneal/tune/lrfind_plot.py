@@ -5,8 +5,8 @@ EMA, which lags) and its steepest descent ``d trend / d log lr``. :func:`plot_lr
 
 * the raw losses (faint) and the bias-corrected EMA (``result.smoothed``, what the divergence stop watches);
 * the trend (bold), with the suggested peak and floor, the steepest descent and the lowest loss marked on it;
-* the slope ``d trend / d log lr`` on a second y axis, its minimum before the lowest loss marked
-  (``steepest_lr``);
+* the slope ``d trend / d log lr`` on a second y axis (framed on its part before the lowest loss, where
+  its minimum, ``steepest_lr``, is marked);
 * the LR where the sweep stopped for divergence.
 
 Every line and marker carries a ``gid`` (``"loss"``, ``"smoothed"``, ``"trend"``, ``"slope"``, ``"peak"``,
@@ -153,6 +153,10 @@ def plot_lr_find(result: LRFindResult, title: str) -> Any:
             i_steep = int(np.argmin(curves.slope[: curves.i_min + 1]))
             ax_slope.plot([curves.lrs[i_steep]], [curves.slope[i_steep]], marker="x", color="tab:orange",
                           ms=8, ls="none", gid="steepest")  # fmt: skip
+        falling = curves.slope[: curves.i_min + 1]  # frame the part the steepest descent is read from
+        low, high = float(min(falling.min(), 0.0)), float(max(falling.max(), 0.0))
+        span = max(high - low, 1e-12)
+        ax_slope.set_ylim(low - 0.05 * span, high + 0.5 * span)
         ax_slope.set_ylabel("slope of the trend (per e-fold of LR)")
         more_handles, more_labels = ax_slope.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
