@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cosanneal.tune.lrfind_plot import plot_lr_find
+
 if TYPE_CHECKING:
     from cosanneal.tune.lrfind import LRFindResult
 
@@ -32,41 +34,6 @@ _OPTIONS = {
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
-
-
-def plot_lr_find(result: LRFindResult, title: str) -> Any:
-    """A matplotlib Figure (Agg, no pyplot) of loss vs LR on a log x axis, the suggestion marked."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from cosanneal.plotting import DPI, FIGSIZE
-
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.plot(result.lrs, result.losses, color="tab:blue", alpha=0.3, lw=1, label="loss")
-    ax.plot(result.lrs, result.smoothed, color="tab:blue", lw=2, label="smoothed loss (EMA)")
-    s = result.suggestion
-    if s is not None:
-        ax.axvline(s.peak_lr, color="tab:green", lw=2, label=f"suggested peak {_fmt(s.peak_lr)}")
-        ax.axvline(s.min_lr, color="tab:green", ls=":", label=f"suggested floor {_fmt(s.min_lr)}")
-        ax.axvline(s.min_loss_lr, color="tab:gray", ls="--", label=f"lowest loss {_fmt(s.min_loss_lr)}")
-    if result.diverged_at is not None:
-        ax.axvline(result.diverged_at, color="tab:red", ls="--", label=f"diverged {_fmt(result.diverged_at)}")
-    if len(result.losses):  # frame the falling part; the divergent tail may leave the top
-        i_min = int(result.smoothed.argmin())
-        low = float(min(result.losses.min(), result.smoothed[i_min]))
-        high = float(max(result.smoothed[: i_min + 1].max(), result.losses[0]))
-        span = max(high - low, 1e-12)
-        ax.set_ylim(low - 0.05 * span, high + 0.3 * span)
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("training loss")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    return fig
 
 
 def _tables(result: LRFindResult) -> list[Any]:
