@@ -2,35 +2,49 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.cosanneal-installed
+# Two installs, each with its own stamp: the demo needs only the runtime extra; tests, lint and the
+# docs build install the dev extra (peers, jax, keras, mkdocs, ...) on top of it.
+STAMP_RUNTIME := $(VENV)/.cosanneal-runtime
+STAMP_DEV := $(VENV)/.cosanneal-dev
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup setup-runtime demo test lint docs bench clean
 
-setup: $(STAMP)
+setup: $(STAMP_DEV)
+
+setup-runtime: $(STAMP_RUNTIME)
 
 # torch is pinned and installed first, so no unpinned torch (and no CUDA wheels) is ever resolved.
-# timm is installed without its dependencies: only its scheduler files are used (as a peer, in tests).
-$(STAMP): pyproject.toml
+$(STAMP_RUNTIME): pyproject.toml constraints-ci.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints-ci.txt -e '.[runtime]'
+	touch $(STAMP_RUNTIME)
+
+# timm is installed without its dependencies: only its scheduler files are used (as a peer, in tests).
+$(STAMP_DEV): $(STAMP_RUNTIME)
 	$(BIN)/python -m pip install -q --no-deps timm==1.0.31
 	$(BIN)/python -m pip install -q -c constraints-ci.txt -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP_DEV)
 
-demo: setup
+demo: $(STAMP_RUNTIME)
 	$(BIN)/cosanneal demo --run-dir runs/demo
 
-test: setup
+test: $(STAMP_DEV)
 	$(BIN)/python -m pytest -q -n 2 --durations=25 tests src/cosanneal
 
-lint: setup
+lint: $(STAMP_DEV)
 	$(BIN)/ruff check src tests benchmarks scripts examples
 	$(BIN)/ruff format --check src tests benchmarks scripts examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: setup
+# The guide and the API reference generated from the docstrings (mkdocs.yml); --strict fails on a
+# broken link or a docstring griffe cannot parse.
+docs: $(STAMP_DEV)
+	$(BIN)/mkdocs build --strict -d site
+
+bench: $(STAMP_DEV)
 	$(BIN)/python -m pip install -q pytorch-lightning==2.6.6
 	$(BIN)/python benchmarks/bench_step.py
 	$(BIN)/python benchmarks/bench_telemetry.py
@@ -38,4 +52,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_gpu_telemetry.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) build dist src/*.egg-info site
