@@ -34,9 +34,10 @@ test: $(STAMP_DEV)
 	$(BIN)/python -m pytest -q -n 2 --durations=25 tests src/cosanneal
 
 lint: $(STAMP_DEV)
-	$(BIN)/ruff check src tests benchmarks scripts examples
-	$(BIN)/ruff format --check src tests benchmarks scripts examples
+	$(BIN)/ruff check src tests benchmarks scripts examples docs/tooling
+	$(BIN)/ruff format --check src tests benchmarks scripts examples docs/tooling
 	$(BIN)/mypy
+	$(BIN)/mypy --strict tests/docs docs/tooling
 	$(BIN)/lint-imports
 
 # The guide and the API reference generated from the docstrings (mkdocs.yml); --strict fails on a
