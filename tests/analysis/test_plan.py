@@ -283,7 +283,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_cli_prints_the_table_and_writes_a_loadable_file(tmp_path: Path) -> None:
     out = _cli(
-        "plan", "--total", "90ep", "--steps-per-epoch", "390", "--cycles", "3", "--cycle-mult", "2",
+        "plan", "--steps", "90ep", "--steps-per-epoch", "390", "--cycles", "3", "--cycle-mult", "2",
         "--warmup", "2ep", "--step-seconds", "0.12", "--price-per-hour", "2.5", "--mtbf", "6h",
         "--checkpoint-seconds", "20", "-o", "plan.toml", cwd=tmp_path,
     )  # fmt: skip
@@ -308,7 +308,7 @@ def test_cli_measure_and_errors(tmp_path: Path) -> None:
     )
     out = _cli(
         "plan",
-        "--total",
+        "--steps",
         "4ep",
         "--cycles",
         "2",
@@ -322,12 +322,12 @@ def test_cli_measure_and_errors(tmp_path: Path) -> None:
     assert "50 steps per epoch" in out.stdout  # 1600 training samples // 32
     assert "200 steps (4 epochs of 50)" in out.stdout and "total: 200 steps x" in out.stdout
 
-    out = _cli("plan", "--total", "100", "--warmup", "100", "--cycles", "2", cwd=tmp_path)
+    out = _cli("plan", "--steps", "100", "--warmup", "100", "--cycles", "2", cwd=tmp_path)
     assert out.returncode == 2
     assert out.stderr == (
         "error: warmup='100' (100 steps) leaves no step for the cycles of a 100-step budget; "
         "shorten warmup or raise total\n"
     )
-    out = _cli("plan", "--total", "100", "--step-seconds", "0.1", "--measure", str(config), cwd=tmp_path)
+    out = _cli("plan", "--steps", "100", "--step-seconds", "0.1", "--measure", str(config), cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.startswith("error: --measure and --step-seconds")
     assert not (tmp_path / "plan.toml").exists()

@@ -502,7 +502,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
         ([str(csv_path)], "no schedule stored with this trace; pass --schedule SPEC"),
         ([str(csv_path), *cosine], "cycle_steps"),
         ([str(csv_path), *cosine, "--set", "cycle_steps=3ep"], "is in epochs; pass --steps-per-epoch N"),
-        ([str(csv_path), *cosine, "--set", "cycle_steps=0.5dur"], "pass --total-steps N"),
+        ([str(csv_path), *cosine, "--set", "cycle_steps=0.5dur"], "pass --steps N"),
         ([str(csv_path), "--schedule", str(tmp_path / "nope.toml")], "nope.toml"),
         (
             [str(csv_path), *cosine, "--set", "cycle_steps=3", "--tag", "learning_rate"],

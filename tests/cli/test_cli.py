@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from cosanneal import Cosine
-from cosanneal.cli import DType, main
+from cosanneal.cli import main
+from cosanneal.commands.options import DType
 from cosanneal.schedules.lint import DTYPES
 from cosanneal.schedules.spec import load_spec
 

@@ -292,7 +292,7 @@ def test_cli_writes_a_png_and_a_spec_that_show_and_train_accept(tmp_path: Path) 
     config = tmp_path / "blobs.json"
     config.write_text(json.dumps(BLOBS))
     result = _process(
-        "lr-find", str(config), "--min", "1e-4", "--max", "10", "--steps", "30", "--set", "seed=2",
+        "lr-find", str(config), "--min", "1e-4", "--max", "10", "--sweep-steps", "30", "--set", "seed=2",
         "-o", "out/lrfind.png", "--write-spec", "spec.toml", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

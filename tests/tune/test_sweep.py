@@ -178,7 +178,7 @@ def test_sweep_prunes_bad_trials_at_cycle_ends_and_show_summarises_it(
                 settings.url,
                 "--study",
                 "s",
-                "--runs-dir",
+                "--output",
                 str(settings.runs_dir),
             ]
         )
@@ -223,7 +223,7 @@ def _files(tmp_path: Path, sleep: float) -> tuple[Path, Path]:
 def _worker(config: Path, space: Path, tmp_path: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "cosanneal", "sweep", str(config), "--space", str(space), "--study", "w",
-           "--runs-dir", str(tmp_path / "runs"), "--pruner", "none", *extra]  # fmt: skip
+           "--output", str(tmp_path / "runs"), "--pruner", "none", *extra]  # fmt: skip
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -381,7 +381,7 @@ def test_best_params_are_printed_in_the_units_of_the_space(
     space = tmp_path / "space.toml"
     space.write_text('"schedule.cycle_steps" = {low = 0.1, high = 0.3, step = 0.05, unit = "dur"}\n'
                      '"schedule.peak_lr" = {low = 0.05, high = 0.3}\n')  # fmt: skip
-    argv = ["sweep", str(config), "--space", str(space), "--study", "u", "--runs-dir", str(tmp_path / "runs"),
+    argv = ["sweep", str(config), "--space", str(space), "--study", "u", "--output", str(tmp_path / "runs"),
             "--trials", "1", "--pruner", "none", "--seed", "0"]  # fmt: skip
     with pytest.raises(SystemExit) as exit_:
         main(argv)
@@ -395,7 +395,7 @@ def test_best_params_are_printed_in_the_units_of_the_space(
     with runs.open(trial.user_attrs["run_dir"]) as run:  # the trial trained with that duration string
         assert run.params["config"]["schedule"]["cycle_steps"] == f"{cycle:g}dur"
     with pytest.raises(SystemExit) as exit_:
-        main(["sweep", "--show", "--study", "u", "--runs-dir", str(tmp_path / "runs")])
+        main(["sweep", "--show", "--study", "u", "--output", str(tmp_path / "runs")])
     assert exit_.value.code == 0
     assert f"{cycle:g}dur" in capsys.readouterr().out  # --show too
 
@@ -405,7 +405,7 @@ def test_cli_bad_space_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
     space = tmp_path / "bad.toml"
     space.write_text('"schedule.peak_lr" = {low = 1.0, high = 0.1}\n')
     with pytest.raises(SystemExit) as exit_:
-        main(["sweep", str(config), "--space", str(space), "--runs-dir", str(tmp_path)])
+        main(["sweep", str(config), "--space", str(space), "--output", str(tmp_path)])
     assert exit_.value.code == 2
     assert (
         capsys.readouterr().err

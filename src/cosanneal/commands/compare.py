@@ -7,22 +7,43 @@ mean ± std; steps and training seconds to reach ``--target``; cost) and writes 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-__all__ = ["register"]
+from cosanneal.commands.options import ConfigArg, SetOpt, examples, metric_names, renamed
+from cosanneal.commands.tables import output_console, print_table
+
+__all__ = ["Mode", "register"]
+
+EXAMPLES = examples(
+    "cosanneal compare src/cosanneal/zoo/configs/pysource_gpt.toml --schedules examples/compare/gpt/*.toml --seeds 2 "
+    "--metric val_ppl -o runs/compare-gpt",
+    "cosanneal compare src/cosanneal/zoo/configs/digits_sgdr.toml --schedules examples/compare/cosine.toml "
+    "examples/compare/sgdr.toml --seeds 3 --target 0.95",
+)
+
+
+class Mode(StrEnum):
+    """Which way a metric is better."""
+
+    max = "max"
+    min = "min"
 
 
 def register(app: typer.Typer) -> None:
     """Add ``compare`` to the CLI."""
 
-    @app.command()
+    @app.command(epilog=EXAMPLES)
     def compare(
-        config: Annotated[Path, typer.Argument(help="Training config (TOML, YAML or JSON).")],
+        config: ConfigArg,
         schedules: Annotated[
-            list[Path], typer.Option("--schedules", help="Schedule spec files (repeat, or list after it).")
+            list[Path],
+            typer.Option(
+                "--schedules", metavar="SPEC", help="Schedule spec files (repeat, or list them after it)."
+            ),
         ],
         extra: Annotated[
             list[Path] | None, typer.Argument(help="More schedule spec files.", show_default=False)
@@ -30,50 +51,66 @@ def register(app: typer.Typer) -> None:
         seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per schedule (0 .. N-1).")] = 5,
         metric: Annotated[
             str,
-            typer.Option("--metric", help="Any metric the task reports (val_acc, val_loss, val_ppl, ...)."),
+            typer.Option(
+                "--metric",
+                metavar="val_<name>",
+                help="Any metric the task reports: val_acc, val_loss, val_ppl, ...",
+                autocompletion=metric_names,
+            ),
         ] = "val_acc",
         target: Annotated[
             float | None, typer.Option("--target", help="Time the first evaluation reaching this.")
         ] = None,
         mode: Annotated[
-            str | None,
+            Mode | None,
             typer.Option(
-                "--mode", help="max or min (default: min for a loss, perplexity or error, else max)."
+                "--mode",
+                help="Is a higher metric better (max) or a lower (min)? Default: min for a loss, perplexity "
+                "or error, else max.",
+                show_default=False,
             ),
         ] = None,
-        out: Annotated[Path, typer.Option("-o", "--out", help="Output directory.")] = Path("runs/compare"),
-        sets: Annotated[
-            list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override a config value.")
+        output: Annotated[
+            Path | None,
+            typer.Option(
+                "-o", "--output", help="Output directory.  [default: runs/compare]", show_default=False
+            ),
         ] = None,
+        out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
+        sets: SetOpt = None,
     ) -> None:
-        """Train every schedule with every seed; table of final/best metric (mean ± std), time to target, cost."""
+        """Train every schedule with every seed: final and best metric (mean ± std), time to target, cost.
+
+        Writes summary.md, summary.json, lr_curves.png and val_curves.png into --output; each run
+        directory is <output>/<schedule>/seed<k> and is resumed if the command is run again.
+        """
         from rich.console import Console
-        from rich.table import Table
 
         from cosanneal.analysis.compare import CompareSettings, load_schedules, table_cells, table_header
         from cosanneal.jobs.compare import run_compare
         from cosanneal.jobs.config import load_config
 
+        out_dir = renamed(output, out, old="--out", new="--output") or Path("runs/compare")
         cfg = load_config(config, sets or [])
         specs = load_schedules([*schedules, *(extra or [])])
         settings = CompareSettings(
-            out_dir=out,
+            out_dir=out_dir,
             seeds=tuple(range(seeds)),
             metric=metric,
-            mode=mode,  # type: ignore[arg-type]  # checked by CompareSettings
+            mode=None if mode is None else mode.value,
             target=target,
         )
         err = Console(stderr=True)
         rows, _ = run_compare(
             cfg.to_dict(), specs, settings, log=lambda m: err.print(m, markup=False, highlight=False)
         )
-        table = Table(title=f"{cfg.name}: {len(specs)} schedules x {seeds} seeds (mean ± std)")
-        for i, title in enumerate(table_header(settings)):
-            table.add_column(title, justify="left" if i == 0 else "right")
-        for row in rows:
-            table.add_row(*table_cells(row, settings))
-        console = Console()
-        if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
-            console = Console(width=200)
-        console.print(table)
-        console.print(f"wrote {out}/summary.md, summary.json, lr_curves.png, val_curves.png")
+        console = output_console()
+        print_table(
+            console,
+            f"{cfg.name}: {len(specs)} schedules x {seeds} seeds (mean ± std)",
+            table_header(settings),
+            [table_cells(row, settings) for row in rows],
+        )
+        console.print(
+            f"wrote {out_dir}/summary.md, summary.json, lr_curves.png, val_curves.png", highlight=False
+        )

@@ -9,24 +9,43 @@ one ``error:`` line.
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-__all__ = ["register"]
+from cosanneal.commands.options import examples
+
+__all__ = ["Device", "register"]
+
+
+EXAMPLES = examples(
+    "cosanneal ensemble runs/digits_sgdr",
+    "cosanneal ensemble runs/digits_sgdr --last 3 --json",
+)
+
+
+class Device(StrEnum):
+    """Where the snapshots are evaluated."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``ensemble`` command to the CLI app."""
 
-    @app.command("ensemble")
+    @app.command("ensemble", epilog=EXAMPLES)
     def ensemble(
         run: Annotated[Path, typer.Argument(help="Run directory (holding run.db and checkpoints/).")],
         last: Annotated[
             int | None, typer.Option("--last", help="Ensemble only the last K cycle-end snapshots.")
         ] = None,
-        device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+        device: Annotated[
+            Device, typer.Option("--device", help="Where to evaluate (auto: cuda when there is one).")
+        ] = Device.auto,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
         """Evaluate the ensemble of RUN's cycle-end snapshots (averaged softmax probabilities).
@@ -39,12 +58,9 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from cosanneal.errors import ConfigError
         from cosanneal.jobs.ensemble import evaluate_ensemble
 
-        if device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
-        result = evaluate_ensemble(run, last, device=device)
+        result = evaluate_ensemble(run, last, device=device.value)
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2))
             return

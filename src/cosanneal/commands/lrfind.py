@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cosanneal.commands.options import ConfigArg, SetOpt, examples, renamed
 from cosanneal.tune.lrfind_plot import plot_lr_find
 
 if TYPE_CHECKING:
@@ -20,13 +21,18 @@ if TYPE_CHECKING:
 
 __all__ = ["lr_find_command", "plot_lr_find", "register"]
 
+EXAMPLES = examples(
+    "cosanneal lr-find src/cosanneal/zoo/configs/digits_sgdr.toml -o lrfind.png",
+    "cosanneal lr-find my_job.toml --min 1e-6 --max 1 --sweep-steps 200 --write-spec suggested.toml",
+)
+
 #: At most this many rows of the curve are printed.
 CURVE_ROWS = 25
 #: Library argument -> command-line option, for error messages.
 _OPTIONS = {
     "min_lr": "--min",
     "max_lr": "--max",
-    "steps": "--steps",
+    "steps": "--sweep-steps",
     "smoothing": "--smoothing",
     "diverge": "--diverge",
 }
@@ -66,14 +72,20 @@ def _tables(result: LRFindResult) -> list[Any]:
 
 
 def lr_find_command(
-    config: Annotated[Path, typer.Argument(help="Training config (TOML, YAML or JSON).")],
-    sets: Annotated[
-        list[str] | None,
-        typer.Option("--set", metavar="KEY=VALUE", help="Override a config value (repeatable)."),
-    ] = None,
+    config: ConfigArg,
+    sets: SetOpt = None,
     min_lr: Annotated[float, typer.Option("--min", help="First LR of the sweep (> 0).")] = 1e-7,
     max_lr: Annotated[float, typer.Option("--max", help="Last LR of the sweep.")] = 1.0,
-    steps: Annotated[int, typer.Option("--steps", help="Updates in the sweep (>= 5).")] = 100,
+    sweep_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--sweep-steps",
+            metavar="N",
+            help="Updates in the sweep (>= 5).  [default: 100]",
+            show_default=False,
+        ),
+    ] = None,
+    steps_old: Annotated[int | None, typer.Option("--steps", hidden=True)] = None,
     smoothing: Annotated[float, typer.Option("--smoothing", help="EMA factor of the smoothed loss.")] = 0.98,
     diverge: Annotated[
         float, typer.Option("--diverge", help="Stop when the smoothed loss exceeds this x its best.")
@@ -83,7 +95,12 @@ def lr_find_command(
         Path | None, typer.Option("--write-spec", help="Write the suggested cosine [schedule] to this TOML.")
     ] = None,
 ) -> None:
-    """LR range test on CONFIG's model and data (on a copy); suggest a peak, a floor and a warmup."""
+    """LR range test on CONFIG's model and data (on a copy); suggest a peak, a floor and a warmup.
+
+    The LR grows geometrically from --min to --max over --sweep-steps updates; the picture shows the
+    smoothed loss the suggestion is read from. --write-spec saves the suggested cosine as a
+    [schedule] table that `cosanneal show` and `cosanneal train` read.
+    """
     from rich.console import Console
 
     from cosanneal.errors import ConfigError, CosannealError
@@ -93,6 +110,7 @@ def lr_find_command(
     from cosanneal.plotting import png_bytes
     from cosanneal.tune.lrfind import spec_toml
 
+    steps = renamed(sweep_steps, steps_old, old="--steps", new="--sweep-steps") or 100
     cfg = load_config(config, sets or [])
     try:
         result = lr_find_config(
@@ -114,7 +132,7 @@ def lr_find_command(
         if s is None:
             raise ConfigError(
                 f"--min/--max: the loss did not fall between {_fmt(min_lr)} and {_fmt(max_lr)}; "
-                "widen the range or raise --steps"
+                "widen the range or raise --sweep-steps"
             )
         if len(result.lrs) and s.min_loss_lr >= result.lrs[-1] and result.diverged_at is None:
             console.print(
@@ -129,4 +147,4 @@ def lr_find_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``lr-find`` to the ``cosanneal`` app."""
-    app.command("lr-find")(lr_find_command)
+    app.command("lr-find", epilog=EXAMPLES)(lr_find_command)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cosanneal.commands.options import UsageError, examples, renamed
+
 if TYPE_CHECKING:
     from cosanneal.analysis.plan import Plan
 
@@ -119,14 +121,28 @@ def _print_plan(p: Plan) -> None:
         console.print(line)
 
 
+EXAMPLES = examples(
+    "cosanneal plan --steps 35100 --cycles 3 --cycle-mult 2 --warmup 500 --peak 0.1",
+    "cosanneal plan --steps 90ep --steps-per-epoch 390 --cycle-mult 2 --step-seconds 0.12 --price-per-hour 2.5",
+    "cosanneal plan --steps 20000 --warmup 0.05dur --mtbf 6h --checkpoint-seconds 20 -o plan.toml",
+)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``plan`` command to the CLI app."""
 
-    @app.command("plan")
+    @app.command("plan", epilog=EXAMPLES)
     def plan_command(
-        total: Annotated[
-            str, typer.Option("--total", help="Budget: steps ('35100' or '35100st') or epochs ('90ep').")
-        ],
+        steps: Annotated[
+            str | None,
+            typer.Option(
+                "--steps",
+                metavar="BUDGET",
+                help="The budget, the run length: updates ('35100') or epochs ('90ep'). Required.",
+                show_default=False,
+            ),
+        ] = None,
+        total: Annotated[str | None, typer.Option("--total", hidden=True)] = None,
         steps_per_epoch: Annotated[
             float | None, typer.Option("--steps-per-epoch", help="Optimizer steps per epoch (for 'ep').")
         ] = None,
@@ -185,6 +201,12 @@ def register(app: typer.Typer) -> None:
         from cosanneal.errors import ConfigError
         from cosanneal.io import atomic_write_text
 
+        budget = renamed(steps, total, old="--total", new="--steps")
+        if budget is None:
+            raise UsageError(
+                "plan needs the budget: --steps N (updates) or --steps 90ep (with --steps-per-epoch)"
+            )
+
         if measure is not None and step_seconds is not None:
             raise ConfigError("--measure and --step-seconds both give the step time; pass one of them")
         if measure is not None:
@@ -202,7 +224,7 @@ def register(app: typer.Typer) -> None:
         if steps_per_epoch is not None and not (math.isfinite(steps_per_epoch) and steps_per_epoch > 0):
             raise ConfigError(f"--steps-per-epoch must be > 0, got {steps_per_epoch:g}")
         p = plan(
-            total,
+            budget,
             cycles=cycles,
             cycle_mult=cycle_mult,
             warmup=warmup,

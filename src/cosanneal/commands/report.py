@@ -11,32 +11,59 @@ from typing import Annotated
 
 import typer
 
+from cosanneal.commands.options import examples
+
 __all__ = ["register"]
+
+EXAMPLES = examples(
+    "cosanneal report runs/demo -o report.html",
+    "cosanneal report runs/compare/*/seed0 -o compare.html --title 'five schedules'",
+)
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``report`` command to the CLI app."""
 
-    @app.command("report")
+    @app.command("report", epilog=EXAMPLES)
     def report(
         runs: Annotated[
-            list[Path], typer.Argument(help="Run directories (holding run.db); several are overlaid.")
+            list[Path],
+            typer.Argument(metavar="RUN...", help="Run directories (holding run.db); several are overlaid."),
         ],
         output: Annotated[
             Path, typer.Option("--output", "-o", help="HTML file to write; PNGs go to <name>_files/.")
         ] = Path("report.html"),
-        title: Annotated[str | None, typer.Option(help="Page title (default: the run names).")] = None,
+        title: Annotated[
+            str | None,
+            typer.Option("--title", help="Page title (default: the run names).", show_default=False),
+        ] = None,
+        smoothing: Annotated[
+            float,
+            typer.Option(
+                "--smoothing",
+                min=0.0,
+                max=0.999,
+                help="EMA weight of the smoothed loss curves (the page has a slider; the PNGs use this).",
+            ),
+        ] = 0.9,
+        max_points: Annotated[
+            int,
+            typer.Option(
+                "--max-points", min=16, help="Points per series in the page (every kept point is exact)."
+            ),
+        ] = 10_000,
     ) -> None:
         """Write one self-contained HTML report of RUN..., plus its charts as PNG files.
 
         The report shows the LR vs the expected LR, loss, gradient norm, non-finite values,
-        checkpoints and throughput, every run in its own colour.
+        checkpoints and throughput, every run in its own colour; the page zooms (drag, wheel,
+        double-click resets) and shows every run's value under the cursor. One file, offline.
         """
         from rich.console import Console
 
         from cosanneal.analysis.report import build_report
 
-        info = build_report(runs, output, title=title)
+        info = build_report(runs, output, title=title, smoothing=smoothing, max_points=max_points)
         console = Console(stderr=False, highlight=False)
         for s in info.runs:
             console.print(

@@ -10,12 +10,45 @@
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-__all__ = ["register"]
+from cosanneal.commands.options import SetOpt, examples, metric_names, renamed
+from cosanneal.commands.tables import output_console, print_table
+
+__all__ = ["Direction", "Objective", "Pruner", "register"]
+
+EXAMPLES = examples(
+    "cosanneal sweep src/cosanneal/zoo/configs/digits_sgdr.toml --space examples/sweep/space.toml --trials 20",
+    "cosanneal sweep my_job.toml --space space.toml --storage postgresql://db/optuna --budget 2h --pruner hyperband",
+    "cosanneal sweep --show --study digits_sgdr",
+)
+
+
+class Pruner(StrEnum):
+    """The sweep's pruners."""
+
+    median = "median"
+    hyperband = "hyperband"
+    sha = "sha"
+    none = "none"
+
+
+class Direction(StrEnum):
+    """Which way the objective is better."""
+
+    minimize = "minimize"
+    maximize = "maximize"
+
+
+class Objective(StrEnum):
+    """Which value of the metric a trial reports."""
+
+    final = "final"
+    best = "best"
 
 
 def _fmt(value: Any) -> str:
@@ -30,29 +63,26 @@ def _value(trial: Any, key: str) -> Any:
 
 
 def _show(storage: str, study: str, png: Path) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from cosanneal.tune.sweep import plot_study, summarize_study
 
     summary = summarize_study(storage, study)
-    console = Console()
-    if not console.is_terminal:  # piped or captured: do not squeeze the tables into 80 columns
-        console = Console(width=200)
+    console = output_console()
     params = sorted({k for t in summary.best for k in t.params})
-    table = Table(title=f"study {study}: best trials ({summary.direction})")
-    for column in ("trial", "value", *params, "steps", "seconds", "cycles"):
-        table.add_column(column, justify="right")
-    for t in summary.best:
-        table.add_row(
+    rows = [
+        [
             str(t.number),
             _fmt(t.value),
             *(_fmt(_value(t, k)) for k in params),
             str(t.user_attrs.get("steps", "-")),
             _fmt(t.user_attrs.get("seconds", "-")),
             str(t.user_attrs.get("cycles_reported", "-")),
-        )
-    console.print(table)
+        ]
+        for t in summary.best
+    ]
+    header = ["trial", "value", *params, "steps", "seconds", "cycles"]
+    print_table(console, f"study {study}: best trials ({summary.direction})", header, rows)
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.states.items()))
     console.print(f"trials: {states}; cost {summary.steps} updates, {summary.seconds:.1f} s")
     if summary.importances:
@@ -71,16 +101,25 @@ def _show(storage: str, study: str, png: Path) -> None:
 def register(app: typer.Typer) -> None:
     """Add ``sweep`` to the CLI."""
 
-    @app.command()
+    @app.command(epilog=EXAMPLES)
     def sweep(
-        config: Annotated[Path | None, typer.Argument(help="Training config (TOML, YAML or JSON).")] = None,
+        config: Annotated[
+            Path | None,
+            typer.Argument(
+                metavar="[CONFIG]", help="Training config (TOML, YAML or JSON).", show_default=False
+            ),
+        ] = None,
         space: Annotated[
             Path | None, typer.Option("--space", help="Search space file (TOML/YAML/JSON).")
         ] = None,
         trials: Annotated[int, typer.Option("--trials", min=1, help="Finished trials the study needs.")] = 40,
         storage: Annotated[
             str | None,
-            typer.Option("--storage", help="SQLAlchemy URL (default: sqlite:///<runs-dir>/optuna.db)."),
+            typer.Option(
+                "--storage",
+                help="SQLAlchemy URL (default: sqlite:///<output>/optuna.db).",
+                show_default=False,
+            ),
         ] = None,
         study: Annotated[
             str | None, typer.Option("--study", help="Study name (default: config name).")
@@ -89,16 +128,25 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--budget", help="Stop starting trials after this much trial time: 2h, 30m, 600."),
         ] = None,
-        pruner: Annotated[str, typer.Option("--pruner", help="median, hyperband, sha or none.")] = "median",
+        pruner: Annotated[
+            Pruner, typer.Option("--pruner", help="Stop weak trials at their cycle ends with this pruner.")
+        ] = Pruner.median,
         metric: Annotated[
-            str, typer.Option("--metric", help="Objective metric: val_loss, val_acc.")
+            str,
+            typer.Option(
+                "--metric",
+                metavar="val_<name>",
+                help="Objective: any metric the task reports (val_loss, val_acc, val_ppl, ...).",
+                autocompletion=metric_names,
+            ),
         ] = "val_loss",
         direction: Annotated[
-            str | None, typer.Option("--direction", help="minimize or maximize (default: from --metric).")
+            Direction | None,
+            typer.Option("--direction", help="Default: from --metric (minimize a loss).", show_default=False),
         ] = None,
         objective: Annotated[
-            str, typer.Option("--objective", help="final or best value of --metric.")
-        ] = "final",
+            Objective, typer.Option("--objective", help="The final or the best value of --metric.")
+        ] = Objective.final,
         startup_trials: Annotated[
             int, typer.Option("--startup-trials", min=0, help="Unpruned trials before median pruning.")
         ] = 3,
@@ -112,20 +160,28 @@ def register(app: typer.Typer) -> None:
         max_retry: Annotated[
             int, typer.Option("--max-retry", min=0, help="Retries of a dead worker's trial.")
         ] = 2,
-        runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where trial run dirs go.")] = Path(
-            "runs/sweeps"
-        ),
-        sets: Annotated[
-            list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override a config value.")
+        output: Annotated[
+            Path | None,
+            typer.Option(
+                "-o", "--output", help="Where trial run dirs go.  [default: runs/sweeps]", show_default=False
+            ),
         ] = None,
+        runs_dir_old: Annotated[Path | None, typer.Option("--runs-dir", hidden=True)] = None,
+        sets: SetOpt = None,
         show: Annotated[
             bool, typer.Option("--show", help="Summarise the study instead of running it.")
         ] = False,
     ) -> None:
-        """Optuna sweep of a config: every trial a training run, pruned at its cycle ends."""
+        """Optuna sweep of a config: every trial a training run, pruned at its cycle ends.
+
+        Start the same command on several machines with one --storage URL to share the study; a
+        killed worker's trial is retried. --show summarises a study and writes its sweep.png.
+        """
         from cosanneal.errors import ConfigError
         from cosanneal.jobs.config import load_config
         from cosanneal.tune.sweep import SweepSettings, default_storage, load_space, parse_budget
+
+        runs_dir = renamed(output, runs_dir_old, old="--runs-dir", new="--output") or Path("runs/sweeps")
 
         if show:
             if study is None and config is None:
@@ -137,12 +193,6 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("CONFIG: give a training config to sweep (or --show --study NAME)")
         if space is None:
             raise ConfigError("--space: give a search space file, e.g. examples/sweep/space.toml")
-        if direction not in (None, "minimize", "maximize"):
-            raise ConfigError(f"--direction: must be minimize or maximize, got {direction!r}")
-        if objective not in ("final", "best"):
-            raise ConfigError(f"--objective: must be final or best, got {objective!r}")
-        if pruner not in ("median", "hyperband", "sha", "none"):
-            raise ConfigError(f"--pruner: must be one of median, hyperband, sha, none; got {pruner!r}")
         cfg = load_config(config, sets or [])
         settings = SweepSettings(
             study=study or cfg.name,
@@ -150,10 +200,10 @@ def register(app: typer.Typer) -> None:
             storage=storage,
             trials=trials,
             budget_seconds=parse_budget(budget),
-            pruner=pruner,  # type: ignore[arg-type]
+            pruner=pruner.value,
             metric=metric,
-            direction=direction,  # type: ignore[arg-type]
-            objective=objective,  # type: ignore[arg-type]
+            direction=None if direction is None else direction.value,
+            objective=objective.value,
             startup_trials=startup_trials,
             seed=seed,
             heartbeat_interval=heartbeat_interval,

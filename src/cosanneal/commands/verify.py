@@ -12,6 +12,9 @@ from typing import Annotated
 
 import typer
 
+from cosanneal.commands.options import SetOpt, StepsPerEpochOpt, examples, renamed
+from cosanneal.commands.schedules_input import is_training_config, load_bound
+
 __all__ = ["EXIT_CODES", "register"]
 
 #: Exit status of ``cosanneal verify`` per verdict status (2 is bad input, from the CLI's ``main``).
@@ -32,10 +35,17 @@ class LrRead(StrEnum):
     after_scheduler_step = "after-scheduler-step"
 
 
+EXAMPLES = examples(
+    "cosanneal verify runs/demo                    # a cosanneal run against its own schedule",
+    "cosanneal verify tb_logs/ --schedule examples/schedules/sgdr.toml --steps 3000",
+    "cosanneal verify lr.csv --schedule my_job.toml --lr-read after-scheduler-step --format json",
+)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``verify`` command to ``app``."""
 
-    @app.command("verify")
+    @app.command("verify", epilog=EXAMPLES)
     def verify_command(
         source: Annotated[
             str,
@@ -46,21 +56,25 @@ def register(app: typer.Typer) -> None:
         schedule: Annotated[
             Path | None,
             typer.Option(
-                "--schedule", help="Schedule spec file (default for a run directory: its own schedule)."
+                "--schedule",
+                metavar="SPEC",
+                help="Schedule spec or training config (default for a run directory: its own schedule).",
+                show_default=False,
             ),
         ] = None,
-        sets: Annotated[
-            list[str] | None,
-            typer.Option("--set", metavar="KEY=VALUE", help="Override a spec value (repeatable)."),
-        ] = None,
-        steps_per_epoch: Annotated[
-            float | None,
-            typer.Option("--steps-per-epoch", min=0.0, help="Optimizer updates per epoch ('3ep' durations)."),
-        ] = None,
-        total_steps: Annotated[
+        sets: SetOpt = None,
+        steps_per_epoch: StepsPerEpochOpt = None,
+        steps: Annotated[
             int | None,
-            typer.Option("--total-steps", min=1, help="Run length in updates ('0.9dur' durations)."),
+            typer.Option(
+                "--steps",
+                min=1,
+                metavar="N",
+                help="Run length in updates ('0.9dur' durations).",
+                show_default=False,
+            ),
         ] = None,
+        total_steps: Annotated[int | None, typer.Option("--total-steps", hidden=True)] = None,
         tolerance: Annotated[
             float | None,
             typer.Option(
@@ -94,17 +108,27 @@ def register(app: typer.Typer) -> None:
             ),
         ] = 0,
     ) -> None:
-        """Compare the LR a job really used with its schedule, and explain the difference."""
+        """Compare the LR a job really used with its schedule, and explain the difference.
+
+        SOURCE is a run directory (its own schedule is the reference), a TensorBoard log directory,
+        a .csv/.jsonl of (step, lr) or mlflow:<run_id>; the schedule can also be a training config.
+        Exit 0 match, 1 mismatch, 3 incomplete trace, 2 bad input.
+        """
         import json
 
         from cosanneal.analysis.trace_sources import read_trace
         from cosanneal.analysis.verify import format_verdict, verify
         from cosanneal.errors import ScheduleError, SpecError
-        from cosanneal.schedules.spec import load_spec
+        from cosanneal.schedules.spec import load_spec, read_mapping
 
+        steps = renamed(steps, total_steps, old="--total-steps", new="--steps")
         trace = read_trace(source, tag=tag, group=group, tracking_uri=tracking_uri)
         scale = 1.0
-        if schedule is not None or sets:
+        if schedule is not None and is_training_config(read_mapping(schedule)):
+            config_run = load_bound(schedule, sets, steps, steps_per_epoch)
+            spec, origin = config_run.schedule, str(schedule)
+            steps_per_epoch = config_run.steps_per_epoch
+        elif schedule is not None or sets:
             spec = load_spec(schedule, sets or ())
             origin = str(schedule) if schedule is not None else "--set"
         elif trace.schedule is not None:
@@ -114,10 +138,10 @@ def register(app: typer.Typer) -> None:
         for name, value in spec.unbound_fields().items():
             if value.endswith("ep") and steps_per_epoch is None:
                 raise SpecError(f"{origin}: {name}={value!r} is in epochs; pass --steps-per-epoch N")
-            if value.endswith("dur") and total_steps is None:
-                raise SpecError(f"{origin}: {name}={value!r} is a fraction of the run; pass --total-steps N")
+            if value.endswith("dur") and steps is None:
+                raise SpecError(f"{origin}: {name}={value!r} is a fraction of the run; pass --steps N")
         try:
-            bound = spec.bind(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+            bound = spec.bind(total_steps=steps, steps_per_epoch=steps_per_epoch)
         except ScheduleError as exc:
             raise SpecError(f"{origin}: {exc}") from None
         tol = 1e-9 if tolerance is None else tolerance

@@ -29,13 +29,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from cosanneal.errors import ConfigError, RunIOError, ScheduleError
+from cosanneal.errors import ConfigError, RunIOError
 from cosanneal.jobs.builders import build_data, build_model, pick_device
-from cosanneal.jobs.checks import check_task, resolve_length
+from cosanneal.jobs.checks import check_task
 from cosanneal.jobs.config import TrainConfig
 from cosanneal.jobs.loading import TrainLoader
 from cosanneal.jobs.loop import Loop, Parts
 from cosanneal.jobs.optimizers import build_optimizer
+from cosanneal.jobs.preview import RunShape, bind_schedule, run_length
 from cosanneal.jobs.sink_factories import build_sinks, resolve_factories
 from cosanneal.jobs.tasks import batch_tokens, build_task
 from cosanneal.runtime import distributed
@@ -46,7 +47,7 @@ from cosanneal.runtime.preemption import Preemption
 from cosanneal.runtime.runstore import RunStore, run_params, run_relative
 from cosanneal.runtime.stopping import RestartAwareEarlyStopping
 from cosanneal.runtime.telemetry import Telemetry
-from cosanneal.schedules import Schedule, from_dict, lint
+from cosanneal.schedules import Schedule, lint
 from cosanneal.torch import Scheduler
 
 Log = Callable[[str], None]
@@ -133,19 +134,6 @@ class Trainer:
         self._resume_hint = resume_hint
 
     # ---- setup ----------------------------------------------------------------------------
-    def _schedule(
-        self, total_steps: int, per_epoch: int | None, samples_per_update: int, tokens_per_update: int | None
-    ) -> Schedule:
-        try:
-            return from_dict(self.config.schedule).bind(
-                total_steps=total_steps,
-                steps_per_epoch=per_epoch,
-                samples_per_update=samples_per_update,
-                tokens_per_update=tokens_per_update,
-            )
-        except ScheduleError as exc:
-            raise ConfigError(f"schedule.{exc}") from exc
-
     def _make_scheduler(
         self, optimizer: torch.optim.Optimizer, schedule: Schedule, scales: list[float]
     ) -> Scheduler:
@@ -166,19 +154,6 @@ class Trainer:
             )
 
     # ---- the job --------------------------------------------------------------------------
-    def _total(self, per_epoch: int | None, samples: int, tokens: int | None) -> int:
-        """Updates in the run: ``epochs`` over the data, capped by ``max_steps`` (updates or a duration)."""
-        cfg = self.config
-        limit = None if cfg.max_steps is None else resolve_length(cfg.max_steps, per_epoch, samples, tokens)
-        if per_epoch is None:
-            if limit is None:
-                raise ConfigError(
-                    "max_steps: the training data set has no length (an iterable data set), so epochs cannot "
-                    "set the run's length; set max_steps (e.g. 10000, '2e6sp' or '5e7tok')"
-                )
-            return limit
-        return cfg.epochs * per_epoch if limit is None else min(limit, cfg.epochs * per_epoch)
-
     def build(self) -> Parts:
         """Build every piece of the job from the config, before anything is written to the run.
 
@@ -208,8 +183,9 @@ class Trainer:
         samples_per_update = cfg.batch_size * world.size
         tokens_per_update = None if tokens is None else tokens * world.size
         per_epoch = train.batches_per_epoch
-        total = self._total(per_epoch, samples_per_update, tokens_per_update)
-        schedule = self._schedule(total, per_epoch, samples_per_update, tokens_per_update)
+        shape = RunShape(per_epoch, samples_per_update, tokens_per_update, world.size)
+        total = run_length(cfg, shape)
+        schedule = bind_schedule(cfg, total, shape)
 
         train_model: nn.Module = model
         if world.size > 1:
