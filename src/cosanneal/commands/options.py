@@ -129,12 +129,15 @@ class DType(StrEnum):
 SpecArg = Annotated[
     Path | None,
     typer.Argument(
+        metavar="SPEC",
         help="Schedule spec or training config (.toml, .yaml, .yml, .json); may be left out when --set "
         "gives kind. A training config's steps come from its epochs, batch size and data.",
         show_default=False,
     ),
 ]
-ConfigArg = Annotated[Path, typer.Argument(help="Training config (TOML, YAML or JSON).", show_default=False)]
+ConfigArg = Annotated[
+    Path, typer.Argument(metavar="CONFIG", help="Training config (TOML, YAML or JSON).", show_default=False)
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(

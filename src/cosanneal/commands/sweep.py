@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
         config: Annotated[
             Path | None,
             typer.Argument(
-                metavar="[CONFIG]", help="Training config (TOML, YAML or JSON).", show_default=False
+                metavar="CONFIG", help="Training config (TOML, YAML or JSON).", show_default=False
             ),
         ] = None,
         space: Annotated[

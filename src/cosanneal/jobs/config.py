@@ -590,8 +590,7 @@ def _check_schedule(schedule: Mapping[str, Any]) -> None:
 
 def _check_builtins(cfg: TrainConfig) -> None:
     """The built-in model's and data set's names and options (a ``module:function`` entry is checked when built)."""
-    from cosanneal.zoo.data import check_data_options
-    from cosanneal.zoo.models import check_model_options
+    from cosanneal.zoo.catalog import check_data_options, check_model_options  # no torch import
 
     for key, entry in (("model.entry", cfg.model.entry), ("data.entry", cfg.data.entry)):
         if entry is not None and not _ENTRY.fullmatch(entry):

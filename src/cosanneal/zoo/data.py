@@ -17,21 +17,13 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from cosanneal.zoo.options import Check, check_options, count, fraction, raise_value_error
-from cosanneal.zoo.options import seed as seed_check
+from cosanneal.zoo.catalog import DATA_CHECKS, check_data_options
+from cosanneal.zoo.options import raise_value_error
 
 Split = tuple[TensorDataset, TensorDataset]
 
 #: The check of every option a built-in data set takes.
-OPTION_CHECKS: dict[str, Check] = {
-    "n": count,
-    "classes": count,
-    "dim": count,
-    "val_fraction": fraction,
-    "split_seed": seed_check,
-    "block": count,
-    "max_bytes": count,
-}
+OPTION_CHECKS = DATA_CHECKS
 
 
 def _split(n: int, labels: np.ndarray, val_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,21 +111,6 @@ def pysource(block: int = 64, max_bytes: int = 3_000_000, val_fraction: float = 
 
 
 DATASETS: dict[str, Callable[..., Any]] = {"digits": digits, "blobs": blobs, "pysource": pysource}
-
-
-def check_data_options(name: str, options: Any) -> None:
-    """Check ``data.name`` and ``data.options`` of a config without loading the data.
-
-    Raises:
-        ConfigError: one line naming ``data.name`` or ``data.options.<option>``.
-
-    Example:
-        >>> check_data_options("digits", {"val_fraction": 1.5})
-        Traceback (most recent call last):
-        ...
-        cosanneal.errors.ConfigError: data.options.val_fraction: must be a number in (0, 1), got 1.5
-    """
-    check_options("data", name, DATASETS, OPTION_CHECKS, options)
 
 
 def load_dataset(name: str, **kwargs: Any) -> Any:

@@ -7,20 +7,11 @@ from typing import Any
 
 from torch import nn
 
-from cosanneal.zoo.options import Check, check_options, count, probability, raise_value_error
+from cosanneal.zoo.catalog import MODEL_CHECKS, check_model_options
+from cosanneal.zoo.options import raise_value_error
 
 #: The check of every option a built-in model takes (sizes >= 1, dropout in [0, 1)).
-OPTION_CHECKS: dict[str, Check] = {
-    "channels": count,
-    "classes": count,
-    "dropout": probability,
-    "in_features": count,
-    "hidden": count,
-    "layers": count,
-    "heads": count,
-    "width": count,
-    "block": count,
-}
+OPTION_CHECKS = MODEL_CHECKS
 
 
 class DigitsCNN(nn.Module):
@@ -73,21 +64,6 @@ def char_gpt(
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"cnn": DigitsCNN, "mlp": mlp, "gpt": char_gpt}
-
-
-def check_model_options(name: str, options: Any) -> None:
-    """Check ``model.name`` and ``model.options`` of a config without building the model.
-
-    Raises:
-        ConfigError: one line naming ``model.name`` or ``model.options.<option>``.
-
-    Example:
-        >>> check_model_options("mlp", {"dropout": 2.0})
-        Traceback (most recent call last):
-        ...
-        cosanneal.errors.ConfigError: model.options.dropout: must be a number in [0, 1), got 2.0
-    """
-    check_options("model", name, MODELS, OPTION_CHECKS, options)
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:

@@ -11,8 +11,7 @@ Example:
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cosanneal.errors import ConfigError
@@ -72,26 +71,26 @@ def raise_value_error(checks: Mapping[str, Check], **values: Any) -> None:
 def check_options(
     section: str,
     name: str,
-    builders: Mapping[str, Callable[..., Any]],
+    parameters: Mapping[str, Sequence[str]],
     checks: Mapping[str, Check],
     options: Any,
 ) -> None:
-    """Check a config's ``<section>.name`` and ``<section>.options`` against a built-in's signature and checks.
+    """Check a config's ``<section>.name`` and ``<section>.options`` against a built-in's options and checks.
 
     Raises:
         ConfigError: ``<section>.name`` is not a built-in, an option is not a parameter of that
             built-in, or an option's value fails its check; one line naming the dotted key.
     """
-    if name not in builders:
-        raise ConfigError(f"{section}.name: must be one of {', '.join(sorted(builders))}, got {_show(name)}")
+    if name not in parameters:
+        raise ConfigError(f"{section}.name: must be one of {', '.join(sorted(parameters))}, got {_show(name)}")
     if not isinstance(options, Mapping):
         raise ConfigError(f"{section}.options: must be a table, got {_show(options)}")
-    parameters = inspect.signature(builders[name]).parameters
+    allowed = parameters[name]
     for key in options:
-        if key not in parameters:
+        if key not in allowed:
             part = key if isinstance(key, str) and key.isidentifier() else repr(key)
             raise ConfigError(
-                f"{section}.options.{part}: unknown option of {section} {name!r}; allowed: {', '.join(parameters)}"
+                f"{section}.options.{part}: unknown option of {section} {name!r}; allowed: {', '.join(allowed)}"
             )
     found = first_problem(checks, options)
     if found is not None:
