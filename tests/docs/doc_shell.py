@@ -18,8 +18,8 @@ The convention (documented in docs/index.md, "Commands in the docs are tested"):
 
 Each command runs in order as ``bash -c COMMAND`` from the root of a fresh copy of the repository's
 tracked files (so files a command writes are there for the next one, but ``cd`` and variables are not
-carried over), with the virtual environment's ``bin`` first on ``PATH`` and ``.venv`` in the copy
-linked to that environment.
+carried over), with the virtual environment's ``bin`` first on ``PATH``, ``.venv`` in the copy
+linked to that environment, and one torch thread per command (``OMP_NUM_THREADS=1`` unless set).
 """
 
 from __future__ import annotations
@@ -292,5 +292,8 @@ def reader_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")])
     env["VIRTUAL_ENV"] = sys.prefix
     env["MPLBACKEND"] = "Agg"
+    # one torch/BLAS thread per command: pytest-xdist runs pages side by side on few cores, and the
+    # docs' jobs are small enough that more threads only contend
+    env.setdefault("OMP_NUM_THREADS", "1")
     env.pop("PYTHONPATH", None)
     return env

@@ -41,4 +41,6 @@ def test_every_command_of_the_page_runs_as_shown(page: Path, tmp_path: Path) -> 
         pytest.skip(f"every block of the page is marked skip: {skipped}")
     repo = fresh_copy(ROOT, tmp_path / "repo")
     outcome = run_commands(commands, repo, reader_env())
+    for cmd, seconds in sorted(outcome.seconds, key=lambda cs: -cs[1])[:5]:  # shown by pytest -rP
+        print(f"{seconds:6.1f} s  {cmd.where}  {cmd.text.splitlines()[0][:90]}")
     assert outcome.failure is None, outcome.failure

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from doc_shell import reader_env
 
 from cosanneal import Cosine, runs
 
@@ -42,7 +43,13 @@ def test_the_page_shows_each_script_as_it_is() -> None:
 
 def _run(*args: str, cwd: Path) -> str:
     proc = subprocess.run(
-        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, *args],
+        cwd=cwd,
+        env=reader_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
