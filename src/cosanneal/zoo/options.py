@@ -82,7 +82,9 @@ def check_options(
             built-in, or an option's value fails its check; one line naming the dotted key.
     """
     if name not in parameters:
-        raise ConfigError(f"{section}.name: must be one of {', '.join(sorted(parameters))}, got {_show(name)}")
+        raise ConfigError(
+            f"{section}.name: must be one of {', '.join(sorted(parameters))}, got {_show(name)}"
+        )
     if not isinstance(options, Mapping):
         raise ConfigError(f"{section}.options: must be a table, got {_show(options)}")
     allowed = parameters[name]
