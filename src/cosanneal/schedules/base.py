@@ -74,6 +74,34 @@ def as_number(value: float) -> int | float:
     return value
 
 
+def power(base: float, exponent: float) -> float:
+    """``base ** exponent`` for one step, as ``np.power`` computes it over an array of exponents.
+
+    On CPUs with AVX-512, numpy's array ``power`` runs a vectorised kernel whose results differ
+    from the C library's ``pow`` by an ulp now and then, and with one exponent broadcast over an
+    array it squares, roots or inverts exactly for ``2``, ``0.5`` and ``-1`` instead. So
+    ``x ** y`` in Python can disagree with the array path. This runs the kernel an array of
+    exponents gets (``lr * gamma ** k`` over steps ``k``); :func:`power_fixed` is the one for a
+    fixed exponent over an array of bases. Either keeps ``schedule(t)`` bit-identical to
+    ``schedule([t])`` on every machine.
+
+    Example:
+        >>> power(0.5, 2.0)
+        0.25
+    """
+    return float(np.power(np.array([base]), np.array([exponent]))[0])
+
+
+def power_fixed(base: float, exponent: float) -> float:
+    """``base ** exponent`` as ``np.power(bases, exponent)`` computes it with one fixed exponent.
+
+    Example:
+        >>> power_fixed(9.0, 0.5)
+        3.0
+    """
+    return float(np.power(base, exponent))
+
+
 def check_step(t: Any) -> float:
     """Validate a scalar step and return it as a float."""
     if isinstance(t, bool) or not isinstance(t, numbers.Real):

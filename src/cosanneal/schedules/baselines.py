@@ -30,7 +30,16 @@ import numpy as np
 from cosanneal.errors import ScheduleError
 from cosanneal.schedules import _validate as v
 from cosanneal.schedules import durations
-from cosanneal.schedules.base import CycleInfo, FloatArray, Schedule, as_number, check_step, register
+from cosanneal.schedules.base import (
+    CycleInfo,
+    FloatArray,
+    Schedule,
+    as_number,
+    check_step,
+    power,
+    power_fixed,
+    register,
+)
 
 M = TypeVar("M", bound="MultiStep")
 
@@ -133,11 +142,6 @@ def _lengths(schedule: Schedule) -> None:
         object.__setattr__(schedule, name, value)
 
 
-def _pow(base: float, exponent: float) -> float:
-    """``base ** exponent`` through ``numpy.power``, the function the array path uses."""
-    return float(np.power(base, exponent))
-
-
 # ---- schedules ---------------------------------------------------------------------------------
 class _Settling(Schedule):
     """A schedule without restarts: one cycle up to its horizon, then the hold as a cycle of its own."""
@@ -227,7 +231,7 @@ class Step(_Settling):
         _lengths(self)
 
     def _scalar(self, t: float) -> float:
-        return float(self.lr) * _pow(float(self.gamma), t // float(self.step_size))
+        return float(self.lr) * power(float(self.gamma), t // float(self.step_size))
 
     def _vector(self, t: FloatArray) -> FloatArray:
         k = np.floor_divide(t, float(self.step_size))
@@ -368,7 +372,7 @@ class Exponential(_Settling):
             raise ScheduleError(f"min_lr must be <= lr ({self.lr!r}), got {self.min_lr!r}")
 
     def _scalar(self, t: float) -> float:
-        return max(float(self.lr) * _pow(float(self.gamma), t), float(self.min_lr))
+        return max(float(self.lr) * power(float(self.gamma), t), float(self.min_lr))
 
     def _vector(self, t: FloatArray) -> FloatArray:
         out = np.power(float(self.gamma), t)
@@ -438,7 +442,7 @@ class Polynomial(_Settling):
         total, lr, end = float(self.total_steps), float(self.lr), float(self.end_lr)
         rest = 1.0 - min(t, total) / total
         if float(self.power) != 1.0:
-            rest = _pow(rest, float(self.power))
+            rest = power_fixed(rest, float(self.power))
         return min((lr - end) * rest + end, lr)
 
     def _vector(self, t: FloatArray) -> FloatArray:
@@ -595,7 +599,7 @@ class Cyclic(Schedule):
         if self.mode == "triangular2":
             scale *= math.ldexp(1.0, -int(k))  # 2 ** -k, exactly
         elif self.mode == "exp_range":
-            scale *= _pow(float(self.gamma), t)
+            scale *= power(float(self.gamma), t)
         top, base = float(self.max_lr), float(self.base_lr)
         return top if scale == 1.0 else base + (top - base) * scale
 

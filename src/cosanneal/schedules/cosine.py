@@ -33,7 +33,16 @@ import numpy as np
 from cosanneal.errors import ScheduleError
 from cosanneal.schedules import _validate as v
 from cosanneal.schedules import durations
-from cosanneal.schedules.base import CycleInfo, FloatArray, Schedule, as_number, check_step, register
+from cosanneal.schedules.base import (
+    CycleInfo,
+    FloatArray,
+    Schedule,
+    as_number,
+    check_step,
+    power,
+    power_fixed,
+    register,
+)
 
 _WARMUP_SHAPES = ("linear", "cosine", "exponential")
 _DECAY_MODES = ("peak", "amplitude")
@@ -54,7 +63,9 @@ def _warmup_curve(shape: str, frac: Any, start: Any, end: Any, xp: Any) -> Any:
         return start + (end - start) * frac
     if shape == "cosine":
         return start + (end - start) * 0.5 * (1.0 - xp.cos(math.pi * frac))
-    return start * (end / start) ** frac
+    if xp is math:
+        return start * power(end / start, frac)
+    return start * np.power(end / start, frac)
 
 
 @register("cosine")
@@ -299,7 +310,7 @@ class Cosine(Schedule):
         A peak that decays below an absolute floor is held at the floor, so the LR never rises
         inside a cycle.
         """
-        decay = float(self.peak_decay) ** i
+        decay = power(float(self.peak_decay), float(i))
         if self.peak_decay_mode == "amplitude":
             base = self._fixed_floor()
             return base + (float(self.peak_lr) - base) * decay
@@ -357,7 +368,7 @@ class Cosine(Schedule):
             return float(_warmup_curve(self.warmup_shape, u / cw, bottom, top, math))
         p = (u - cw) / (length - cw)
         if self.k != 1:
-            p = p ** float(self.k)
+            p = power_fixed(p, float(self.k))
         return bottom + 0.5 * (top - bottom) * (1.0 + math.cos(math.pi * p))
 
     def _vector(self, t: FloatArray) -> FloatArray:
@@ -383,7 +394,7 @@ class Cosine(Schedule):
             top = np.array([self.cycle_peak(j) for j in range(n)])[i]
             bottom = np.array([self.cycle_floor(j) for j in range(n)])[i]
         else:
-            decay = float(self.peak_decay) ** i.astype(np.float64)
+            decay = np.power(float(self.peak_decay), i.astype(np.float64))
             if self.peak_decay_mode == "amplitude":
                 bottom = self._fixed_floor()
                 top = bottom + (float(self.peak_lr) - bottom) * decay

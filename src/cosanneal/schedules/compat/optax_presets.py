@@ -21,7 +21,7 @@ import numpy as np
 
 from cosanneal.errors import ScheduleError
 from cosanneal.schedules import _validate as v
-from cosanneal.schedules.base import FloatArray, Schedule, check_step, register
+from cosanneal.schedules.base import FloatArray, Schedule, check_step, power_fixed, register
 from cosanneal.schedules.cosine import Cosine
 
 __all__ = ["OptaxCosine", "optax_sgdr", "optax_warmup_cosine_decay"]
@@ -89,7 +89,7 @@ class OptaxCosine(Schedule):
         length = float(self.decay_steps) - warmup
         u = min(t - warmup, length)
         c = 0.5 * (1.0 + math.cos(math.pi * (u / length)))
-        return end + (peak - end) * float(c ** float(self.exponent))
+        return end + (peak - end) * power_fixed(c, float(self.exponent))
 
     def _vector(self, t: FloatArray) -> FloatArray:
         warmup = self.warmup_steps
@@ -97,7 +97,7 @@ class OptaxCosine(Schedule):
         length = float(self.decay_steps) - warmup
         u = np.minimum(t - warmup, length)
         c = 0.5 * (1.0 + np.cos(math.pi * (u / length)))
-        out: FloatArray = end + (peak - end) * c ** float(self.exponent)
+        out: FloatArray = end + (peak - end) * np.power(c, float(self.exponent))
         if warmup:
             in_w = t < warmup
             out[in_w] = init + (peak - init) * (t[in_w] / warmup)
