@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 from blobs import BLOBS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))  # run alone, as the docstring says
 from test_trainer import _config, _final_weights, _lr_trace, _spawn, _wait_for_updates, _write_config
 
 from cosanneal import from_dict, runs

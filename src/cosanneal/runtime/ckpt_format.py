@@ -37,6 +37,7 @@ from cosanneal.runtime.ckpt_tensors import (
     model_tensors,
     save_optimizer,
     unwrap,
+    write_safetensors,
 )
 from cosanneal.runtime.ckpt_types import (
     CheckpointError,
@@ -235,18 +236,12 @@ def take_snapshot(
 
 
 def _model_source(tensors: dict[str, torch.Tensor]) -> FileSource:
-    """The safetensors file of ``tensors``: saved straight to a local path, or serialised for a stream."""
-    from safetensors.torch import save, save_file
-
-    meta = {"format": "pt"}
+    """The safetensors file of ``tensors``, streamed from the tensors' memory (hashed as it is written)."""
 
     def to_stream(handle: IO[bytes]) -> None:
-        handle.write(save(tensors, meta))
+        write_safetensors(tensors, handle, {"format": "pt"})
 
-    def to_path(path: str) -> None:
-        save_file(tensors, path, meta)
-
-    return FileSource(to_stream, to_path)
+    return FileSource(to_stream)
 
 
 def write_snapshot(store: CommitStrategy, staging: str, snap: Snapshot) -> Staged:

@@ -16,11 +16,95 @@ import hashlib
 import io
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 CHUNK = 1 << 20
+#: Writes are cut into pieces of this size; each piece is hashed on a helper thread while it is written.
+WRITE_PIECE = 8 << 20
+#: Below this size a piece is hashed on the writing thread (a hand-off would cost more than it saves).
+PARALLEL_MIN = 256 << 10
+
+_hasher_lock = threading.Lock()
+_hasher: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _hash_pool() -> ThreadPoolExecutor:
+    """One hashing thread per process (a fresh one in a forked child, where the parent's thread is gone)."""
+    global _hasher
+    with _hasher_lock:
+        if _hasher is None or _hasher[0] != os.getpid():
+            _hasher = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="cosanneal-hash"))
+        return _hasher[1]
+
+
+class HashingWriter(io.RawIOBase):
+    """A write-only binary stream over a file descriptor that computes SHA-256 of what it writes.
+
+    Each large write is cut into pieces of :data:`WRITE_PIECE` bytes; a piece is hashed on a helper
+    thread while the ``write`` system call stores it (both release the GIL), so the digest costs about
+    nothing on top of the write and the file never has to be read back. The digest is of the bytes
+    handed to the kernel, which is what a read-back would return from the page cache too.
+
+    Args:
+        fd: an open file descriptor; it stays open (the caller fsyncs and closes it).
+
+    Example:
+        >>> import tempfile, os
+        >>> fd, path = tempfile.mkstemp()
+        >>> writer = HashingWriter(fd)
+        >>> writer.write(b"abc"), writer.result()[1]
+        (3, 3)
+        >>> writer.result()[0] == sha256_stream(open(path, "rb"))[0]
+        True
+        >>> os.close(fd)
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self._digest = hashlib.sha256()
+        self._size = 0
+
+    def writable(self) -> bool:
+        """Always true."""
+        return True
+
+    def fileno(self) -> int:
+        """The file descriptor written to."""
+        return self._fd
+
+    def write(self, data: Any) -> int:
+        """Write all of ``data`` (any buffer) and hash it; returns its length in bytes."""
+        view = memoryview(data).cast("B")
+        total = len(view)
+        for start in range(0, total, WRITE_PIECE):
+            piece = view[start : start + WRITE_PIECE]
+            if len(piece) >= PARALLEL_MIN:
+                hashed = _hash_pool().submit(self._digest.update, piece)
+                try:
+                    _write_all(self._fd, piece)
+                finally:
+                    hashed.result()
+            else:
+                self._digest.update(piece)
+                _write_all(self._fd, piece)
+        self._size += total
+        return total
+
+    def result(self) -> tuple[str, int]:
+        """``(hex SHA-256, size in bytes)`` of everything written so far."""
+        return self._digest.hexdigest(), self._size
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    """``os.write`` until every byte of ``view`` is written (a write may store fewer bytes)."""
+    while len(view):
+        done = os.write(fd, view)
+        view = view[done:]
 
 
 def sha256_stream(handle: IO[bytes]) -> tuple[str, int]:
@@ -127,12 +211,19 @@ class LocalStorage:
             yield handle
 
     def write_file(self, path: str, producer: Callable[[IO[bytes]], None]) -> tuple[str, int]:
-        """Write a new file through ``producer``, fsync, and hash what is on disk."""
-        with open(path, "xb") as handle:
-            producer(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        return self._digest(path)
+        """Write a new file through ``producer``, hashed while it is written, and fsync it once.
+
+        ``producer`` gets a :class:`HashingWriter`: no buffer in between and no second pass over
+        the file for its digest.
+        """
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            writer = HashingWriter(fd)
+            producer(writer)  # type: ignore[arg-type]  # a binary stream that only writes
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return writer.result()
 
     def write_local(self, path: str, producer: Callable[[str], None]) -> tuple[str, int]:
         """Let ``producer(path)`` create the file itself (e.g. a library's ``save_file``), then fsync and hash it."""
