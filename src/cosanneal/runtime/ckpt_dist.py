@@ -5,6 +5,8 @@ Everything is a pass-through when torch.distributed is not initialised (a single
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def _initialised() -> bool:
     try:
@@ -36,6 +38,32 @@ def barrier() -> None:
         dist.barrier()
 
 
+def collective_device() -> Any:
+    """The device a collective's tensors must live on for the default process group's backend.
+
+    NCCL only reduces CUDA tensors (on this rank's current device), XCCL only XPU ones; gloo and MPI
+    take CPU tensors. Every small collective of the runtime (:func:`agree`,
+    :func:`cosanneal.runtime.distributed.any_rank`) builds its tensor here, so none of them sends a
+    CPU tensor to NCCL. ``cpu`` when not distributed.
+
+    Example:
+        >>> str(collective_device())
+        'cpu'
+    """
+    import torch
+
+    if not _initialised():
+        return torch.device("cpu")
+    import torch.distributed as dist
+
+    backend = str(dist.get_backend()).lower()
+    if backend == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    if backend == "xccl":
+        return torch.device("xpu", torch.xpu.current_device())
+    return torch.device("cpu")
+
+
 def agree(flag: bool) -> bool:
     """Rank 0's ``flag``, broadcast so every rank takes the same branch (``flag`` when not distributed).
 
@@ -48,7 +76,6 @@ def agree(flag: bool) -> bool:
     import torch
     import torch.distributed as dist
 
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    tensor = torch.tensor([1 if flag else 0], dtype=torch.int64, device=device)
+    tensor = torch.tensor([1 if flag else 0], dtype=torch.int64, device=collective_device())
     dist.broadcast(tensor, src=0)
     return bool(tensor.item())

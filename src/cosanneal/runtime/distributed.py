@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from cosanneal.runtime.ckpt_dist import collective_device
+
 
 @dataclass(frozen=True)
 class World:
@@ -41,10 +43,14 @@ def init_from_env(device: torch.device) -> World:
 
 
 def any_rank(flag: bool, world: World) -> bool:
-    """True on every rank when ``flag`` is true on at least one (one tiny all-reduce per call)."""
+    """True on every rank when ``flag`` is true on at least one (one tiny all-reduce per call).
+
+    The tensor lives on the backend's device (:func:`~cosanneal.runtime.ckpt_dist.collective_device`):
+    NCCL rejects CPU tensors.
+    """
     if world.size == 1:
         return flag
-    value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=collective_device())
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
 
