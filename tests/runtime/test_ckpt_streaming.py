@@ -206,3 +206,22 @@ def test_a_save_hashes_while_writing_and_fsyncs_each_file_once(
     assert restored is not None and restored.step == 1
     assert all(torch.equal(a, b) for a, b in zip(before, model.state_dict().values(), strict=True))
     sched.close()
+
+
+def test_early_writeback_never_fails_a_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage_mod.start_writeback(-1, 0, 4096)  # a bad descriptor: ignored (durability is the fsync's job)
+    path = tmp_path / "big.bin"
+    data = os.urandom(3 * PARALLEL_MIN)
+    calls: list[tuple[int, int]] = []
+    real = storage_mod.start_writeback
+
+    def spy(fd: int, offset: int, length: int) -> None:
+        calls.append((offset, length))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(storage_mod, "start_writeback", spy)
+    digest, _ = LocalStorage(str(tmp_path)).write_file(
+        str(path), lambda h: (h.write(b"x" * 10), h.write(data))
+    )
+    assert calls == [(10, len(data))]  # the large piece, at its offset; the small write is not worth it
+    assert path.read_bytes() == b"x" * 10 + data and digest == hashlib.sha256(path.read_bytes()).hexdigest()
