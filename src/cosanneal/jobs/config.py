@@ -199,6 +199,11 @@ class TelemetryConfig:
     a factory ``"package.module:make_sink"``, or ``{entry = ..., options = {...}}``; see
     :mod:`cosanneal.jobs.sink_factories`. ``tensorboard = true``, a Prometheus port or textfile and an
     MLflow URI add their built-in sink as before.
+
+    ``price_per_device_hour`` turns on the Prometheus sink's cost metrics: the cost so far
+    (``price x devices x wall hours`` of every session of the run) and the planned total
+    (``price x devices x planned updates x planned_step_seconds / 3600``, the seconds per update as
+    measured when not given); see :mod:`cosanneal.sinks.prometheus`.
     """
 
     sinks: tuple[str | SinkEntry, ...] = ()
@@ -213,6 +218,10 @@ class TelemetryConfig:
     flush_seconds: float = 1.0
     progress: bool = True
     progress_seconds: float = 30.0  # seconds between two progress lines when stderr is not a terminal
+    # cost metrics of the Prometheus sink (cosanneal_cost, cosanneal_planned_cost); None: none exported
+    price_per_device_hour: float | None = None
+    devices: int | None = None  # devices the price applies to; None: the world size (WORLD_SIZE, 1 alone)
+    planned_step_seconds: float | None = None  # wall seconds per update planned; None: as measured
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,6 +338,9 @@ _RANGES: dict[str, _Range] = {
     "telemetry.flush_rows": _POSITIVE,
     "telemetry.flush_seconds": _Range(0, 3600, low_open=True),
     "telemetry.progress_seconds": _POSITIVE,
+    "telemetry.price_per_device_hour": _POSITIVE,
+    "telemetry.devices": _Range(1, INT_LIMIT, high_open=True),
+    "telemetry.planned_step_seconds": _POSITIVE,
     "debug.inject_nan_at[]": _NON_NEGATIVE,
     "debug.sleep_per_step": _SECONDS,
 }
@@ -647,11 +659,30 @@ def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
                 f"telemetry.sinks[{i}]: must be one of {', '.join(BUILTIN_SINKS)} or 'package.module:function', "
                 f"got {_show(entry)}"
             )
+    _check_cost(cfg.telemetry)
     _check_builtins(cfg)
     _check_loop(cfg)
     if cfg.task.entry is None:
         check_metric_names(cfg, TASK_METRICS[cfg.task.name])
     return cfg
+
+
+def _check_cost(tel: TelemetryConfig) -> None:
+    """The cost keys need a price, and the price a Prometheus sink to export the cost."""
+    if tel.price_per_device_hour is None:
+        for key in ("devices", "planned_step_seconds"):
+            if getattr(tel, key) is not None:
+                raise ConfigError(
+                    f"telemetry.{key}: needs telemetry.price_per_device_hour (the cost metrics are off "
+                    "without a price); set a price or remove it"
+                )
+        return
+    listed = {s if isinstance(s, str) else s.entry for s in tel.sinks}
+    if tel.prometheus_port is None and tel.prometheus_textfile is None and "prometheus" not in listed:
+        raise ConfigError(
+            "telemetry.price_per_device_hour: the cost is exported by the Prometheus sink, and there is "
+            "none; set telemetry.prometheus_port or telemetry.prometheus_textfile"
+        )
 
 
 def _default_modes(cfg: TrainConfig, data: Mapping[str, Any]) -> TrainConfig:

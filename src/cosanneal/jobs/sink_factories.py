@@ -19,7 +19,9 @@ The built-ins are made the same way:
 
 * ``"tensorboard"`` writes event files to ``run_dir/tb``. ``telemetry.tensorboard = true`` adds it.
 * ``"prometheus"`` serves ``/metrics`` or writes a textfile. ``telemetry.prometheus_port`` or
-  ``prometheus_textfile`` adds it.
+  ``prometheus_textfile`` adds it. Its labels are the job (``name``) and the run (the run directory's
+  name), and for a sweep's trial (a run directory ``<study>/trial-<n>``) the sweep (the study).
+  With ``telemetry.price_per_device_hour`` it exports the run's cost (:func:`cost_plan`).
 * ``"mlflow"`` logs to ``telemetry.mlflow_tracking_uri``, which adds it.
 * ``"wandb"`` logs to a Weights & Biases run; only ``telemetry.sinks`` adds it. Its options are
   :data:`WANDB_OPTIONS` (``project``, ``entity``, ``name``, ``mode``, ``dir``, ``tags``, ``settings``).
@@ -30,6 +32,10 @@ For a built-in, the ``options`` of an entry override the ``[telemetry]`` keys of
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import re
+import sqlite3
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +45,10 @@ from cosanneal.jobs.config import BUILTIN_SINKS, SinkEntry, TrainConfig
 from cosanneal.runtime.runstore import Sink
 from cosanneal.schedules.base import Schedule
 
-__all__ = ["SinkContext", "build_sinks", "sink_entries"]
+__all__ = ["SinkContext", "build_sinks", "cost_plan", "previous_seconds", "sink_entries", "sink_labels"]
+
+#: A sweep trial's run directory name (``<runs_dir>/<study>/trial-<n>``, :mod:`cosanneal.tune.sweep`).
+_TRIAL_DIR = re.compile(r"trial-\d+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +103,123 @@ def _tensorboard(context: SinkContext) -> Sink:
     return TensorBoardSink(Path(context.options.get("log_dir", context.run_dir / "tb")))
 
 
+def sink_labels(name: str, run_dir: Path) -> dict[str, str]:
+    """The labels of a run's metrics: ``job``, ``run`` and, for a sweep's trial, ``sweep`` (its study).
+
+    Example:
+        >>> sink_labels("digits", Path("runs/digits"))
+        {'job': 'digits', 'run': 'digits'}
+        >>> sink_labels("digits", Path("sweeps/lr-study/trial-3"))
+        {'job': 'digits', 'run': 'trial-3', 'sweep': 'lr-study'}
+    """
+    labels = {"job": name, "run": run_dir.name}
+    if _TRIAL_DIR.fullmatch(run_dir.name) and run_dir.parent.name:
+        labels["sweep"] = run_dir.parent.name
+    return labels
+
+
+def _read_only(run_dir: Path) -> sqlite3.Connection | None:
+    """A read-only connection to ``run_dir/run.db``, or ``None`` when there is none."""
+    db = run_dir / "run.db"
+    if not db.is_file():
+        return None
+    return sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
+
+
+def previous_seconds(run_dir: Path) -> float:
+    """Wall seconds of the run's sessions so far, from the run store's ``sessions`` table.
+
+    Formula: ``sum(end - started)`` over the sessions, where ``end`` is ``ended`` for a session that
+    closed its run store (a finished, failed or preempted process) and, for one killed before
+    (``ended`` empty: SIGKILL, a lost node), the wall time of the last row that session wrote (its
+    ``started`` when none): the devices are charged until the process died, not for the time the job
+    then waited to be restarted. That last row is known to within ``telemetry.flush_seconds``. A later
+    resume deletes the rows past its checkpoint, so a killed session counted again by a third session
+    may count a little less (down to its last kept row). 0 without a run store.
+
+    Example:
+        >>> import tempfile
+        >>> from cosanneal.runtime.runstore import RunStore
+        >>> d = Path(tempfile.mkdtemp())
+        >>> RunStore(d).close()
+        >>> 0.0 <= previous_seconds(d) < 60.0
+        True
+        >>> previous_seconds(d / "none")
+        0.0
+    """
+    conn = _read_only(run_dir)
+    if conn is None:
+        return 0.0
+    try:
+        rows = conn.execute(
+            # the rows are appended: a session's last row by rowid is its last one, found from the end
+            "SELECT started, COALESCE(ended, MAX(started,"
+            " COALESCE((SELECT wall FROM scalars WHERE session = s.id ORDER BY rowid DESC LIMIT 1), 0),"
+            " COALESCE((SELECT wall FROM events WHERE session = s.id ORDER BY rowid DESC LIMIT 1), 0)))"
+            " FROM sessions AS s ORDER BY id"
+        ).fetchall()
+    except sqlite3.Error:
+        return 0.0
+    finally:
+        conn.close()
+    return float(sum(max(0.0, float(end) - float(started)) for started, end in rows))
+
+
+def _planned_steps(run_dir: Path) -> Callable[[], int | None]:
+    """A function returning the run's ``total_steps`` param once the trainer has recorded it."""
+
+    def read() -> int | None:
+        try:
+            conn = _read_only(run_dir)
+            if conn is None:
+                return None
+            try:
+                row = conn.execute("SELECT value FROM params WHERE key = 'total_steps'").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return None
+        if row is None:
+            return None
+        value = json.loads(row[0])
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return read
+
+
+def cost_plan(telemetry: Mapping[str, Any], run_dir: Path) -> Any:
+    """The Prometheus sink's :class:`~cosanneal.sinks.prometheus.CostPlan`, or ``None`` without a price.
+
+    ``devices`` defaults to the world size (``WORLD_SIZE``, set by ``torchrun``; 1 alone), the earlier
+    sessions' seconds come from the run store (:func:`previous_seconds`) and the planned updates from
+    the ``total_steps`` the trainer records in its params.
+
+    Example:
+        >>> import tempfile
+        >>> plan = cost_plan({"price_per_device_hour": 2.5, "devices": 8}, Path(tempfile.mkdtemp()))
+        >>> plan.rate_per_second * 3600, plan.previous_seconds
+        (20.0, 0.0)
+        >>> cost_plan({}, Path(".")) is None
+        True
+    """
+    price = telemetry.get("price_per_device_hour")
+    if price is None:
+        return None
+    from cosanneal.sinks.prometheus import CostPlan  # type: ignore[import-not-found,unused-ignore]
+
+    devices = telemetry.get("devices")
+    if devices is None:
+        world = os.environ.get("WORLD_SIZE", "1")
+        devices = int(world) if world.isdigit() and int(world) >= 1 else 1
+    return CostPlan(
+        price_per_device_hour=price,
+        devices=devices,
+        previous_seconds=previous_seconds(run_dir),
+        planned_steps=_planned_steps(run_dir),
+        planned_step_seconds=telemetry.get("planned_step_seconds"),
+    )
+
+
 def _prometheus(context: SinkContext) -> Sink:
     from cosanneal.sinks.prometheus import PrometheusSink  # type: ignore[import-not-found,unused-ignore]
 
@@ -102,8 +228,9 @@ def _prometheus(context: SinkContext) -> Sink:
         address=tel.get("prometheus_address", "127.0.0.1"),
         port=tel.get("prometheus_port"),
         textfile=tel.get("prometheus_textfile"),
-        labels={"job": context.name, "run": context.run_dir.name},
+        labels=sink_labels(context.name, context.run_dir),
         schedule=context.schedule,
+        cost=cost_plan(tel, context.run_dir),
     )
     return sink
 

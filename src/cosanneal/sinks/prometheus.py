@@ -40,6 +40,38 @@ metric                                        type       value
 ``cosanneal_run_failures_total``              counter    ``run_failed`` events
 ============================================  =========  =============================================
 
+Cost metrics, exported only with a :class:`CostPlan` (``telemetry.price_per_device_hour``):
+
+============================================  =========  =============================================
+metric                                        type       value
+============================================  =========  =============================================
+``cosanneal_cost``                            gauge      cost so far, in the price's currency
+``cosanneal_planned_cost``                    gauge      planned total cost of the run
+``cosanneal_planned_steps``                   gauge      updates the run is planned to make
+``cosanneal_planned_step_seconds``            gauge      wall seconds per update of the plan
+``cosanneal_price_per_device_hour``           gauge      the configured price
+``cosanneal_devices``                         gauge      devices the price applies to
+``cosanneal_previous_sessions_seconds``       gauge      wall seconds of the run's earlier sessions
+============================================  =========  =============================================
+
+Formulas (``rate = price_per_device_hour * devices / 3600``, per second):
+
+* ``cosanneal_cost = rate * (previous_seconds + t - start)``: ``previous_seconds`` are the wall
+  seconds of the run's earlier sessions (a resumed run continues from them), ``start`` is when this
+  process's sink started and ``t`` the time of the scrape while the run is running, the time of its
+  last row once it finished, failed or was preempted.
+* ``cosanneal_planned_cost = rate * planned_steps * planned_step_seconds``. ``planned_step_seconds``
+  is the configured one, or as measured in this session: ``(last update's wall - start) /
+  (step + 1 - resumed_from)``, the wall time per update including data loading, evaluations and
+  checkpoints (``resumed_from`` is the ``step`` of this session's ``resumed`` event, 0 for a fresh
+  run). Without a planned step count (or before the first update) it is not exported.
+
+The burn rate the alert rules page on is ``cost / (planned_cost * (step + 1) / planned_steps)``:
+what the run spent over what its progress (``step`` counts the updates of every session) was
+planned to cost (deploy/prometheus/rules.yml). With a configured ``planned_step_seconds`` it compares
+the run with its plan; with the measured one it is the overhead of everything that is not an update
+of this session: earlier sessions' work lost at a kill or preemption, rollbacks, waits.
+
 Constant labels: each key of ``labels`` becomes a label named ``cosanneal_<key>`` (the trainer passes
 ``{"job": config name, "run": run directory name}``, giving ``cosanneal_job`` and ``cosanneal_run``), so
 they never clash with the ``job`` and ``instance`` labels Prometheus attaches to every target.
@@ -61,7 +93,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from cosanneal.errors import ConfigError
@@ -124,6 +156,69 @@ def configured_restarts(schedule: Any) -> float:
     return float(len(schedule.restarts(end)))
 
 
+@dataclasses.dataclass(frozen=True)
+class CostPlan:
+    """What the cost metrics are computed from (module docstring: the formulas).
+
+    Attributes:
+        price_per_device_hour: price of one device for one hour (any currency), ``> 0``.
+        devices: devices the job holds, ``>= 1``.
+        previous_seconds: wall seconds of the run's earlier sessions, ``>= 0``.
+        planned_steps: updates the run is planned to make, or a function returning them once known
+            (called on the writer thread until it returns a number); ``None``: unknown.
+        planned_step_seconds: planned wall seconds per update; ``None``: as measured.
+
+    Raises:
+        ConfigError: a value out of its range, naming the ``telemetry`` key it comes from.
+
+    Example:
+        >>> plan = CostPlan(price_per_device_hour=3.0, devices=2, planned_steps=7200,
+        ...                 planned_step_seconds=0.5)
+        >>> plan.rate_per_second * 3600, plan.planned_cost(7200)
+        (6.0, 6.0)
+    """
+
+    price_per_device_hour: float
+    devices: int = 1
+    previous_seconds: float = 0.0
+    planned_steps: int | Callable[[], int | None] | None = None
+    planned_step_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("price_per_device_hour", self.price_per_device_hour, 0.0, True),
+            ("devices", self.devices, 1, False),
+            ("planned_step_seconds", self.planned_step_seconds, 0.0, True),
+        )
+        for key, value, low, open_low in checks:
+            if value is None:
+                continue
+            if key == "devices" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"telemetry.devices: must be an integer >= 1, got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or (value <= low if open_low else value < low)
+            ):
+                bound = f"> {low:g}" if open_low else f">= {low:g}"
+                raise ConfigError(f"telemetry.{key}: must be a finite number {bound}, got {value!r}")
+        if not math.isfinite(self.previous_seconds) or self.previous_seconds < 0:
+            raise ConfigError(
+                f"cost: previous_seconds must be a finite number >= 0, got {self.previous_seconds!r}"
+            )
+
+    @property
+    def rate_per_second(self) -> float:
+        """Cost of one wall second of the job: ``price_per_device_hour * devices / 3600``."""
+        return self.price_per_device_hour * self.devices / 3600.0
+
+    def planned_cost(self, steps: int, step_seconds: float | None = None) -> float | None:
+        """``rate_per_second * steps * seconds``: the configured seconds per update, else ``step_seconds``."""
+        seconds = self.planned_step_seconds if self.planned_step_seconds is not None else step_seconds
+        return None if seconds is None else self.rate_per_second * steps * seconds
+
+
 @dataclasses.dataclass
 class _State:
     """Everything the metrics show; mutated only under :attr:`PrometheusSink._lock`."""
@@ -150,6 +245,8 @@ class _State:
     buckets: list[int] = dataclasses.field(default_factory=lambda: [0] * (len(STEP_BUCKETS) + 1))
     step_time_sum: float = 0.0
     in_window: bool = False
+    resumed_from: int = 0
+    planned_steps: int | None = None
 
     def snapshot(self) -> _State:
         return dataclasses.replace(
@@ -183,6 +280,7 @@ class PrometheusSink:
         schedule: The run's schedule: gives ``cosanneal_configured_restarts``, the restart window and the
             restarts before a resume.
         registry: Registry to register the collector in (default: a new, private one).
+        cost: The price and plan of the cost metrics; ``None``: no cost metrics.
 
     Raises:
         ConfigError: a bad label name, a textfile not ending in ``.prom``, or a port that cannot be bound.
@@ -203,6 +301,7 @@ class PrometheusSink:
         labels: Mapping[str, str] | None = None,
         schedule: Any = None,
         registry: Any = None,
+        cost: CostPlan | None = None,
     ) -> None:
         from prometheus_client import CollectorRegistry
 
@@ -220,11 +319,14 @@ class PrometheusSink:
             )
         self.textfile = textfile
         self.schedule = schedule
+        self.cost = cost
         self._label_names = tuple(const)
         self._label_values = tuple(const.values())
         self._configured = configured_restarts(schedule) if schedule is not None else math.nan
         now = time.time()
         self._state = _State(started=now, last_checkpoint=now, last_wall=now)
+        if cost is not None and isinstance(cost.planned_steps, int):
+            self._state.planned_steps = cost.planned_steps
         self._lock = threading.Lock()
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
@@ -263,6 +365,17 @@ class PrometheusSink:
             walls = [r.wall for r in scalars] + [e.wall for e in events]
             if walls:
                 st.last_wall = max(st.last_wall, max(walls))
+        self._resolve_planned_steps()
+
+    def _resolve_planned_steps(self) -> None:
+        """Ask the cost plan's ``planned_steps`` function until it knows (outside the lock: it may do I/O)."""
+        source = None if self.cost is None else self.cost.planned_steps
+        if not callable(source) or self._state.planned_steps is not None:
+            return
+        steps = source()
+        if steps is not None:
+            with self._lock:
+                self._state.planned_steps = int(steps)
 
     def _scalar(self, st: _State, row: ScalarRow) -> None:
         name, value = row.name, row.value
@@ -305,6 +418,8 @@ class PrometheusSink:
             self._count_nonfinite(st, ev.step)
         elif kind == "rollback":
             st.rollbacks += 1
+        elif kind == "resumed":
+            st.resumed_from = ev.step
         elif kind in _STATUS_OF_EVENT:
             st.status = _STATUS_OF_EVENT[kind]
             if kind == "run_failed":
@@ -437,3 +552,64 @@ class _Collector:
             "cosanneal_run_status", "1 for the run's current status, 0 for the others.", "status", status
         )
         yield counter("cosanneal_run_failures", "Failures (run_failed events) of the run.", st.failures)
+        if sink.cost is not None:
+            yield from _cost_families(sink.cost, st, gauge)
+
+
+def measured_step_seconds(state: _State) -> float | None:
+    """Wall seconds per update of this session: ``(last update's wall - start) / (step + 1 - resumed_from)``.
+
+    ``None`` before the session's first update.
+
+    Example:
+        >>> st = _State(started=100.0, step=49, last_step_wall=125.0, resumed_from=40)
+        >>> measured_step_seconds(st)
+        2.5
+    """
+    if state.step is None or not math.isfinite(state.last_step_wall):
+        return None
+    updates = state.step + 1 - state.resumed_from
+    if updates <= 0:
+        return None
+    return max(0.0, state.last_step_wall - state.started) / updates
+
+
+def _cost_families(
+    cost: CostPlan, st: _State, gauge: Callable[[str, str, float | None], Any]
+) -> Iterator[Any]:
+    """The cost gauges of one snapshot (module docstring: the formulas)."""
+    end = time.time() if st.status == "running" else st.last_wall
+    seconds = cost.previous_seconds + max(0.0, end - st.started)
+    yield gauge(
+        "cosanneal_cost",
+        "Cost so far: price per device-hour x devices x wall hours of every session of the run.",
+        cost.rate_per_second * seconds,
+    )
+    step_seconds = (
+        cost.planned_step_seconds if cost.planned_step_seconds is not None else measured_step_seconds(st)
+    )
+    planned = None if st.planned_steps is None else cost.planned_cost(st.planned_steps, step_seconds)
+    yield gauge(
+        "cosanneal_planned_cost",
+        "Planned total cost: price per device-hour x devices x planned updates x seconds per update.",
+        planned,
+    )
+    yield gauge(
+        "cosanneal_planned_steps",
+        "Updates the run is planned to make.",
+        None if st.planned_steps is None else float(st.planned_steps),
+    )
+    yield gauge(
+        "cosanneal_planned_step_seconds",
+        "Wall seconds per update of the plan (configured, or measured in this session).",
+        step_seconds,
+    )
+    yield gauge(
+        "cosanneal_price_per_device_hour", "Configured price of one device-hour.", cost.price_per_device_hour
+    )
+    yield gauge("cosanneal_devices", "Devices the price applies to.", float(cost.devices))
+    yield gauge(
+        "cosanneal_previous_sessions_seconds",
+        "Wall seconds of the run's earlier sessions, included in cosanneal_cost.",
+        cost.previous_seconds,
+    )
