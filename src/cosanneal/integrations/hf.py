@@ -50,7 +50,7 @@ from cosanneal.integrations._common import (
 from cosanneal.io import atomic_write_bytes, atomic_write_json, fsync_dir
 from cosanneal.runtime.ckpt_policy import is_better
 from cosanneal.runtime.guard import NonFiniteGuard
-from cosanneal.runtime.manifest import MANIFEST_NAME, build_manifest, encode_manifest, verify
+from cosanneal.runtime.manifest import MANIFEST_NAME, build_manifest, seal, verify
 from cosanneal.runtime.stopping import RestartAwareEarlyStopping
 from cosanneal.runtime.storage import LocalStorage, sha256_stream
 from cosanneal.schedules.base import Schedule
@@ -155,7 +155,7 @@ def seal_checkpoint(folder: str | os.PathLike[str], step: int) -> None:
             handle.seek(0)
             digests[path.name] = sha256_stream(handle)
     fsync_dir(root)
-    atomic_write_bytes(root / MANIFEST_NAME, encode_manifest(build_manifest(step, digests)))
+    atomic_write_bytes(root / MANIFEST_NAME, seal(build_manifest(step, digests)))
 
 
 def verify_checkpoints(output_dir: str | os.PathLike[str]) -> list[str]:

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from cosanneal.runtime import ckpt_dist, ckpt_format
+from cosanneal.runtime import ckpt_dist, ckpt_format, signing
 from cosanneal.runtime.ckpt_commit import CommitStrategy, open_strategy
 from cosanneal.runtime.ckpt_format import CorruptError, step_name, step_of
 from cosanneal.runtime.ckpt_policy import ends_cycle, is_cycle_end
@@ -44,6 +44,7 @@ from cosanneal.runtime.ckpt_types import (
     SkippedCheckpoint,
 )
 from cosanneal.runtime.ckpt_writer import SaveWriter
+from cosanneal.runtime.manifest import signer as manifest_signer
 
 __all__ = [
     "CheckpointError",
@@ -138,6 +139,7 @@ class Checkpoints:
             or every_seconds <= 0
         ):
             raise CheckpointError(f"every_seconds must be None or a number > 0, got {every_seconds!r}")
+        signing.from_env()  # an unusable checkpoint key is a configuration error now, not at the first save
         self._store: CommitStrategy = open_strategy(directory, storage_options)
         self._url = os.fspath(directory)
         self.every_steps = every_steps
@@ -431,7 +433,9 @@ class Checkpoints:
         loaded = ckpt_format.apply(
             decoded, step, shown, model, optimizer, scheduler, restore_rng=restore_rng, skipped=skipped
         )
-        self._emit(on_event, "checkpoint_loaded", step=step, path=shown, skipped=len(skipped))
+        signed = manifest_signer()
+        extra = {} if signed is None else {"signed": signed}  # the audit trail: which key verified it
+        self._emit(on_event, "checkpoint_loaded", step=step, path=shown, skipped=len(skipped), **extra)
         return loaded
 
     # ---- plumbing -----------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from cosanneal.runtime.ckpt_types import (
     SkippedCheckpoint,
     describe_os_error,
 )
-from cosanneal.runtime.manifest import MANIFEST_NAME, build_manifest, encode_manifest
+from cosanneal.runtime.manifest import MANIFEST_NAME, build_manifest, seal
 from cosanneal.runtime.rng import capture_rng_state, restore_rng_state
 
 FORMAT_VERSION = 1
@@ -256,7 +256,7 @@ def write_snapshot(store: CommitStrategy, staging: str, snap: Snapshot) -> Stage
             f"{staging}/{OPTIMIZER_FILE}", FileSource(lambda h: save_optimizer(opt, h))
         )
     digests[STATE_FILE] = store.write(f"{staging}/{STATE_FILE}", FileSource.of_bytes(snap.state_json))
-    return Staged(digests, encode_manifest(build_manifest(snap.info.step, digests)))
+    return Staged(digests, seal(build_manifest(snap.info.step, digests)))
 
 
 # ---- reading ----------------------------------------------------------------------------------------

@@ -123,6 +123,7 @@ class SaveWriter:
                 reason=reason,
                 cycle_end=snap.info.cycle_end,
                 seconds=round(time.monotonic() - started, 6),
+                **_signed(),
             )
             if self._before_commit is not None:
                 self._before_commit(snap.info)
@@ -149,3 +150,11 @@ class SaveWriter:
             raise CheckpointError(
                 f"checkpoint {snap.name} was saved, but updating best/ or rotation failed: {describe_os_error(exc)}"
             ) from exc
+
+
+def _signed() -> dict[str, Any]:
+    """``{"signed": {"alg", "key_id"}}`` for the audit trail when manifests are signed, else nothing."""
+    from cosanneal.runtime.manifest import signer
+
+    key = signer()
+    return {} if key is None else {"signed": key}

@@ -7,8 +7,10 @@
 
 A checkpoint counts as committed only when its manifest exists, parses, and every file it lists has
 exactly the recorded size and digest. This detects truncation, bit flips, missing files and files
-swapped in without rebuilding the manifest; it is an integrity check, not a signature (someone who can
-write the directory can rewrite the manifest too, which is why loading never unpickles code).
+swapped in without rebuilding the manifest. Alone it is an integrity check, not a signature (someone
+who can write the directory can rewrite the manifest too, which is why loading never unpickles code);
+with a checkpoint key configured (:mod:`cosanneal.runtime.signing`) the manifest is also signed when
+written (:func:`seal`) and its signature is checked whenever it is read (:func:`read_manifest`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from cosanneal.runtime import signing
 from cosanneal.runtime.storage import Storage, sha256_stream
 
 MANIFEST_NAME = "MANIFEST.json"
@@ -39,11 +42,38 @@ def encode_manifest(manifest: Mapping[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
+def seal(manifest: Mapping[str, Any], key: signing.ManifestKey | None = None) -> bytes:
+    """The manifest's bytes to write: :func:`encode_manifest`, signed when a key is configured.
+
+    ``key`` defaults to the environment's (:func:`cosanneal.runtime.signing.from_env`); the signature
+    is over the encoding of the manifest without it.
+
+    Example:
+        >>> key = signing.ManifestKey.hmac(b"k" * 32, source="test")
+        >>> import json
+        >>> sorted(json.loads(seal(build_manifest(1, {}), key))["signature"])
+        ['alg', 'key_id', 'value']
+    """
+    key = signing.from_env() if key is None else key
+    unsigned = {k: v for k, v in manifest.items() if k != "signature"}
+    if key is None:
+        return encode_manifest(unsigned)
+    return encode_manifest({**unsigned, "signature": key.sign(encode_manifest(unsigned))})
+
+
+def signer() -> dict[str, str] | None:
+    """``{"alg", "key_id"}`` of the configured key (for audit events), or ``None`` without one."""
+    key = signing.from_env()
+    return None if key is None else {"alg": key.alg, "key_id": key.key_id}
+
+
 def read_manifest(storage: Storage, directory: str) -> dict[str, Any]:
-    """Parse ``directory``'s manifest.
+    """Parse ``directory``'s manifest and, with a checkpoint key configured, check its signature.
 
     Raises:
-        ValueError: the manifest is missing, unreadable or malformed.
+        ValueError: the manifest is missing, unreadable or malformed, or (with a key) unsigned,
+            signed with another key, or altered after signing.
+        ConfigError: the configured key itself is unusable (:func:`cosanneal.runtime.signing.from_env`).
     """
     path = f"{directory}/{MANIFEST_NAME}"
     try:
@@ -70,6 +100,10 @@ def read_manifest(storage: Storage, directory: str) -> dict[str, Any]:
             or name in ("", ".", "..", MANIFEST_NAME)
         ):
             raise ValueError(f"malformed MANIFEST.json entry {name!r}")
+    unsigned = encode_manifest({k: v for k, v in data.items() if k != "signature"})
+    problem = signing.signature_problem(data, unsigned, signing.from_env())
+    if problem is not None:
+        raise ValueError(problem)
     return data
 
 
