@@ -132,6 +132,12 @@ def main(out_dir: str) -> None:
     path = Path(out_dir) / f"rank{rank}.json"
     path.write_text(json.dumps(results))
     PartialState().wait_for_everyone()
+    # leave the gloo group before the interpreter exits: a rank whose gloo threads are still alive at
+    # teardown can abort ("terminate called without an active exception"), seen once in CI under load
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
