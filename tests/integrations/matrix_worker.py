@@ -291,6 +291,8 @@ def main(out: str, frameworks: str) -> None:
             kill = (acc, amp) == KILLED and not (run_dir / f"killed-rank{rank()}").exists()
             RUNNERS[framework](run_dir, acc, amp, kill)
             (run_dir / f"done-rank{rank()}").write_text("done\n")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # no live gloo threads at interpreter teardown
 
 
 if __name__ == "__main__":
