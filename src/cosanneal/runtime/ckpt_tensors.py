@@ -48,7 +48,9 @@ _DTYPE_CODES: dict[torch.dtype, tuple[int, str]] = {
 }
 
 
-def write_safetensors(tensors: Mapping[str, torch.Tensor], handle: IO[bytes], metadata: Mapping[str, str]) -> None:
+def write_safetensors(
+    tensors: Mapping[str, torch.Tensor], handle: IO[bytes], metadata: Mapping[str, str]
+) -> None:
     """Stream ``tensors`` into ``handle`` as a safetensors file, straight from the tensors' memory.
 
     The layout is safetensors' own: an 8-byte little-endian header length ``N``, ``N`` bytes of JSON
