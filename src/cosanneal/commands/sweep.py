@@ -3,6 +3,8 @@
 * ``cosanneal sweep CONFIG --space space.toml --trials 40 [--storage URL] [--study NAME] [--budget 2h]``
   runs (or joins, or resumes) a sweep; start the same command on several machines with one
   ``--storage`` URL to share the study.
+  A PostgreSQL URL (``postgresql://user@host/db``, or ``postgresql://user@/db?host=/socket/dir``) uses
+  psycopg 3; a killed worker's trial is retried from its last checkpoint, in its own run directory.
 * ``cosanneal sweep --show [--storage URL] --study NAME`` prints the best trials and the parameter
   importances and writes ``<runs-dir>/<study>/sweep.png``.
 """
@@ -23,7 +25,7 @@ __all__ = ["Direction", "Objective", "Pruner", "register"]
 
 EXAMPLES = examples(
     "cosanneal sweep src/cosanneal/zoo/configs/digits_sgdr.toml --space examples/sweep/space.toml --trials 20",
-    "cosanneal sweep my_job.toml --space space.toml --storage postgresql://db/optuna --budget 2h --pruner hyperband",
+    "cosanneal sweep my_job.toml --space space.toml --storage postgresql://optuna@db.internal/sweeps --budget 2h --pruner hyperband",
     "cosanneal sweep --show --study digits_sgdr",
 )
 
@@ -117,7 +119,7 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--storage",
-                help="SQLAlchemy URL (default: sqlite:///<output>/optuna.db).",
+                help="SQLAlchemy URL: sqlite:///FILE or postgresql://USER@HOST/DB (default: sqlite:///<output>/optuna.db).",
                 show_default=False,
             ),
         ] = None,
@@ -213,12 +215,43 @@ def register(app: typer.Typer) -> None:
         _run(cfg.to_dict(), load_space(space), settings)
 
 
+def _trainer_trial(config: dict[str, Any]) -> Any:
+    """A trial's job that resumes: a retry continues the dead trial's run from its last good checkpoint.
+
+    ``cosanneal.jobs.sweep.trainer_trial`` always starts fresh; this one takes ``resume=True`` (a
+    :class:`~cosanneal.tune.sweep.ResumableRunTrial`) and then trains with ``fresh=False`` when the run
+    directory holds a committed checkpoint (else it starts over there, the old run moved aside).
+
+    Raises:
+        ConfigError: the trial's config does not load (the trial fails, the sweep goes on).
+    """
+    from cosanneal.jobs.config import config_from_dict
+
+    cfg = config_from_dict(config)
+
+    def run(run_dir: Path, log: Any, on_eval: Any, *, resume: bool = False) -> Any:
+        from cosanneal.jobs.trainer import Trainer
+
+        fresh = not (resume and _has_checkpoint(run_dir))
+        return Trainer(cfg, run_dir, fresh=fresh, progress=False, log=log, on_eval=on_eval).run()
+
+    return run
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    from cosanneal.runtime.checkpoints import Checkpoints
+
+    directory = run_dir / "checkpoints"
+    return directory.is_dir() and Checkpoints(directory).latest is not None
+
+
 def _run(config: dict[str, Any], space: Any, settings: Any) -> None:
     import optuna
     from rich.console import Console
 
-    from cosanneal.jobs.sweep import run_sweep
-    from cosanneal.tune.sweep import SweepPreemptedError
+    from cosanneal.jobs.config import config_from_dict
+    from cosanneal.jobs.sweep import check_space
+    from cosanneal.tune.sweep import SweepPreemptedError, run_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the log below says what each trial does
 
@@ -228,7 +261,9 @@ def _run(config: dict[str, Any], space: Any, settings: Any) -> None:
         err.print(message, soft_wrap=True, markup=False, highlight=False)
 
     try:
-        result = run_sweep(config, space, settings, log=log)
+        config_from_dict(config)  # what run_sweep checks, with a trial job whose retries resume
+        check_space(config, space)
+        result = run_study(config, space, settings, _trainer_trial, log=log)
     except SweepPreemptedError as exc:
         log(str(exc))
         raise typer.Exit(143) from None

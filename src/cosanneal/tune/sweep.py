@@ -15,12 +15,15 @@ records its cost as user attrs ``steps`` and ``seconds``; a budget (the sum of `
 study's trials, all workers together) stops the study: no trial starts once it is spent.
 
 Storage is an Optuna ``RDBStorage``: a SQLite file ``<runs_dir>/optuna.db`` by default, or any
-SQLAlchemy URL (PostgreSQL for many machines). The study is done when exactly ``trials`` trials are
+SQLAlchemy URL (PostgreSQL for many machines: ``postgresql://`` is read as ``postgresql+psycopg://``,
+psycopg 3; see :func:`check_storage_url`). The study is done when exactly ``trials`` trials are
 COMPLETE or PRUNED and none is RUNNING. Workers claim a trial before running it and give back a claim that
 would exceed ``trials``; a worker heartbeats its trial, and a trial whose worker died (SIGKILL, a lost node)
 is marked ``FAIL`` once its heartbeat is older than the grace period and re-queued with the same
-parameters (``RetryHeartbeatStaleTrialCallback``); a worker that finds the study full of running trials
-waits for them to finish or go stale (see :class:`_Worker`).
+parameters and its cycle-end reports (``RetryHeartbeatStaleTrialCallback``); the retry runs in the dead
+trial's run directory and, when the job can resume (a :class:`ResumableRunTrial`), from its last
+checkpoint. A worker that finds the study full of running trials waits for them to finish or go stale
+(see :class:`_Worker`).
 
 Example:
     >>> space = parse_space({"schedule.peak_lr": {"low": 1e-3, "high": 1.0, "log": True},
@@ -38,6 +41,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import gc
+import importlib.util
+import inspect
 import math
 import os
 import random
@@ -68,11 +73,14 @@ __all__ = [
     "SweepResult",
     "SweepSettings",
     "TrialJob",
+    "ResumableRunTrial",
     "TrialOutcome",
     "apply_params",
+    "check_storage_url",
     "default_storage",
     "load_space",
     "make_pruner",
+    "open_storage",
     "open_study",
     "parse_budget",
     "parse_space",
@@ -93,6 +101,12 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 #: ``status`` user attr of a claim a worker gave back unrun because the study already had enough trials.
 SURPLUS = "surplus"
 _OPEN_ATTEMPTS = 6
+#: Seconds a PostgreSQL (or other server) connection attempt may take before the URL is reported unreachable.
+CONNECT_TIMEOUT = 10
+_URL_FORMS = (
+    "sqlite:///PATH/optuna.db, postgresql://USER:PASSWORD@HOST:PORT/DB or, over a Unix socket, "
+    "postgresql://USER@/DB?host=/SOCKET/DIR"
+)
 
 
 # ---- the search space -----------------------------------------------------------------------------
@@ -284,7 +298,8 @@ class SweepSettings:
     Attributes:
         study: the study name (trials go to ``<runs_dir>/<study>/trial-<n>``).
         runs_dir: where run directories (and the default SQLite storage) live.
-        storage: a SQLAlchemy URL; ``None`` is ``sqlite:///<runs_dir>/optuna.db``.
+        storage: a SQLAlchemy URL; ``None`` is ``sqlite:///<runs_dir>/optuna.db``. ``postgresql://``
+            (and ``postgres://``) use psycopg 3 (``postgresql+psycopg://``, ``pip install 'cosanneal[postgres]'``).
         trials: the study is done when this many trials are COMPLETE or PRUNED (all workers together).
         budget_seconds: no trial starts once the study's trials have used this many seconds.
         pruner: ``median``, ``hyperband``, ``sha`` or ``none``.
@@ -296,6 +311,8 @@ class SweepSettings:
         heartbeat_interval: seconds between a running trial's heartbeats.
         grace_period: a trial whose last heartbeat is older than this is failed and retried.
         max_retry: how often a trial of a dead worker is re-run.
+        rungs: where trials report to the pruner: ``cycles`` (at cycle ends, ``step`` = cycle index) or
+            ``evals`` (at every evaluation, ``step`` = updates done: Optuna's usual use, for comparisons).
     """
 
     study: str
@@ -312,6 +329,7 @@ class SweepSettings:
     heartbeat_interval: int = 30
     grace_period: int = 120
     max_retry: int = 2
+    rungs: Literal["cycles", "evals"] = "cycles"
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.study):
@@ -326,6 +344,8 @@ class SweepSettings:
             )
         if self.startup_trials < 0 or self.max_retry < 0:
             raise ConfigError("--startup-trials and --max-retry: must be >= 0")
+        if self.rungs not in ("cycles", "evals"):
+            raise ConfigError(f"rungs: must be cycles or evals, got {self.rungs!r}")
 
     @property
     def url(self) -> str:
@@ -363,35 +383,174 @@ def make_pruner(name: str, startup_trials: int = 3) -> optuna.pruners.BasePruner
     raise ConfigError(f"--pruner: must be one of median, hyperband, sha, none; got {name!r}")
 
 
-def _storage(settings: SweepSettings) -> optuna.storages.RDBStorage:
-    url = settings.url
-    engine: dict[str, Any] = {}
+def check_storage_url(url: str) -> str:
+    """Check a storage URL and return the one to connect with (``postgresql://`` means psycopg 3).
+
+    ``postgresql://`` and ``postgres://`` become ``postgresql+psycopg://`` (the driver of
+    ``cosanneal[postgres]``; SQLAlchemy's own default would be psycopg2); a Unix socket is the ``host``
+    query parameter (``postgresql+psycopg://user@/db?host=/var/run/postgresql``). Nothing is connected to.
+
+    Example:
+        >>> check_storage_url("postgresql://optuna@db.internal:5432/sweeps")
+        'postgresql+psycopg://optuna@db.internal:5432/sweeps'
+        >>> check_storage_url("db.internal/sweeps")
+        Traceback (most recent call last):
+        ...
+        cosanneal.errors.ConfigError: --storage: 'db.internal/sweeps' is not a database URL; use sqlite:///PATH/optuna.db, postgresql://USER:PASSWORD@HOST:PORT/DB or, over a Unix socket, postgresql://USER@/DB?host=/SOCKET/DIR
+
+    Raises:
+        ConfigError: a malformed URL, an unknown database kind, no database name, or a driver that is not
+            installed (one line naming ``--storage`` and the fix).
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        parsed.port  # noqa: B018  (a port that is not a number raises here)
+    except (ArgumentError, ValueError, TypeError):
+        raise ConfigError(f"--storage: {url!r} is not a database URL; use {_URL_FORMS}") from None
+    shown = _shown(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "postgresql" and not parsed.database:
+        raise ConfigError(f"--storage: {shown} names no database; add it: postgresql://USER@HOST/DBNAME")
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"--storage: {shown}: unknown database kind {parsed.drivername!r}; use {_URL_FORMS}"
+        ) from None
+    module = _DRIVERS.get(parsed.drivername)
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise ConfigError(
+            f"--storage: {shown} needs the {module} driver, which is not installed: "
+            f"pip install {_INSTALL.get(module, module)!r}"
+        )
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise ConfigError(
+            f"--storage: {shown} needs the {parsed.drivername} driver, which does not import ({exc}); "
+            f"install it (for PostgreSQL: pip install 'cosanneal[postgres]')"
+        ) from None
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url.removeprefix(plain)
+    return url
+
+
+#: The DB-API modules of the drivers a sweep is likely given, and what installs them.
+_DRIVERS = {
+    "postgresql+psycopg": "psycopg",
+    "postgresql+psycopg2": "psycopg2",
+    "mysql+pymysql": "pymysql",
+}
+_INSTALL = {"psycopg": "cosanneal[postgres]", "psycopg2": "psycopg2-binary"}
+_PASSWORD = re.compile(r"^([^:/]+://[^:/@?]*:)[^@/?]*@")
+
+
+def _shown(url: str) -> str:
+    """``url`` quoted as messages and results show it: the password replaced by ``***``."""
+    return repr(_PASSWORD.sub(r"\1***@", url))
+
+
+def _where(url: str) -> str:
+    """The server a URL points at, in words: ``socket dir /x`` or ``host:port``."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    host = parsed.query.get("host") or parsed.host
+    if isinstance(host, tuple):
+        host = ",".join(host)
+    if not host or str(host).startswith("/"):
+        return f"the Unix socket in {host or 'the default socket directory'}"
+    return f"{host}:{parsed.port or 5432}" if parsed.get_backend_name() == "postgresql" else str(host)
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
-        if url.startswith("sqlite:///") and ":memory:" not in url:
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = {"connect_args": {"timeout": 60}}  # several workers on one file wait for the lock
+        return {"connect_args": {"timeout": 60}}  # several workers on one file wait for the lock
+    from sqlalchemy.engine import make_url
+
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}  # a server restart drops pooled connections
+    if make_url(url).get_backend_name() == "postgresql" and "connect_timeout" not in make_url(url).query:
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+    return kwargs
+
+
+def _probe(url: str) -> None:
+    """Connect once to a server URL (not SQLite), so an unreachable server is one line, before any write.
+
+    Raises:
+        ConfigError: the server cannot be reached, refuses the role or has no such database.
+    """
+    if url.startswith("sqlite"):
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool, **_engine_kwargs(url))
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.DBAPIError as exc:
+        reason = " ".join(line.strip() for line in str(exc.orig).strip().splitlines() if line.strip())
+        raise ConfigError(
+            f"--storage: cannot connect to {_shown(url)} at {_where(url)}: {reason}; start the server "
+            "or fix the host, port, socket directory, user or database in the URL"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def open_storage(url: str, settings: SweepSettings | None = None) -> optuna.storages.RDBStorage:
+    """An Optuna ``RDBStorage`` for ``url``, checked (:func:`check_storage_url`) and reached first.
+
+    With ``settings`` it heartbeats trials and retries a dead worker's trial (``heartbeat_interval``,
+    ``grace_period``, ``max_retry``), the retry inheriting the trial's reports. A missing SQLite file is
+    created (with its directory); a PostgreSQL database must exist (``createdb``), its tables are created.
+
+    Raises:
+        ConfigError: a malformed URL, a missing driver, an unreachable server (one line: ``--storage: ...``).
+    """
+    url = check_storage_url(url)
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    _probe(url)
+    heartbeat: dict[str, Any] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
+        if settings is not None:
+            heartbeat = {
+                "heartbeat_interval": settings.heartbeat_interval,
+                "grace_period": settings.grace_period,
+                "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=settings.max_retry, inherit_intermediate_values=True
+                ),
+            }
         for attempt in range(_OPEN_ATTEMPTS):
             try:
-                return optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs=engine,
-                    heartbeat_interval=settings.heartbeat_interval,
-                    grace_period=settings.grace_period,
-                    heartbeat_stale_trial_callback=retry,
-                )
-            except Exception as exc:  # bad URL, missing driver, unreachable server
-                # Workers that start together race to create the schema; the loser sees it next time.
+                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **heartbeat)
+            except Exception as exc:  # a schema race, a locked file, a server gone since the probe
+                # Workers that start together race to create the schema (SQLite: a locked file; PostgreSQL:
+                # a duplicate table or type); the loser sees it next time.
                 if attempt + 1 < _OPEN_ATTEMPTS and type(exc).__name__ in (
                     "IntegrityError",
                     "OperationalError",
+                    "ProgrammingError",
                 ):
                     time.sleep(0.2 * (attempt + 1))
                     continue
-                raise ConfigError(f"--storage: cannot open {url!r}: {type(exc).__name__}: {exc}") from exc
+                reason = " ".join(str(exc).split())[:300]
+                raise ConfigError(
+                    f"--storage: cannot open {_shown(url)}: {type(exc).__name__}: {reason}"
+                ) from exc
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _storage(settings: SweepSettings) -> optuna.storages.RDBStorage:
+    return open_storage(settings.url, settings)
 
 
 def open_study(
@@ -416,11 +575,58 @@ def open_study(
     )
 
 
-def _counts(study: optuna.Study) -> tuple[int, int]:
-    """``(finished, running)``: COMPLETE or PRUNED trials, and RUNNING ones (claimed by some worker)."""
-    live = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+def _counts(study: optuna.Study) -> tuple[int, int, int]:
+    """``(finished, running, waiting)`` trials: COMPLETE or PRUNED, RUNNING, and WAITING.
+
+    RUNNING trials are claimed by some worker; WAITING ones are queued (retries, re-queued claims,
+    enqueued parameters).
+    """
+    live = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING))
     finished = sum(t.state in FINISHED for t in live)
-    return finished, len(live) - finished
+    waiting = sum(t.state == TrialState.WAITING for t in live)
+    return finished, len(live) - finished - waiting, waiting
+
+
+def _queued(trial: FrozenTrial) -> bool:
+    """Whether a trial carries parameters chosen before it ran: a retry, a re-queued or enqueued trial."""
+    return bool(trial.params) or "fixed_params" in trial.system_attrs or "failed_trial" in trial.system_attrs
+
+
+#: User attrs of a run's cost and ending, which a re-queued copy of a trial does not inherit.
+_COST_ATTRS = ("steps", "seconds", "status")
+
+
+def _requeue(study: optuna.Study, trial: FrozenTrial, **user_attrs: Any) -> None:
+    """Queue a copy of ``trial`` (WAITING): its parameters, reports, run directory and cycle-end updates."""
+    attrs = {k: v for k, v in trial.user_attrs.items() if k not in _COST_ATTRS}
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={**attrs, **user_attrs},
+            system_attrs=trial.system_attrs,
+            intermediate_values=trial.intermediate_values,
+        )
+    )
+
+
+def _origin(trial: FrozenTrial) -> int | None:
+    """The number of the trial whose run a retry or a re-queued trial continues (``None``: a new trial)."""
+    failed = trial.system_attrs.get("failed_trial")
+    if failed is not None:
+        return int(failed)
+    requeued = trial.user_attrs.get("requeued_from")
+    return None if requeued is None else int(requeued)
+
+
+def _accepts_resume(run: Any) -> bool:
+    """Whether a :data:`RunTrial` takes ``resume=`` (a :class:`ResumableRunTrial`)."""
+    try:
+        params = inspect.signature(run).parameters
+    except (TypeError, ValueError):
+        return False
+    return "resume" in params or any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _is_surplus(trial: FrozenTrial) -> bool:
@@ -433,13 +639,42 @@ def _spent(study: optuna.Study) -> float:
 
 # ---- one trial ------------------------------------------------------------------------------------
 class _CycleReporter:
-    """The trainer's ``on_eval``: reports at cycle ends (step = cycle index) and asks the pruner."""
+    """The trainer's ``on_eval``: reports at cycle ends (step = cycle index) and asks the pruner.
 
-    def __init__(self, trial: optuna.Trial, metric: str, direction: Direction) -> None:
-        self.trial, self.metric, self.direction = trial, metric, direction
+    A retry starts with the reports of the trial it retries (inherited by the retry callback) and their
+    cycle-end updates (user attrs ``cycle_end_update_<k>``): a run resumed past a rung does not see that
+    rung again, and one that does (resumed from an earlier checkpoint, or rerun from scratch) keeps the
+    report it already has. With ``rungs = "evals"`` every evaluation is a report, at ``step = updates``.
+    """
+
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        metric: str,
+        direction: Direction,
+        rungs: str = "cycles",
+        before: FrozenTrial | None = None,
+    ) -> None:
+        self.trial, self.metric, self.direction, self.rungs = trial, metric, direction, rungs
         self.cycle = 0
         self.best: float | None = None
         self.pruned_at: int | None = None
+        self.reported: set[int] = set()
+        self.ends: dict[int, int] = {}  # cycle-end update -> cycle index
+        if before is not None:
+            self.reported = set(before.intermediate_values)
+            for key, value in before.user_attrs.items():
+                if key.startswith("cycle_end_update_") and key.removeprefix("cycle_end_update_").isdigit():
+                    self.ends[int(value)] = int(key.removeprefix("cycle_end_update_"))
+            self.cycle = len(self.reported)
+            for value in before.intermediate_values.values():
+                self._track(value)
+
+    def _track(self, value: float) -> None:
+        if math.isfinite(value) and (
+            self.best is None or (value < self.best if self.direction == "minimize" else value > self.best)
+        ):
+            self.best = value
 
     def __call__(self, updates: int, metrics: dict[str, float], cycle_end: bool) -> bool:
         if self.metric not in metrics:
@@ -447,17 +682,21 @@ class _CycleReporter:
                 f"--metric: {self.metric!r} is not evaluated; have {', '.join(sorted(metrics))}"
             )
         value = float(metrics[self.metric])
-        if math.isfinite(value) and (
-            self.best is None or (value < self.best if self.direction == "minimize" else value > self.best)
-        ):
-            self.best = value
-        if not cycle_end:
+        self._track(value)
+        if self.rungs == "evals":
+            step = updates
+        elif not cycle_end:
             return False
-        self.trial.report(value, step=self.cycle)
-        self.trial.set_user_attr(f"cycle_end_update_{self.cycle}", updates)
-        self.cycle += 1
+        else:
+            step = self.ends.get(updates, sum(u < updates for u in self.ends))
+            self.ends[updates] = step
+            self.trial.set_user_attr(f"cycle_end_update_{step}", updates)
+        if step not in self.reported:  # a retry keeps the report it inherited
+            self.trial.report(value, step=step)
+            self.reported.add(step)
+        self.cycle = len(self.reported)
         if self.trial.should_prune():
-            self.pruned_at = self.cycle - 1
+            self.pruned_at = step
             return True
         return False
 
@@ -497,8 +736,20 @@ class RunTrial(Protocol):
         """Train, and report how it ended."""
 
 
+class ResumableRunTrial(Protocol):
+    """A :class:`RunTrial` that can also continue a run (``resume=True``).
+
+    A retry of a trial whose worker died (or was preempted) runs in that trial's run directory. With ``resume=True`` the job continues from the run directory's last good checkpoint, or starts over
+    there (moving the old run aside) when it has none; ``resume=False`` is a fresh run. A retry of a
+    plain :class:`RunTrial` trains from scratch in its own run directory.
+    """
+
+    def __call__(self, run_dir: Path, log: Log, on_eval: EvalHook, *, resume: bool = False) -> TrialOutcome:
+        """Train (or continue), and report how it ended."""
+
+
 #: Builds a trial's training job from its config (the base config with the trial's values applied) and
-#: returns what runs it; raises :class:`ConfigError` for a config it does not accept (the trial fails and
+#: returns what runs it (a :class:`RunTrial`, or a :class:`ResumableRunTrial` so retries resume); raises :class:`ConfigError` for a config it does not accept (the trial fails and
 #: the sweep goes on). :func:`cosanneal.jobs.sweep.run_sweep` passes one that runs the Trainer.
 TrialJob = Callable[[dict[str, Any]], RunTrial]
 
@@ -515,20 +766,28 @@ class _Objective:
         sampled = {key: _suggest(trial, key, spec.distribution) for key, spec in self.space.items()}
         values = {key: self.space[key].value(v) for key, v in sampled.items()}
         run = self.job(apply_params(self.config, values))
-        run_dir = Path(self.settings.runs_dir) / self.settings.study / f"trial-{trial.number}"
+        before = trial.storage.get_trial(trial._trial_id)  # a retry's inherited reports and attrs
+        origin = _origin(before)
+        resume = origin is not None and _accepts_resume(run)
+        owner = origin if resume and origin is not None else trial.number
+        run_dir = Path(self.settings.runs_dir) / self.settings.study / f"trial-{owner}"
         trial.set_user_attr("config_values", values)
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        reporter = _CycleReporter(trial, self.settings.metric, self.settings.resolved_direction)
+        reporter = _CycleReporter(
+            trial, self.settings.metric, self.settings.resolved_direction, self.settings.rungs, before
+        )
         prefix = f"trial {trial.number}: "
-        self.log(prefix + ", ".join(f"{k}={v}" for k, v in values.items()))
-        result = run(run_dir, lambda m: self.log(prefix + m), reporter)
+        again = f" (continues trial {origin} in {run_dir.name})" if resume else ""
+        self.log(prefix + ", ".join(f"{k}={v}" for k, v in values.items()) + again)
+        say: Log = lambda m: self.log(prefix + m)  # noqa: E731
+        result = run(run_dir, say, reporter, resume=True) if resume else run(run_dir, say, reporter)  # type: ignore[call-arg]
         trial.set_user_attr("steps", result.steps)
         trial.set_user_attr("seconds", result.wall_seconds)
         trial.set_user_attr("status", result.status)
         trial.set_user_attr("cycles_reported", reporter.cycle)
         if result.status == "preempted":
-            trial.study.enqueue_trial(dict(trial.params), user_attrs={"requeued_from": trial.number})
+            _requeue(trial.study, trial.storage.get_trial(trial._trial_id), requeued_from=owner)
             raise SweepPreemptedError(f"trial {trial.number} preempted at update {result.steps}; re-queued")
         if result.status == "pruned":
             self.log(f"{prefix}pruned at cycle {reporter.pruned_at} (update {result.steps})")
@@ -605,6 +864,10 @@ class _Worker:
       time, and this claim is given back unrun (FAIL, ``status = "surplus"``, its queued parameters
       re-queued) before it waits or tries again. Every claim is visible before its own count, so of two
       racing claims the later one sees the earlier: the live trials never exceed ``trials``.
+    * A new trial (no queued parameters) is also given back when a trial WAITs in the queue (a retry of a
+      dead worker's trial, a re-queued claim): ``ask`` takes queued trials first, so the next claim runs
+      it. A queued claim given back is queued again before it is failed, so it is always in the storage;
+      a retry therefore takes the slot of the trial it retries and is never crowded out by new trials.
     """
 
     study: optuna.Study
@@ -647,7 +910,7 @@ class _Worker:
         said_waiting = False
         while True:
             self.fail_stale()
-            finished, running = _counts(self.study)
+            finished, running, _ = _counts(self.study)
             if finished >= wanted and running == 0:
                 if attempts == 0 and not said_waiting:
                     self.log(f"study {self.settings.study!r} already has {wanted} finished trials")
@@ -681,8 +944,10 @@ class _Worker:
                 trial = self.study.ask()
             heartbeat = _Heartbeat(self.storage, trial._trial_id, self.settings.heartbeat_interval)
             try:
-                finished, running = _counts(self.study)
-                if finished + running > wanted:
+                finished, running, waiting = _counts(self.study)
+                if finished + running > wanted or (
+                    waiting and not _queued(self.storage.get_trial(trial._trial_id))
+                ):  # over the count, or a new trial while a retry (or a queued trial) waits: it goes first
                     self._give_back(trial)
                     time.sleep(self.rng.uniform(0.0, self.poll))
                     continue
@@ -693,16 +958,17 @@ class _Worker:
                 gc.collect()
 
     def _give_back(self, trial: optuna.Trial) -> None:
-        """Fail a claim unrun (``status = "surplus"``) and re-queue it if it carried queued parameters."""
+        """Fail a claim unrun (``status = "surplus"``), re-queued first if it carried queued parameters.
+
+        A retry or an enqueued trial is queued again (its parameters, reports and run directory) *before*
+        the claim is failed, so at every instant it is in the storage, RUNNING or WAITING: a new trial
+        counted at that instant sees it and yields, and a retry is never replaced by a new trial.
+        """
         frozen = self.storage.get_trial(trial._trial_id)
+        if _queued(frozen):
+            _requeue(self.study, frozen)
         trial.set_user_attr("status", SURPLUS)
         self.tell(trial, state=TrialState.FAIL)
-        if "fixed_params" in frozen.system_attrs:  # a retry or an enqueued trial: keep it for a later claim
-            self.study.add_trial(
-                optuna.create_trial(
-                    state=TrialState.WAITING, user_attrs=frozen.user_attrs, system_attrs=frozen.system_attrs
-                )
-            )
 
     def _run_one(self, trial: optuna.Trial) -> None:
         try:
@@ -768,7 +1034,7 @@ def _result(
     )
     return SweepResult(
         study=settings.study,
-        storage=settings.url,
+        storage=_shown(settings.url).strip("'"),
         complete=len(complete),
         pruned=sum(t.state == TrialState.PRUNED for t in trials),
         failed=sum(t.state == TrialState.FAIL and not _is_surplus(t) for t in trials),
@@ -801,12 +1067,14 @@ def summarize_study(storage: str, study_name: str, *, top: int = 10) -> StudySum
     """Load a study and summarise it (importances by fANOVA; needs two or more complete trials).
 
     Raises:
-        ConfigError: no such study in that storage (the message lists the studies there).
+        ConfigError: no such study in that storage (the message lists the studies there), or a storage URL
+            that is malformed or cannot be reached (see :func:`open_storage`).
     """
-    names = [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
+    rdb = open_storage(storage)
+    names = [s.study_name for s in optuna.study.get_all_study_summaries(rdb)]
     if study_name not in names:
         raise ConfigError(f"--study: no study {study_name!r} in {storage}; have {', '.join(names) or 'none'}")
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = optuna.load_study(study_name=study_name, storage=rdb)
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     direction: Direction = (
@@ -854,7 +1122,7 @@ def plot_study(storage: str, study_name: str, path: str | Path) -> None:
     from cosanneal.io import atomic_save
 
     summary = summarize_study(storage, study_name, top=1)
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     trials = study.get_trials(deepcopy=False)
     fig = Figure(figsize=(15.0, 4.5), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
