@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import math
 import re
+import shlex
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -225,6 +226,21 @@ class TelemetryConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SlurmConfig:
+    """``[slurm]``: requeue the job after its preemption checkpoint when SLURM warns it.
+
+    Under SLURM (``SLURM_JOB_ID`` set), ``signal`` (``sbatch --signal=USR1@120`` sends SIGUSR1 two
+    minutes before the time limit) makes the trainer checkpoint at its next step boundary, then rank 0
+    runs ``<scontrol> requeue <job id>`` and the job exits; SLURM starts it again and it resumes from
+    the checkpoint. Outside SLURM, or with ``requeue = false``, the signal only checkpoints and stops.
+    """
+
+    requeue: bool = True
+    signal: Literal["SIGUSR1", "SIGUSR2", "SIGTERM"] = "SIGUSR1"
+    scontrol: str = "scontrol"  # the command (may hold words: "sudo -n scontrol")
+
+
+@dataclasses.dataclass(frozen=True)
 class DebugConfig:
     """``[debug]``: fault injection for drills and tests (NaN loss at given updates, a delay per step)."""
 
@@ -266,6 +282,7 @@ class TrainConfig:
     guard: GuardConfig = dataclasses.field(default_factory=GuardConfig)
     early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
     telemetry: TelemetryConfig = dataclasses.field(default_factory=TelemetryConfig)
+    slurm: SlurmConfig = dataclasses.field(default_factory=SlurmConfig)
     debug: DebugConfig = dataclasses.field(default_factory=DebugConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -660,11 +677,23 @@ def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
                 f"got {_show(entry)}"
             )
     _check_cost(cfg.telemetry)
+    if not shlex_words(cfg.slurm.scontrol):
+        raise ConfigError(
+            f"slurm.scontrol: must name a command, got {_show(cfg.slurm.scontrol)}; use 'scontrol'"
+        )
     _check_builtins(cfg)
     _check_loop(cfg)
     if cfg.task.entry is None:
         check_metric_names(cfg, TASK_METRICS[cfg.task.name])
     return cfg
+
+
+def shlex_words(command: str) -> list[str]:
+    """``command`` split like a shell would, ``[]`` when it holds no word or unbalanced quotes."""
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return []
 
 
 def _check_cost(tel: TelemetryConfig) -> None:

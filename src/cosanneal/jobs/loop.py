@@ -31,7 +31,7 @@ from cosanneal.jobs.config import TrainConfig, check_metric_names
 from cosanneal.jobs.loading import END_OF_EPOCH, TrainLoader, eval_batches
 from cosanneal.jobs.progress import Progress
 from cosanneal.jobs.tasks import Task, batch_samples, check_metrics, split_batch, step_loss, to_device
-from cosanneal.runtime import distributed
+from cosanneal.runtime import distributed, requeue
 from cosanneal.runtime.checkpoints import Checkpoints, ends_cycle, is_cycle_end
 from cosanneal.runtime.guard import NonFiniteGuard
 from cosanneal.runtime.preemption import Preemption
@@ -423,7 +423,28 @@ class Loop:
         assert self.store is not None
         self.store.log_event(self.position.updates, "preempted", signal=name, exit_code=self.exit_code)
         self.status, self.message = "preempted", f"preempted by {name}; {self.p.resume_hint}"
+        if name == self.cfg.slurm.signal:
+            self._requeue()
         return True
+
+    def _requeue(self) -> None:
+        """Under SLURM, rank 0 requeues the job once its preemption checkpoint is committed (``[slurm]``)."""
+        job_id = requeue.slurm_job_id()
+        if not self.cfg.slurm.requeue or job_id is None or not self.p.world.is_main:
+            return
+        assert self.store is not None
+        result = requeue.requeue(job_id, self.cfg.slurm.scontrol)
+        command = " ".join(result.command)
+        if result.ok:
+            self.store.log_event(self.position.updates, "requeued", job_id=job_id, command=command)
+            self.message = (
+                f"preempted by {self.cfg.slurm.signal}; requeued SLURM job {job_id}: it resumes from here"
+            )
+        else:
+            self.store.log_event(
+                self.position.updates, "requeue_failed", job_id=job_id, command=command, reason=result.detail
+            )
+            self.message += f"; the requeue failed ({command}: {result.detail}), so resubmit the job"
 
     # ---- the whole loop --------------------------------------------------------------------
     def train(self) -> None:

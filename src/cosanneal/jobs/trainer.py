@@ -43,7 +43,8 @@ from cosanneal.runtime import distributed
 from cosanneal.runtime.checkpoints import CheckpointError, Checkpoints
 from cosanneal.runtime.guard import NonFiniteGuard
 from cosanneal.runtime.iofailure import device_of, io_failure
-from cosanneal.runtime.preemption import Preemption
+from cosanneal.runtime.preemption import DEFAULT_SIGNALS, Preemption
+from cosanneal.runtime.requeue import signal_number
 from cosanneal.runtime.runstore import RunStore, run_params, run_relative
 from cosanneal.runtime.stopping import RestartAwareEarlyStopping
 from cosanneal.runtime.telemetry import Telemetry
@@ -398,7 +399,9 @@ class Trainer:
         if loop.p.world.is_main:  # once the whole config is built and the resume settled
             for warning in lint(loop.schedule, loop.p.total, steps_per_epoch=per_epoch):
                 self.log(f"lint {warning.code}: {warning.message}")
-        loop.preempt = Preemption()
+        wanted = signal_number(self.config.slurm.signal)
+        signals = (*DEFAULT_SIGNALS, *([wanted] if wanted not in DEFAULT_SIGNALS else []))
+        loop.preempt = Preemption(signals)
         try:
             loop.preempt.install()
         except Exception:  # not the main thread (e.g. a notebook worker): run without signal handling
