@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -289,3 +290,41 @@ def test_eight_workers_two_sigkilled_lose_no_trial_and_the_retries_resume_from_t
     complete = [t for t in after if t.state == TrialState.COMPLETE]
     assert len({t.user_attrs["run_dir"] for t in complete}) == wanted  # one run directory per trial
     assert len({t.user_attrs["worker"] for t in complete}) >= 3  # the study was shared
+
+
+def test_a_live_trial_failed_as_stale_by_another_worker_is_dropped_and_the_worker_goes_on(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
+    from cosanneal.tune.sweep import run_study
+
+    url = _database(pg_server, "stale")
+    settings = SweepSettings(
+        study="s", runs_dir=tmp_path / "runs", storage=url, trials=1, pruner="none", seed=0
+    )
+    rival = optuna.create_study(study_name="s", storage=url)  # another worker, its own connection
+    calls: list[int] = []
+
+    @dataclasses.dataclass
+    class Outcome:
+        status: str = "finished"
+        steps: int = 12
+        wall_seconds: float = 0.1
+        final_metrics: dict[str, float] = dataclasses.field(default_factory=lambda: {"val_loss": 0.5})
+
+    def job(_config: dict[str, Any]) -> Any:
+        def run(run_dir: Path, log: Any, on_eval: Any) -> Outcome:
+            calls.append(1)
+            if len(calls) == 1:  # the first trial's heartbeat "went stale": another worker failed it
+                running = rival.get_trials(states=(TrialState.RUNNING,))
+                rival.tell(running[0].number, state=TrialState.FAIL)
+            on_eval(12, {"val_loss": 0.5}, True)
+            return Outcome()
+
+        return run
+
+    said: list[str] = []
+    result = run_study(BLOBS, parse_space(SPACE), settings, job, log=said.append)
+    assert (result.complete, result.failed, len(calls)) == (1, 1, 2)
+    assert any("was failed by another worker" in m and "raise --grace-period" in m for m in said), said
+    states = [t.state for t in optuna.load_study(study_name="s", storage=url).get_trials()]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE]

@@ -893,6 +893,17 @@ class _Worker:
             if "Study.stop" not in str(exc):
                 raise
             self.sampler_stopped = True
+        except ValueError:
+            if self.storage.get_trial(trial._trial_id).state != TrialState.FAIL:
+                raise
+            self._failed_elsewhere(trial)
+
+    def _failed_elsewhere(self, trial: optuna.Trial) -> None:
+        self.log(
+            f"trial {trial.number} was failed by another worker (no heartbeat for {self.settings.grace_period} s): "
+            "its retry runs in its place and this run's result is dropped; raise --grace-period if workers "
+            "are alive but slow"
+        )
 
     def budget_spent(self) -> bool:
         spent = self.settings.budget_seconds
@@ -978,6 +989,10 @@ class _Worker:
         except ConfigError as exc:  # this trial's combination is invalid: it fails, the sweep goes on
             self.log(f"trial {trial.number} failed: {exc}")
             self.tell(trial, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:  # a report or attr after another worker failed it
+            if self.storage.get_trial(trial._trial_id).state != TrialState.FAIL:
+                raise
+            self._failed_elsewhere(trial)
         except BaseException:
             self.tell(trial, state=TrialState.FAIL)
             raise
