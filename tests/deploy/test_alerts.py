@@ -3,6 +3,7 @@ every alert tested both firing and silent, with a runbook link to a documented a
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,10 +16,16 @@ PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed (Debian package: prometheus)"
 )
+ROOT = DEPLOY.parents[1]
 ANCHORS = {
-    "non-finite-values", "job-stalled", "job-crash-looping", "lr-deviation", "loss-spike",
-    "checkpoint-overdue", "restart-count",
+    "docs/runbooks.md": {
+        "non-finite-values", "job-stalled", "job-crash-looping", "lr-deviation", "loss-spike",
+        "checkpoint-overdue", "restart-count", "cost-overruns",
+    },
+    "docs/observability.md": {"alertmanager-routing"},
 }  # fmt: skip
+#: Alerts that only inhibit others in Alertmanager (deploy/alertmanager/alertmanager.yml) and notify nobody.
+INHIBITORS = {"CosannealRestartWindowOpen", "CosannealJobPreempted"}
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -51,23 +58,44 @@ def test_promtool_unit_tests_pass() -> None:
     assert "SUCCESS" in done.stdout
 
 
+def _slug(heading: str) -> str:
+    """The anchor mkdocs (pymdownx slugify, lower case) and GitHub give a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
 def test_every_alert_has_severity_and_a_runbook_anchor() -> None:
     alerts = _alerts()
-    assert len(alerts) == 7
-    severities = {}
+    assert len(alerts) == 11
+    severities, used = {}, set()
     for rule in alerts:
         labels, ann = rule["labels"], rule["annotations"]
         assert isinstance(labels, dict) and isinstance(ann, dict)
         severities[rule["alert"]] = labels["severity"]
-        url = str(ann["runbook_url"])
-        assert url.startswith("docs/runbooks.md#") and url.split("#")[1] in ANCHORS, url
-    assert {str(r["annotations"]["runbook_url"]).split("#")[1] for r in alerts} == ANCHORS  # type: ignore[index]
+        doc, _, anchor = str(ann["runbook_url"]).partition("#")
+        assert anchor in ANCHORS.get(doc, set()), ann["runbook_url"]
+        used.add((doc, anchor))
+    assert used == {(doc, a) for doc, anchors in ANCHORS.items() for a in anchors}
+    for doc, anchors in ANCHORS.items():  # each anchor is a heading of that document
+        headings = {
+            _slug(line.lstrip("#")) for line in (ROOT / doc).read_text().splitlines() if line.startswith("#")
+        }
+        assert anchors <= headings, (doc, sorted(anchors - headings))
     pages = {a for a, s in severities.items() if s == "page"}
     assert pages == {
         "CosannealNonFiniteValues", "CosannealJobStalled", "CosannealJobCrashLooping",
-        "CosannealLearningRateDeviation",
+        "CosannealLearningRateDeviation", "CosannealCostBurnRateHigh",
     }  # fmt: skip
-    assert set(severities.values()) == {"page", "ticket"}
+    assert {a for a, s in severities.items() if s == "info"} == INHIBITORS
+    assert set(severities.values()) == {"page", "ticket", "info"}
+
+
+def test_burn_rate_pages_above_2x_and_tickets_between_1x_and_2x() -> None:
+    by_name = {r["alert"]: r for r in _alerts()}
+    high, elevated = by_name["CosannealCostBurnRateHigh"], by_name["CosannealCostBurnRateElevated"]
+    assert high["labels"] == {"severity": "page"} and elevated["labels"] == {"severity": "ticket"}  # type: ignore[comparison-overlap]
+    for scope in ("cosanneal:cost:burn_rate", "cosanneal_sweep:cost:burn_rate"):
+        assert f"{scope} > 2" in str(high["expr"])
+        assert f"({scope} > 1 and {scope} <= 2)" in " ".join(str(elevated["expr"]).split())
 
 
 def test_every_alert_is_tested_firing_and_silent() -> None:
