@@ -151,7 +151,7 @@ class _Webhook:
         lock, received = threading.Lock(), self.received
 
         class Handler(BaseHTTPRequestHandler):
-
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with lock:
                     received.append((self.path, body))
