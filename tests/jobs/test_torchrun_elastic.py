@@ -100,6 +100,17 @@ def _worker_of_rank(agents: list[subprocess.Popen[str]], rank: int) -> int | Non
     return None
 
 
+def _finish(agents: list[subprocess.Popen[str]], timeout: float) -> list[tuple[str, str]]:
+    """Both agents' output once they exit; on a timeout, fail with what each of them said."""
+    try:
+        return [a.communicate(timeout=timeout) for a in agents]
+    except subprocess.TimeoutExpired:
+        for a in agents:
+            a.kill()
+        said = [a.communicate()[1][-3000:] for a in agents]
+        raise AssertionError(f"the agents did not finish within {timeout:g} s: {said}") from None
+
+
 @pytest.mark.skipif(
     TORCHRUN is None or not Path("/proc/self/task").exists(), reason="needs torchrun and /proc"
 )
@@ -136,7 +147,7 @@ def test_a_rank_killed_mid_run_is_restarted_by_the_agents_and_resumes_exactly(tm
         victim = _worker_of_rank(agents, 1)
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
-        outputs = [a.communicate(timeout=600) for a in agents]
+        outputs = _finish(agents, timeout=240)
     finally:
         for a in agents:
             if a.poll() is None:
