@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cosanneal import Cosine
 from cosanneal.runtime.runstore import EventRow, ScalarRow
-from cosanneal.sinks.prometheus import PrometheusSink
+from cosanneal.sinks.prometheus import CostPlan, PrometheusSink
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules.yml"
@@ -98,7 +98,8 @@ def _plain(expr: str, dashboard: dict[str, Any], intervals: dict[str, str] = INT
 
 def _exported_names() -> set[str]:
     sched = Cosine(0.1, cycle_steps=4, max_cycles=3)
-    sink = PrometheusSink(labels={"job": "j", "run": "r"}, schedule=sched)
+    cost = CostPlan(price_per_device_hour=1.0, planned_steps=10)
+    sink = PrometheusSink(labels={"job": "j", "run": "r", "sweep": "s"}, schedule=sched, cost=cost)
     sink.write(
         [ScalarRow(0, n, g, 1.0, 1.0) for n, g in (("lr", 0), ("lr_expected", 0), ("momentum", 0))]
         + [ScalarRow(0, n, None, 1.0, 1.0) for n in ("loss", "grad_norm", "samples_per_s", "cycle", "phase",
@@ -230,6 +231,7 @@ class Scraped:
     time: float
     job: str
     run: str
+    sweep: str
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """The instant query's result at :attr:`time` (Prometheus HTTP API)."""
@@ -274,7 +276,8 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
-    """``cosanneal train`` on blobs (evaluations, checkpoints, two restarts, one non-finite update) with its
+    """``cosanneal train`` on blobs (evaluations, checkpoints, two restarts, one non-finite update, a price:
+    the cost metrics; its run directory a sweep's trial, ``<study>/trial-0``: the ``sweep`` label) with its
     ``/metrics`` scraped every second by a real Prometheus that also evaluates deploy/prometheus/rules.yml
     (the recording rules some panels use; their interval lowered to the scrape interval)."""
     from blobs import blobs_config
@@ -308,8 +311,9 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
     try:
         _until(lambda: _ready(f"http://127.0.0.1:{server}/-/ready"), 60, "prometheus to be ready")
         train = subprocess.Popen(
-            [sys.executable, "-m", "cosanneal", "train", str(config), "--run-dir", str(tmp / "run"),
+            [sys.executable, "-m", "cosanneal", "train", str(config), "--run-dir", str(tmp / "grafana-sweep" / "trial-0"),
              "--no-progress", "--set", f"telemetry.prometheus_port={exporter}",
+             "--set", "telemetry.price_per_device_hour=2.5",
              "--set", "debug.sleep_per_step=0.06"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
@@ -321,7 +325,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
             (series,) = json.loads(resp.read())["data"]["result"]
         last, steps = series["values"][-1]
         assert float(steps) > 100, series["values"]  # scraped until late in the run
-        yield Scraped(api=api, time=float(last), job="grafana-blobs", run="run")
+        yield Scraped(api=api, time=float(last), job="grafana-blobs", run="trial-0", sweep="grafana-sweep")
     finally:
         if train is not None:
             _end(train)
@@ -352,3 +356,35 @@ def test_every_variable_lists_the_real_run(path: Path, scraped: Scraped) -> None
         selector, label = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"]["query"]).groups()  # type: ignore[union-attr]
         values = {s["metric"].get(label) for s in scraped.query(_plain(selector, dash, LIVE_INTERVALS))}
         assert expected[label] in values, (var["name"], values)
+
+
+def _executive_panel(title: str) -> dict[str, Any]:
+    dash = json.loads((GRAFANA / "dashboards" / "cosanneal-executive.json").read_text())
+    (panel,) = [p for p in dash["panels"] if p["title"] == title]
+    return dict(panel)
+
+
+def test_the_executive_dashboard_shows_cost_per_run_and_per_sweep() -> None:
+    run = _executive_panel("Cost per run (7 days)")["targets"][0]["expr"]
+    sweep = _executive_panel("Cost per sweep (7 days)")["targets"][0]["expr"]
+    assert "cosanneal_cost" in run and run.startswith("max by (cosanneal_job, cosanneal_run) (")
+    assert sweep.startswith(
+        "sum by (cosanneal_job, cosanneal_sweep) (max by (cosanneal_job, cosanneal_sweep, cosanneal_run) ("
+    )
+    assert 'cosanneal_sweep!=""' in sweep
+
+
+@needs_prometheus
+def test_the_cost_panels_show_the_real_run_and_its_sweep(scraped: Scraped) -> None:
+    dash = json.loads((GRAFANA / "dashboards" / "cosanneal-executive.json").read_text())
+    cost = scraped.query(f'cosanneal_cost{{cosanneal_run="{scraped.run}"}}')
+    (sample,) = cost
+    assert sample["metric"]["cosanneal_sweep"] == scraped.sweep
+    for title, label, value in (("Cost per run (7 days)", "cosanneal_run", scraped.run),
+                                ("Cost per sweep (7 days)", "cosanneal_sweep", scraped.sweep)):  # fmt: skip
+        expr = _plain(_executive_panel(title)["targets"][0]["expr"], dash, LIVE_INTERVALS)
+        (row,) = scraped.query(expr)
+        assert row["metric"][label] == value and row["metric"]["cosanneal_job"] == scraped.job
+        # one trial: the sweep costs what its run cost (its highest value, at the last scrape)
+        assert float(row["value"][1]) == pytest.approx(float(sample["value"][1]), rel=1e-9)
+        assert float(row["value"][1]) > 0
