@@ -286,6 +286,26 @@ def telemetry_sinks(v: Any, cfg: dict[str, Any]) -> str | None:
     return None if isinstance(v, list) and all(map(item_ok, v)) else "telemetry.sinks"
 
 
+def price_per_device_hour(v: Any, cfg: dict[str, Any]) -> str | None:
+    """A price > 0 (or none), which needs a Prometheus sink to export the cost."""
+    key = "telemetry.price_per_device_hour"
+    if not number(lambda x: x > 0, optional=True)(v):
+        return key
+    tel = section(cfg, "telemetry")
+    listed = {e if isinstance(e, str) else e.get("entry") for e in tel.get("sinks", [])}
+    has_sink = tel.get("prometheus_port") is not None or tel.get("prometheus_textfile") is not None
+    return key if v is not None and not (has_sink or "prometheus" in listed) else None
+
+
+def needs_price(key: str, ok: Callable[[Any], bool]) -> Rule:
+    """A cost key: ``ok`` or none, and set only with a price."""
+    return lambda v, cfg: (
+        key
+        if not ok(v) or (v is not None and section(cfg, "telemetry").get("price_per_device_hour") is None)
+        else None
+    )
+
+
 def ranked_metrics_error(cfg: dict[str, Any]) -> str | None:
     """The key a metric check names when the task's metrics change under the ranked metrics."""
     ck, es = section(cfg, "checkpoint"), section(cfg, "early_stopping")
@@ -449,6 +469,11 @@ RULES: dict[str, Rule] = {
     "telemetry.flush_seconds": simple("telemetry.flush_seconds", number(lambda x: 0 < x <= 3600)),
     "telemetry.progress": simple("telemetry.progress", boolean),
     "telemetry.progress_seconds": simple("telemetry.progress_seconds", number(lambda x: x > 0)),
+    "telemetry.price_per_device_hour": price_per_device_hour,
+    "telemetry.devices": needs_price("telemetry.devices", integer(1, optional=True)),
+    "telemetry.planned_step_seconds": needs_price(
+        "telemetry.planned_step_seconds", number(lambda x: x > 0, optional=True)
+    ),
     "debug.inject_nan_at": simple(
         "debug.inject_nan_at", lambda v: isinstance(v, list) and all(integer(0)(x) for x in v)
     ),
