@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import math
 import re
+import shlex
 import tomllib
 import typing
 from collections.abc import Callable
@@ -94,6 +95,16 @@ def boolean(v: Any) -> bool:
 
 def text(optional: bool = False) -> Callable[[Any], bool]:
     return lambda v: (optional and v is None) or (isinstance(v, str) and v.strip() != "")
+
+
+def shell_words(v: Any) -> bool:
+    """A command a shell would split into at least one word (``slurm.scontrol``)."""
+    if not isinstance(v, str):
+        return False
+    try:
+        return bool(shlex.split(v))
+    except ValueError:
+        return False
 
 
 def entry(v: Any) -> bool:
@@ -474,6 +485,9 @@ RULES: dict[str, Rule] = {
     "telemetry.planned_step_seconds": needs_price(
         "telemetry.planned_step_seconds", number(lambda x: x > 0, optional=True)
     ),
+    "slurm.requeue": simple("slurm.requeue", boolean),
+    "slurm.signal": simple("slurm.signal", one_of("SIGUSR1", "SIGUSR2", "SIGTERM")),
+    "slurm.scontrol": simple("slurm.scontrol", shell_words),
     "debug.inject_nan_at": simple(
         "debug.inject_nan_at", lambda v: isinstance(v, list) and all(integer(0)(x) for x in v)
     ),
@@ -528,6 +542,8 @@ EXAMPLES: dict[str, list[Any]] = {
     "telemetry.prometheus_port": [0, 1, 9100, 65535, 65536, 70000, -1],
     "seed": [0, 2**63 - 1, 2**63, 10**15, -1],
     "debug.inject_nan_at": [[], [1, 2], [-1], [1.5], ["1"]],
+    "slurm.signal": ["SIGUSR1", "SIGUSR2", "SIGTERM", "SIGKILL", "USR1", "sigusr1"],
+    "slurm.scontrol": ["scontrol", "sudo -n scontrol", "", "   ", "'unbalanced"],
     "telemetry.flush_seconds": [0.001, 3600, 3601, 1e300],
     "telemetry.progress_seconds": [0.001, 30, 0, -1, 1e300],
     "debug.sleep_per_step": [0, 3600, 3600.5, 1e12],
