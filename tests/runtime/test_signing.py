@@ -244,3 +244,32 @@ def test_the_trainer_with_a_bad_key_exits_2_in_one_line(tmp_path: Path) -> None:
         "COSANNEAL_CHECKPOINT_KEY: an HMAC secret needs at least 32 bytes, got 9; use e.g. `openssl rand -hex 32`"
     )
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_a_key_file_is_read_once_and_read_again_when_it_is_rotated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every manifest read and write asks for the key: the file is read once, until it changes."""
+    key_file = tmp_path / "checkpoint.key"
+    key_file.write_text(SECRET)
+    monkeypatch.setenv(signing.KEY_FILE_ENV, str(key_file))
+    monkeypatch.delenv(signing.KEY_ENV, raising=False)
+    reads: list[str] = []
+    real_open = open
+
+    def counting_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if os.fspath(file) == str(key_file):
+            reads.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    ckpts = Checkpoints(tmp_path / "ckpts", keep_last=2)
+    for step in (1, 2, 3):
+        ckpts.save(step, model=_model(float(step)))
+    first = signing.from_env()
+    assert ckpts.load_latest(_model(0.0)).step == 3
+    assert len(reads) == 1
+    key_file.write_text(OTHER + "rotated")  # another size: another version of the file
+    rotated = signing.from_env()
+    assert len(reads) == 2
+    assert first is not None and rotated is not None and rotated.key_id != first.key_id

@@ -29,6 +29,7 @@ without revealing it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 import os
@@ -166,9 +167,26 @@ def from_env(environ: Mapping[str, str] | None = None) -> ManifestKey | None:
     if secret and path:
         raise ConfigError(f"set one of {KEY_ENV} and {KEY_FILE_ENV}, not both")
     if secret:
-        return ManifestKey.hmac(secret.encode("utf-8"), source=KEY_ENV)
+        return _hmac_of(secret)
     if not path:
         return None
+    try:
+        stat = os.stat(path)
+        version: tuple[int, ...] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        version = ()  # _from_file raises the readable error
+    return _from_file(path, version)
+
+
+@functools.lru_cache(maxsize=8)
+def _hmac_of(secret: str) -> ManifestKey:
+    """The HMAC key of ``secret``, built once (every manifest read and write asks for it)."""
+    return ManifestKey.hmac(secret.encode("utf-8"), source=KEY_ENV)
+
+
+@functools.lru_cache(maxsize=8)
+def _from_file(path: str, version: tuple[int, ...]) -> ManifestKey | None:
+    """The key in the file at ``path``, read once per ``version`` (inode, size, mtime): a rotated file is read anew."""
     source = f"{KEY_FILE_ENV}={path}"
     try:
         with open(path, "rb") as handle:
