@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from cosanneal.runtime import ckpt_dist, ckpt_format, signing
+from cosanneal.runtime import ckpt_dist, ckpt_format, ckpt_sharded, signing
 from cosanneal.runtime.ckpt_commit import CommitStrategy, open_strategy
 from cosanneal.runtime.ckpt_format import CorruptError, step_name, step_of
 from cosanneal.runtime.ckpt_policy import ends_cycle, is_cycle_end
@@ -44,7 +44,7 @@ from cosanneal.runtime.ckpt_types import (
     SkippedCheckpoint,
 )
 from cosanneal.runtime.ckpt_writer import SaveWriter
-from cosanneal.runtime.manifest import signer as manifest_signer
+from cosanneal.runtime.manifest import signed_payload
 
 __all__ = [
     "CheckpointError",
@@ -87,6 +87,10 @@ class Checkpoints:
         at_restarts: :meth:`should_save` is true after the last update of every cycle of the schedule.
         async_write: copy the state to CPU memory in :meth:`save` and write it on a background
             thread; the next save (and every load or accessor) waits for it first.
+        sharded: write the sharded format (:mod:`cosanneal.runtime.ckpt_sharded`): every rank saves
+            its own shards through ``torch.distributed.checkpoint``, for FSDP2 and large DDP jobs; a
+            local or shared POSIX directory only. Loading reads either format, whatever this says,
+            and reshards a sharded checkpoint to the loading job's world size.
         storage_options: passed to fsspec for URLs (credentials, ``endpoint_url``, ...).
         on_event: ``on_event(kind, **payload)`` for ``checkpoint_saved``, ``checkpoint_failed``,
             ``checkpoint_deleted``, ``checkpoint_best``, ``checkpoint_skipped_corrupt`` and
@@ -122,6 +126,7 @@ class Checkpoints:
         every_seconds: float | None = None,
         at_restarts: bool = True,
         async_write: bool = False,
+        sharded: bool = False,
         *,
         storage_options: dict[str, Any] | None = None,
         on_event: EventHook | None = None,
@@ -146,6 +151,9 @@ class Checkpoints:
         self.every_seconds = None if every_seconds is None else float(every_seconds)
         self.at_restarts = at_restarts
         self.async_write = async_write
+        self.sharded = bool(sharded)
+        if self.sharded:
+            ckpt_sharded.check_store(self._store, self._url)
         self._on_event = on_event
         self._last_save = time.monotonic()
         emit = functools.partial(self._emit, None)
@@ -157,6 +165,16 @@ class Checkpoints:
             async_write=async_write,
             emit=emit,
             before_commit=before_commit,
+        )
+        self._sharded = ckpt_sharded.ShardedWriter(
+            self._store,
+            self._retention,
+            url=self._url,
+            async_write=async_write,
+            emit=emit,
+            before_commit=before_commit,
+            clean=self._writer.clean_leftovers,
+            signed=signed_payload,
         )
 
     @property
@@ -237,7 +255,8 @@ class Checkpoints:
     ) -> CheckpointInfo:
         """Checkpoint the state after ``step`` updates; return its :class:`CheckpointInfo`.
 
-        Under DDP every rank must call it: all ranks meet at a barrier, then rank 0 alone writes.
+        Under DDP every rank must call it: all ranks meet at a barrier, then rank 0 alone writes
+        (``sharded``: every rank writes its shards, rank 0 commits).
         With ``async_write`` the state is copied to CPU here and written in the background; the
         returned info describes the checkpoint that will exist once :meth:`wait` returns.
 
@@ -275,6 +294,9 @@ class Checkpoints:
             cycle_end=bool(cycle_end),
             wall_time=time.time(),
         )
+        if self.sharded:
+            self._sharded.save(info, model, optimizer, scheduler, trackers, extra, reason)
+            return info
         if ckpt_dist.rank() != 0:
             return info
         self._writer.submit(self._writer.snapshot(info, model, optimizer, scheduler, trackers, extra), reason)
@@ -345,8 +367,15 @@ class Checkpoints:
         self.wait()
         ckpt_dist.barrier()
         skipped: builtins.list[SkippedCheckpoint] = []
-        for step, path in self._retention.resume_candidates():
+        candidates = self._retention.resume_candidates()
+        if self.sharded:  # every rank walks rank 0's list: the same checkpoint, or the same skip
+            candidates = self._sharded.group.broadcast(candidates)
+        for step, path in candidates:
             try:
+                if ckpt_sharded.is_sharded(self._store, path):
+                    return self._load_sharded(
+                        path, step, model, optimizer, scheduler, restore_rng, skipped, on_event
+                    )
                 decoded = ckpt_format.decode(self._store, path, step, map_location)
             except CorruptError as exc:
                 self._skip(path, step, str(exc), skipped, on_event)
@@ -392,6 +421,8 @@ class Checkpoints:
                 f"checkpoints in {self._url}: {names or 'none'}"
             )
         try:
+            if ckpt_sharded.is_sharded(self._store, where):
+                return self._load_sharded(where, step, model, optimizer, scheduler, restore_rng, [], on_event)
             decoded = ckpt_format.decode(self._store, where, step, map_location)
         except CorruptError as exc:
             self._emit(
@@ -433,9 +464,45 @@ class Checkpoints:
         loaded = ckpt_format.apply(
             decoded, step, shown, model, optimizer, scheduler, restore_rng=restore_rng, skipped=skipped
         )
-        signed = manifest_signer()
-        extra = {} if signed is None else {"signed": signed}  # the audit trail: which key verified it
-        self._emit(on_event, "checkpoint_loaded", step=step, path=shown, skipped=len(skipped), **extra)
+        self._emit(
+            on_event, "checkpoint_loaded", step=step, path=shown, skipped=len(skipped), **signed_payload()
+        )
+        return loaded
+
+    def _load_sharded(
+        self,
+        path: str,
+        step: int,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        scheduler: Any,
+        restore_rng: bool,
+        skipped: builtins.list[SkippedCheckpoint],
+        on_event: EventHook | None,
+    ) -> LoadedCheckpoint:
+        shown = self._store.display(path)
+        loaded = ckpt_sharded.load(
+            self._store,
+            path,
+            step,
+            shown,
+            model,
+            optimizer,
+            scheduler,
+            group=self._sharded.group,
+            restore_rng=restore_rng,
+            skipped=skipped,
+        )
+        self._emit(
+            on_event,
+            "checkpoint_loaded",
+            step=step,
+            path=shown,
+            skipped=len(skipped),
+            sharded=loaded.world_size,
+            world_size=self._sharded.group.size,
+            **signed_payload(),
+        )
         return loaded
 
     # ---- plumbing -----------------------------------------------------------------------------
@@ -447,6 +514,7 @@ class Checkpoints:
     def wait(self) -> None:
         """Block until a background write is done; re-raise its error (as :class:`CheckpointError`)."""
         self._writer.wait()
+        self._sharded.wait()
 
     def close(self) -> None:
         """Finish any background write (re-raising its error)."""
@@ -461,5 +529,5 @@ class Checkpoints:
     def __repr__(self) -> str:
         return (
             f"Checkpoints({self._url!r}, keep_last={self.keep_last}, best={self.best_metric!r}, "
-            f"keep_cycle_ends={self.keep_cycle_ends}, async_write={self.async_write})"
+            f"keep_cycle_ends={self.keep_cycle_ends}, async_write={self.async_write}, sharded={self.sharded})"
         )

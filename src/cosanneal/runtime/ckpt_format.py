@@ -212,7 +212,34 @@ def take_snapshot(
         opt_state = optimizer.state_dict()
         if copy:
             opt_state = clone_to_cpu(opt_state, staging, "optimizer")
-    state = {
+    state = state_record(
+        info,
+        scheduler,
+        trackers,
+        extra,
+        model={"file": MODEL_FILE, "aliases": aliases},
+        optimizer=None if optimizer is None else {"file": OPTIMIZER_FILE},
+        rng=capture_rng_state(),
+    )
+    return Snapshot(info, step_name(info.step), tensors, opt_state, encode_state(state))
+
+
+def state_record(
+    info: CheckpointInfo,
+    scheduler: Any,
+    trackers: Mapping[str, Any] | None,
+    extra: Mapping[str, Any] | None,
+    **parts: Any,
+) -> dict[str, Any]:
+    """The content of ``state.json`` for ``info``: positions, metrics, scheduler, trackers, ``parts``.
+
+    ``parts`` says where the tensors are (``model``, ``optimizer``; ``sharded`` for the DCP format)
+    and holds ``rng`` (``None`` when each rank keeps its own). The scheduler state is taken now.
+
+    Raises:
+        CheckpointError: a value is not JSON data.
+    """
+    return {
         "format_version": FORMAT_VERSION,
         "step": info.step,
         "epoch": info.epoch,
@@ -226,13 +253,14 @@ def take_snapshot(
         if scheduler is None
         else jsonable(scheduler.state_dict(), "scheduler.state_dict()"),
         "schedule_fingerprint": None if scheduler is None else _fingerprint(scheduler),
-        "rng": capture_rng_state(),
-        "model": {"file": MODEL_FILE, "aliases": aliases},
-        "optimizer": None if optimizer is None else {"file": OPTIMIZER_FILE},
+        **parts,
         "versions": _versions(),
     }
-    state_json = (json.dumps(state, indent=2, sort_keys=True) + "\n").encode("utf-8")
-    return Snapshot(info, step_name(info.step), tensors, opt_state, state_json)
+
+
+def encode_state(state: Mapping[str, Any]) -> bytes:
+    """``state.json``'s bytes: sorted keys, indented, one trailing newline."""
+    return (json.dumps(state, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 def _model_source(tensors: dict[str, torch.Tensor]) -> FileSource:
@@ -393,6 +421,13 @@ def apply(
         scheduler.load_state_dict(state["scheduler"])
     if restore_rng and state.get("rng") is not None:
         restore_rng_state(state["rng"])
+    return loaded_from_state(state, step, shown, skipped)
+
+
+def loaded_from_state(
+    state: Mapping[str, Any], step: int, shown: str, skipped: list[SkippedCheckpoint], world_size: int = 1
+) -> LoadedCheckpoint:
+    """The :class:`LoadedCheckpoint` of a checkpoint whose ``state.json`` is ``state`` (already applied)."""
     return LoadedCheckpoint(
         info=info_from_state(step, shown, state),
         trackers=state.get("trackers") or {},
@@ -400,4 +435,5 @@ def apply(
         scheduler_state=state.get("scheduler"),
         schedule_fingerprint=state.get("schedule_fingerprint"),
         skipped=skipped,
+        world_size=world_size,
     )

@@ -58,6 +58,8 @@ class LoadedCheckpoint:
     """The result of a load: where training resumes, and the checkpoints skipped on the way.
 
     The model, optimizer, scheduler and RNG states are already restored when you get this.
+    ``world_size`` is the number of ranks that saved it (1 for the single-file format, which rank 0
+    writes alone; a sharded checkpoint's writer count, which may differ from the loading job's).
     """
 
     info: CheckpointInfo
@@ -66,6 +68,7 @@ class LoadedCheckpoint:
     scheduler_state: Mapping[str, Any] | None
     schedule_fingerprint: str | list[str] | None
     skipped: list[SkippedCheckpoint]
+    world_size: int = 1
 
     @property
     def step(self) -> int:

@@ -31,6 +31,7 @@ from cosanneal.runtime.ckpt_format import Snapshot, step_of
 from cosanneal.runtime.ckpt_retention import BEST_DIR, Retention
 from cosanneal.runtime.ckpt_tensors import CpuStaging
 from cosanneal.runtime.ckpt_types import CheckpointError, CheckpointInfo, describe_os_error
+from cosanneal.runtime.manifest import signed_payload
 
 
 class SaveWriter:
@@ -123,7 +124,7 @@ class SaveWriter:
                 reason=reason,
                 cycle_end=snap.info.cycle_end,
                 seconds=round(time.monotonic() - started, 6),
-                **_signed(),
+                **signed_payload(),
             )
             if self._before_commit is not None:
                 self._before_commit(snap.info)
@@ -150,11 +151,3 @@ class SaveWriter:
             raise CheckpointError(
                 f"checkpoint {snap.name} was saved, but updating best/ or rotation failed: {describe_os_error(exc)}"
             ) from exc
-
-
-def _signed() -> dict[str, Any]:
-    """``{"signed": {"alg", "key_id"}}`` for the audit trail when manifests are signed, else nothing."""
-    from cosanneal.runtime.manifest import signer
-
-    key = signer()
-    return {} if key is None else {"signed": key}

@@ -67,6 +67,12 @@ def signer() -> dict[str, str] | None:
     return None if key is None else {"alg": key.alg, "key_id": key.key_id}
 
 
+def signed_payload() -> dict[str, Any]:
+    """``{"signed": {"alg", "key_id"}}`` for the audit events when manifests are signed, else ``{}``."""
+    key = signer()
+    return {} if key is None else {"signed": key}
+
+
 def read_manifest(storage: Storage, directory: str) -> dict[str, Any]:
     """Parse ``directory``'s manifest and, with a checkpoint key configured, check its signature.
 
