@@ -30,8 +30,12 @@ $(STAMP_DEV): $(STAMP_RUNTIME)
 demo: $(STAMP_RUNTIME)
 	$(BIN)/cosanneal demo --run-dir runs/demo
 
+# The slow multi-process tests (real launchers, servers, 2-4 ranks; marked `slow`) run in a step of
+# their own after the rest, with a time budget: 300 s a test, 20 min for the step.
+SLOW_BUDGET ?= 1200
 test: $(STAMP_DEV)
-	$(BIN)/python -m pytest -q -n 2 --durations=25 tests src/cosanneal
+	$(BIN)/python -m pytest -q -n 2 --durations=25 -m "not slow" tests src/cosanneal
+	timeout --signal=INT $(SLOW_BUDGET) $(BIN)/python -m pytest -q -n 2 --durations=10 --timeout=300 -m slow tests
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check src tests benchmarks scripts examples docs/tooling
