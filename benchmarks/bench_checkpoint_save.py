@@ -11,6 +11,8 @@ One state (an MLP with SGD momentum buffers, 256 MiB of tensors by default) is s
 * ``torch.distributed.checkpoint.save`` (DCP, one process, ``no_dist``): not fsynced by default.
 * ``torch.distributed.checkpoint.async_save``: the blocking part only (DCP stages to CPU, then writes
   on a thread).
+* ``Checkpoints(sharded=True).save``: the sharded format (DCP's files with ``sync_files``, each
+  hashed after DCP wrote it, ``state.json``, the manifest, the rename), synchronous and async.
 
 Background writes are waited for (not timed) before the next measurement. Variants run in shuffled
 rounds after a discarded warm-up round; the figure per variant is the median, and the ratio is the
@@ -59,6 +61,8 @@ VARIANTS = [
     "Checkpoints.save (async_write=True)",
     "dcp.save",
     "dcp.async_save",
+    "Checkpoints.save (sharded=True, sync)",
+    "Checkpoints.save (sharded=True, async_write=True)",
 ]
 
 
@@ -91,6 +95,8 @@ def run(rounds: int, width: int, root: Path) -> tuple[dict[str, list[float]], in
     state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values()) * 2
     sync = Checkpoints(root / "sync", keep_last=2, best=None)
     background = Checkpoints(root / "async", keep_last=2, best=None, async_write=True)
+    sharded = Checkpoints(root / "sharded", keep_last=2, best=None, sharded=True)
+    sharded_bg = Checkpoints(root / "sharded-async", keep_last=2, best=None, sharded=True, async_write=True)
     (root / "plain").mkdir()
     pending: list[Any] = []
 
@@ -125,6 +131,8 @@ def run(rounds: int, width: int, root: Path) -> tuple[dict[str, list[float]], in
         VARIANTS[5]: lambda s: pending.append(
             dcp.async_save(dcp_state(s), checkpoint_id=str(_dirs[s]), no_dist=True)
         ),
+        VARIANTS[6]: lambda s: sharded.save(s, model=model, optimizer=optimizer, scheduler=scheduler),
+        VARIANTS[7]: lambda s: sharded_bg.save(s, model=model, optimizer=optimizer, scheduler=scheduler),
     }
     _dirs: dict[int, Path] = {}
     out: dict[str, list[float]] = {v: [] for v in VARIANTS}
@@ -140,11 +148,13 @@ def run(rounds: int, width: int, root: Path) -> tuple[dict[str, list[float]], in
                 savers[variant](step)
                 elapsed = time.perf_counter() - start
                 background.wait()  # background writes end before the next measurement (not timed)
+                sharded_bg.wait()
                 while pending:
                     pending.pop().result()
                 if r:
                     out[variant].append(elapsed)
     background.close()
+    sharded_bg.close()
     sync.close()
     scheduler.close()
     return out, state_bytes
@@ -187,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     sync_ratio = ratios[VARIANTS[2]]
     async_vs_dcp = statistics.median(a / d for a, d in zip(out[VARIANTS[3]], out[VARIANTS[5]], strict=True))
+    sharded_vs_dcp = statistics.median(a / d for a, d in zip(out[VARIANTS[6]], out[VARIANTS[4]], strict=True))
+    sharded_async = statistics.median(a / d for a, d in zip(out[VARIANTS[7]], out[VARIANTS[5]], strict=True))
+    print()
+    print(
+        f"sharded sync save ÷ dcp.save = {sharded_vs_dcp:.3f} (the manifest, digests and commit on top of DCP)"
+    )
+    print(f"sharded async blocking ÷ dcp.async_save blocking = {sharded_async:.3f}")
     verdicts = [
         (
             f"sync verified save ÷ torch.save = {sync_ratio:.3f} (target <= {SYNC_TARGET})",

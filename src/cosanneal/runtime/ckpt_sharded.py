@@ -43,14 +43,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import hashlib
+import io
 import json
 import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch.distributed.checkpoint.api import CheckpointException
@@ -164,6 +164,74 @@ def _last_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
+class _HashingStream(io.RawIOBase):
+    """A file DCP writes into, hashed as it goes (DCP only writes, tells and fsyncs its streams)."""
+
+    def __init__(self, raw: IO[bytes], done: Callable[[tuple[str, int]], None]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._sha = hashlib.sha256()
+        self._size = 0
+        self._done = done
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        written = self._raw.write(view)
+        self._sha.update(view[:written])
+        self._size += written
+        return written
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._done((self._sha.hexdigest(), self._size))
+        super().close()
+
+
+def _hashing_filesystem() -> tuple[Any, dict[str, tuple[str, int]]]:
+    """DCP's local file system with every written file hashed as it is written: no second pass.
+
+    Returns the file system for :class:`FileSystemWriter` and the ``{file name: (sha256, size)}``
+    it fills (a rename, as of ``.metadata.tmp`` to ``.metadata``, carries the digest along).
+    """
+    from torch.distributed.checkpoint.filesystem import FileSystem
+
+    digests: dict[str, tuple[str, int]] = {}
+
+    class HashingFileSystem(FileSystem):
+        @contextlib.contextmanager
+        def create_stream(self, path: str | os.PathLike[str], mode: str) -> Iterator[Any]:
+            if "w" not in mode:
+                with super().create_stream(path, mode) as stream:
+                    yield stream
+                return
+            name = os.path.basename(os.fspath(path))
+            with (
+                open(path, mode) as raw,
+                _HashingStream(raw, lambda d: digests.__setitem__(name, d)) as stream,
+            ):
+                yield stream
+
+        def rename(self, path: str | os.PathLike[str], new_path: str | os.PathLike[str]) -> None:
+            super().rename(path, new_path)
+            old = os.path.basename(os.fspath(path))
+            if old in digests:
+                digests[os.path.basename(os.fspath(new_path))] = digests.pop(old)
+
+    return HashingFileSystem(), digests
+
+
 def _file_digest(path: str) -> tuple[str, int]:
     with open(path, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256")
@@ -182,6 +250,7 @@ class _Pending:
     rank_json: bytes
     state_json: bytes | None  # rank 0 only
     started: float
+    hashed: dict[str, tuple[str, int]]  # what DCP wrote on this rank, hashed as it was written
 
 
 class ShardedWriter:
@@ -273,9 +342,10 @@ class ShardedWriter:
                 )
                 state_json = ckpt_format.encode_state(state)
             rank_json = ckpt_format.encode_state({"rank": group.rank, "rng": capture_rng_state()})
-            pending = _Pending(info, reason, staging, final, rank_json, state_json, time.monotonic())
+            pending = _Pending(info, reason, staging, final, rank_json, state_json, time.monotonic(), {})
             state_dict = _state_dicts(model, optimizer)
             writer = FileSystemWriter(staging, sync_files=True)
+            writer.fs, pending.hashed = _hashing_filesystem()
         except Exception as exc:
             problem = group.first_problem(f"{type(exc).__name__}: {exc}")
             self._abort(staging)
@@ -314,10 +384,7 @@ class ShardedWriter:
                 digests[name] = store.write(
                     f"{pending.staging}/{name}", FileSource.of_bytes(pending.rank_json)
                 )
-                for path in sorted(glob.glob(os.path.join(pending.staging, f"__{group.rank}_*.distcp"))):
-                    digests[os.path.basename(path)] = _file_digest(path)
-                if group.rank == 0:
-                    digests[METADATA_FILE] = _file_digest(os.path.join(pending.staging, METADATA_FILE))
+                digests.update(pending.hashed)  # this rank's shard files (and rank 0's .metadata)
             except Exception as exc:
                 problem = describe_os_error(exc)
         gathered = group.gather((digests, problem))
