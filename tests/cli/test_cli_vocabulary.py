@@ -136,8 +136,10 @@ def test_shell_completion_of_commands_choices_and_metrics(tmp_path: Path) -> Non
     assert complete("cosanneal sh", 1) == ["show"]
     assert complete("cosanneal sweep --pruner ", 3) == ["median", "hyperband", "sha", "none"]
     assert complete("cosanneal compare --metric val_p", 3) == ["val_ppl"]
-    script = process("--show-completion", "bash", cwd=tmp_path)
-    assert script.returncode == 0 and "_COSANNEAL_COMPLETE=complete_bash" in script.stdout
+    # the script for a named shell, whatever shell runs the command (CI runs it under sh)
+    for shell, line in [("bash", "complete_bash"), ("zsh", "complete_zsh"), ("fish", "complete_fish")]:
+        script = process(cwd=tmp_path, env={"_COSANNEAL_COMPLETE": f"source_{shell}"})
+        assert script.returncode == 0 and f"_COSANNEAL_COMPLETE={line}" in script.stdout, (shell, script)
 
 
 # ---- one spelling, the old ones deprecated -------------------------------------------------------------

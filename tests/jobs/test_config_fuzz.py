@@ -457,6 +457,7 @@ RULES: dict[str, Rule] = {
     "checkpoint.every_seconds": simple("checkpoint.every_seconds", number(lambda x: x > 0, optional=True)),
     "checkpoint.at_restarts": simple("checkpoint.at_restarts", boolean),
     "checkpoint.async_write": simple("checkpoint.async_write", boolean),
+    "checkpoint.sharded": simple("checkpoint.sharded", boolean),
     "guard.enabled": simple("guard.enabled", boolean),
     "guard.max_consecutive": simple("guard.max_consecutive", integer(1)),
     "guard.on_exhausted": simple("guard.on_exhausted", one_of("rollback", "stop")),

@@ -109,6 +109,34 @@ def test_the_first_and_last_lines_of_a_short_job_and_no_repeat() -> None:
     ]
 
 
+def test_the_last_update_is_one_line_even_when_it_is_due_to_draw() -> None:
+    # every_seconds=1 with one update a second: the last update is due to draw; the close shows it
+    # once, with the evaluation run after it (the CI failure: ``update 160/160`` twice, rate apart)
+    clock, out = Clock(), io.StringIO()
+    p = Progress(True, 4, every_seconds=1, stream=out, clock=clock, terminal=False)
+    _drive(p, clock, 4, [1.0, 2.0, 3.0, 4.0], {4: {"val_loss": 0.5}})
+    done = [int(x["done"]) for x in _parse(out.getvalue())]
+    assert done == [1, 2, 3, 4]
+    assert out.getvalue().splitlines()[-1].startswith("update 4/4 (100%) loss 2.5 val_loss 0.5")
+
+
+def test_a_stopped_run_closes_without_repeating_its_last_line() -> None:
+    clock, out = Clock(), io.StringIO()
+    p = Progress(True, 100, every_seconds=1, stream=out, clock=clock, terminal=False)
+    for done in (1, 2, 3):  # preempted after 3 of 100 updates: the close has nothing new to show
+        clock.now += 1.0
+        p.update(done, 0.05, SCHED, done - 1, loss=1.0)
+    clock.now += 5.0
+    p.close()
+    assert [int(x["done"]) for x in _parse(out.getvalue())] == [1, 2, 3]
+    single = io.StringIO()  # a one-update job: one line, from the close
+    q = Progress(True, 1, stream=single, clock=clock, terminal=False)
+    q.update(1, 0.05, SCHED, 0, loss=1.0)
+    assert single.getvalue() == ""
+    q.close({"val_loss": 0.25})
+    assert [x["done"] for x in _parse(single.getvalue())] == ["1"]
+
+
 def test_a_resumed_session_counts_its_speed_from_its_own_first_update() -> None:
     clock, out = Clock(), io.StringIO()
     p = Progress(True, 100, every_seconds=5, stream=out, clock=clock, terminal=False)

@@ -255,15 +255,21 @@ def test_changed_schedule_is_refused_on_resume(reference: Path, tmp_path: Path) 
     assert list(tmp_path.glob("copy.old-*"))  # the previous run was moved aside, not deleted
 
 
-def test_torchrun_two_ranks_agree_and_resume(tmp_path: Path) -> None:
-    """torchrun --nproc-per-node 2 on CPU (gloo): same LR on every rank, rank 0 alone writes, resume works."""
+@pytest.mark.parametrize("sharded", [False, True], ids=["single-file", "sharded"])
+def test_torchrun_two_ranks_agree_and_resume(tmp_path: Path, sharded: bool) -> None:
+    """torchrun --nproc-per-node 2 on CPU (gloo): same LR on every rank, rank 0 alone writes, resume works.
+
+    ``checkpoint.sharded``: every rank writes its DCP shards and resumes from them.
+    """
     import json
     import shutil
 
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     assert torchrun is not None
     trace_dir = tmp_path / "traces"
-    cfg = _config(epochs=3, debug__lr_trace_dir=str(trace_dir), checkpoint__every_steps=4)
+    cfg = _config(
+        epochs=3, debug__lr_trace_dir=str(trace_dir), checkpoint__every_steps=4, checkpoint__sharded=sharded
+    )
     cfg_path = _write_config(tmp_path / "cfg.json", cfg)
     run_dir = tmp_path / "run"
     cmd = [torchrun, "--nproc-per-node", "2", "--master-port", str(29500 + os.getpid() % 1000),
@@ -280,6 +286,13 @@ def test_torchrun_two_ranks_agree_and_resume(tmp_path: Path) -> None:
     assert steps.tolist() == list(range(30))  # 640 / (2 ranks x 32) = 10 updates per epoch, 3 epochs
     np.testing.assert_array_equal(lr, from_dict(BLOBS["schedule"])(steps))
     assert [p.name for p in run_dir.iterdir() if p.name.startswith("run.db")]  # rank 0 wrote the store
+    ckpt = max((run_dir / "checkpoints").glob("step-*"))  # the newest one the resumed launch wrote
+    state = json.loads((ckpt / "state.json").read_text())
+    if sharded:
+        assert (ckpt / ".metadata").is_file() and state["sharded"] == {"format": "dcp-1", "world_size": 2}
+        assert sorted(p.name for p in ckpt.glob("rank-*.json")) == ["rank-00000.json", "rank-00001.json"]
+    else:
+        assert "sharded" not in state and not (ckpt / ".metadata").exists()
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])

@@ -152,6 +152,7 @@ class CheckpointConfig:
     every_seconds: float | None = None
     at_restarts: bool = True
     async_write: bool = False
+    sharded: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

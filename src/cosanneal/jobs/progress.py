@@ -228,6 +228,7 @@ class Progress:
         self._origin: tuple[float, int] | None = None  # (time, done) at this session's first update
         self._last_draw = -math.inf
         self._last_line: str | None = None
+        self._last_key: tuple[int, tuple[str, float] | None] | None = None  # (done, metric) drawn last
         self._closed = False
         self.terminal = False
         if not enabled:
@@ -280,10 +281,10 @@ class Progress:
         if self.terminal:
             self._progress.update(self._task, completed=snap.done, info=snap.bar_info(), eta=snap.bar_eta())
             return
-        line = snap.line()
-        if line == self._last_line:
-            return
-        self._last_line = line
+        line, key = snap.line(), (snap.done, snap.metric)
+        if line == self._last_line or (self._closed and key == self._last_key):
+            return  # the close repeats a line only when it shows something new (the last evaluation)
+        self._last_line, self._last_key = line, key
         with contextlib.suppress(OSError, ValueError):  # a closed pipe must not stop the training
             self.stream.write(line + "\n")
             self.stream.flush()
@@ -317,9 +318,12 @@ class Progress:
         if metrics is not None:
             self._metrics = metrics
         self._state = (done, lr, schedule, step)
-        if self._origin is None:
+        first = self._origin is None
+        if first:
             self._origin = (now, done)
-        elif now - self._last_draw < (BAR_SECONDS if self.terminal else self.every_seconds):
+        if not self.terminal and done >= self.total:
+            return  # the last update's line is the close's, with the final evaluation in it
+        if not first and now - self._last_draw < (BAR_SECONDS if self.terminal else self.every_seconds):
             return
         self._last_draw = now
         self._draw()

@@ -234,6 +234,7 @@ class Trainer:
                 every_seconds=ck.every_seconds,
                 at_restarts=ck.at_restarts,
                 async_write=ck.async_write,
+                sharded=ck.sharded,
                 on_event=loop.on_event,
                 before_commit=loop.before_commit,
             )
