@@ -8,7 +8,6 @@ a child process; object-store failures are injected at the back end's calls.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import socket
@@ -91,19 +90,6 @@ def test_local_commit_publishes_the_whole_checkpoint_at_once(tmp_path: Path) -> 
     assert sorted(os.listdir(store.root)) == ["step-1"]  # the staging directory became the checkpoint
     assert sorted(os.listdir(final)) == sorted([*FILES, MANIFEST_NAME])
     assert store.leftovers(store.root, step_of) == []
-
-
-def test_local_write_uses_the_producers_own_path_writer(tmp_path: Path) -> None:
-    store = open_strategy(tmp_path)
-    staging = store.begin(store.join("step-1"))
-    seen: list[str] = []
-
-    def to_path(path: str) -> None:
-        seen.append(path)
-        Path(path).write_bytes(b"xyz")
-
-    sha, size = store.write(f"{staging}/m.bin", FileSource(lambda h: None, to_path))
-    assert seen == [f"{staging}/m.bin"] and (sha, size) == (hashlib.sha256(b"xyz").hexdigest(), 3)
 
 
 @pytest.mark.parametrize(

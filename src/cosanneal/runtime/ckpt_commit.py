@@ -56,13 +56,10 @@ class FileSource:
     """One file's content, as the format produces it.
 
     Attributes:
-        to_stream: writes the content into a binary stream (works on every back end).
-        to_path: creates the file at a local path itself (e.g. safetensors' ``save_file``, which
-            avoids holding the whole file in memory); used where the back end is local.
+        to_stream: writes the content into a binary stream (every back end hashes it as it is written).
     """
 
     to_stream: Callable[[IO[bytes]], None]
-    to_path: Callable[[str], None] | None = None
 
     @classmethod
     def of_bytes(cls, data: bytes) -> FileSource:
@@ -234,9 +231,7 @@ class LocalCommit(CommitStrategy):
         return staging
 
     def write(self, path: str, source: FileSource) -> tuple[str, int]:
-        """Write ``path`` (through ``source.to_path`` when it has one), fsynced."""
-        if source.to_path is not None:
-            return self.storage.write_local(path, source.to_path)
+        """Write ``path`` from ``source``, fsynced; return its SHA-256 and size."""
         return self.storage.write_file(path, source.to_stream)
 
     def commit(self, staging: str, final: str, manifest: bytes) -> None:

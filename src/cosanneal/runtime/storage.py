@@ -257,17 +257,6 @@ class LocalStorage:
             os.close(fd)
         return writer.result()
 
-    def write_local(self, path: str, producer: Callable[[str], None]) -> tuple[str, int]:
-        """Let ``producer(path)`` create the file itself (e.g. a library's ``save_file``), then fsync and hash it."""
-        producer(path)
-        with open(path, "rb+") as handle:
-            os.fsync(handle.fileno())
-        return self._digest(path)
-
-    def _digest(self, path: str) -> tuple[str, int]:
-        with open(path, "rb") as handle:
-            return sha256_stream(handle)
-
     def copy_file(self, src: str, dst: str) -> None:
         """Hard-link ``src`` as ``dst``, or copy and fsync it where a link is impossible."""
         try:
