@@ -411,3 +411,23 @@ def test_cli_bad_space_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
         capsys.readouterr().err
         == 'error: space "schedule.peak_lr": low must be < high, got low=1.0, high=0.1\n'
     )
+
+
+def test_the_python_trial_job_resumes_a_retry_from_its_last_checkpoint(tmp_path: Path) -> None:
+    """``run_sweep``'s trial job (the CLI's too): ``resume=True`` continues the dead trial's run."""
+    from cosanneal.jobs.sweep import trainer_trial
+
+    config = {**BLOBS, "checkpoint": {"enabled": True, "every_steps": 10}, "max_steps": 30}
+    run_dir = tmp_path / "trial-0"
+    first = trainer_trial(config)(run_dir, lambda _m: None, lambda *_a: False)
+    assert first.status == "finished" and first.steps == 30
+    whole = trainer_trial({**config, "max_steps": 80})
+    retry = whole(run_dir, lambda _m: None, lambda *_a: False, resume=True)
+    assert retry.status == "finished" and retry.steps == 80
+    with runs.open(run_dir) as run:
+        assert [e["step"] for e in run.events("resumed")] == [30]  # continued, not started over
+        steps, _ = run.scalar("lr", 0)
+    assert steps.tolist() == list(range(80))
+    assert not list(tmp_path.glob("trial-0.old-*"))
+    fresh = whole(run_dir, lambda _m: None, lambda *_a: False)  # a new trial: trains from step 0
+    assert fresh.steps == 80 and len(list(tmp_path.glob("trial-0.old-*"))) == 1

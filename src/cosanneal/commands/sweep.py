@@ -215,42 +215,12 @@ def register(app: typer.Typer) -> None:
         _run(cfg.to_dict(), load_space(space), settings)
 
 
-def _trainer_trial(config: dict[str, Any]) -> Any:
-    """A trial's job that resumes: a retry continues the dead trial's run from its last good checkpoint.
-
-    ``cosanneal.jobs.sweep.trainer_trial`` always starts fresh; this one takes ``resume=True`` (a
-    :class:`~cosanneal.tune.sweep.ResumableRunTrial`) and then trains with ``fresh=False`` when the run
-    directory holds a committed checkpoint (else it starts over there, the old run moved aside).
-
-    Raises:
-        ConfigError: the trial's config does not load (the trial fails, the sweep goes on).
-    """
-    from cosanneal.jobs.config import config_from_dict
-
-    cfg = config_from_dict(config)
-
-    def run(run_dir: Path, log: Any, on_eval: Any, *, resume: bool = False) -> Any:
-        from cosanneal.jobs.trainer import Trainer
-
-        fresh = not (resume and _has_checkpoint(run_dir))
-        return Trainer(cfg, run_dir, fresh=fresh, progress=False, log=log, on_eval=on_eval).run()
-
-    return run
-
-
-def _has_checkpoint(run_dir: Path) -> bool:
-    from cosanneal.runtime.checkpoints import Checkpoints
-
-    directory = run_dir / "checkpoints"
-    return directory.is_dir() and Checkpoints(directory).latest is not None
-
-
 def _run(config: dict[str, Any], space: Any, settings: Any) -> None:
     import optuna
     from rich.console import Console
 
     from cosanneal.jobs.config import config_from_dict
-    from cosanneal.jobs.sweep import check_space
+    from cosanneal.jobs.sweep import check_space, trainer_trial
     from cosanneal.tune.sweep import SweepPreemptedError, run_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the log below says what each trial does
@@ -261,9 +231,9 @@ def _run(config: dict[str, Any], space: Any, settings: Any) -> None:
         err.print(message, soft_wrap=True, markup=False, highlight=False)
 
     try:
-        config_from_dict(config)  # what run_sweep checks, with a trial job whose retries resume
+        config_from_dict(config)  # what run_sweep checks
         check_space(config, space)
-        result = run_study(config, space, settings, _trainer_trial, log=log)
+        result = run_study(config, space, settings, trainer_trial, log=log)
     except SweepPreemptedError as exc:
         log(str(exc))
         raise typer.Exit(143) from None

@@ -20,7 +20,7 @@ from cosanneal.tune.sweep import (
     EvalHook,
     Log,
     ParamSpec,
-    RunTrial,
+    ResumableRunTrial,
     SweepResult,
     SweepSettings,
     TrialOutcome,
@@ -49,20 +49,34 @@ def check_space(config: Mapping[str, Any], space: Mapping[str, ParamSpec]) -> No
             raise ConfigError(f'space "{key}": {exc}') from exc
 
 
-def trainer_trial(config: dict[str, Any]) -> RunTrial:
-    """A trial's job (:data:`cosanneal.tune.sweep.TrialJob`): the config checked now, a fresh Trainer run later.
+def trainer_trial(config: dict[str, Any]) -> ResumableRunTrial:
+    """A trial's job (:data:`cosanneal.tune.sweep.TrialJob`): the config checked now, a Trainer run later.
+
+    The job takes ``resume=True`` (a :class:`~cosanneal.tune.sweep.ResumableRunTrial`): a retry of a
+    dead worker's trial then continues that trial's run from its last good checkpoint (``fresh=False``);
+    with no committed checkpoint there yet it starts over in the same directory, the old run moved
+    aside. A new trial always trains fresh.
 
     Raises:
-        ConfigError: the trial's config does not load.
+        ConfigError: the trial's config does not load (the trial fails, the sweep goes on).
     """
     cfg = config_from_dict(config)
 
-    def run(run_dir: Path, log: Log, on_eval: EvalHook) -> TrialOutcome:
+    def run(run_dir: Path, log: Log, on_eval: EvalHook, *, resume: bool = False) -> TrialOutcome:
         from cosanneal.jobs.trainer import Trainer
 
-        return Trainer(cfg, run_dir, fresh=True, progress=False, log=log, on_eval=on_eval).run()
+        fresh = not (resume and _has_checkpoint(run_dir))
+        return Trainer(cfg, run_dir, fresh=fresh, progress=False, log=log, on_eval=on_eval).run()
 
     return run
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a committed checkpoint to resume from."""
+    from cosanneal.runtime.checkpoints import Checkpoints
+
+    directory = run_dir / "checkpoints"
+    return directory.is_dir() and Checkpoints(directory).latest is not None
 
 
 def run_sweep(
