@@ -328,3 +328,42 @@ def test_a_live_trial_failed_as_stale_by_another_worker_is_dropped_and_the_worke
     assert any("was failed by another worker" in m and "raise --grace-period" in m for m in said), said
     states = [t.state for t in optuna.load_study(study_name="s", storage=url).get_trials()]
     assert states == [TrialState.FAIL, TrialState.COMPLETE]
+
+
+def test_a_server_outage_mid_sweep_is_one_line_and_the_trials_checkpoint_is_kept(tmp_path: Path) -> None:
+    """The PostgreSQL server stops while a trial trains: one line, exit 75 (retry later), no traceback."""
+    from pg_server import find_initdb, running_server
+
+    initdb = find_initdb()
+    if initdb is None:
+        pytest.skip("no PostgreSQL initdb; apt-get install postgresql")
+    cfg = json.loads(json.dumps(BLOBS))
+    cfg["checkpoint"] = {"enabled": True, "every_steps": 8}
+    cfg["debug"] = {"sleep_per_step": 0.05}
+    config, space = tmp_path / "cfg.json", tmp_path / "space.json"
+    config.write_text(json.dumps(cfg))
+    space.write_text(json.dumps(SPACE))
+    log = tmp_path / "worker.log"
+    with running_server(initdb) as server:  # a server of its own: this test stops it
+        url = server.create_database("outage")
+        worker = _worker(config, space, tmp_path / "runs", url, log, "--trials", "3")
+        try:
+            deadline = time.monotonic() + 120
+            while not any(_checkpointed(t) for t in _trials(url, "w")):
+                assert time.monotonic() < deadline and worker.poll() is None, log.read_text()[-2000:]
+                time.sleep(0.1)
+            run_dir = Path(next(t for t in _trials(url, "w") if _checkpointed(t)).user_attrs["run_dir"])
+            server.process.send_signal(signal.SIGINT)  # fast shutdown: every client is disconnected
+            server.process.wait(timeout=30)
+            code = worker.wait(timeout=120)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    last = text.strip().splitlines()[-1]
+    assert code == 75, text[-2000:]
+    assert last.startswith("error: --storage: lost the connection to "), last
+    assert "restart this worker once the server is back" in last
+    assert Checkpoints(run_dir / "checkpoints").latest is not None  # the retry resumes from it

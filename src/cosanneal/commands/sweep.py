@@ -221,7 +221,7 @@ def _run(config: dict[str, Any], space: Any, settings: Any) -> None:
 
     from cosanneal.jobs.config import config_from_dict
     from cosanneal.jobs.sweep import check_space, trainer_trial
-    from cosanneal.tune.sweep import SweepPreemptedError, run_study
+    from cosanneal.tune.sweep import StorageLostError, SweepPreemptedError, run_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the log below says what each trial does
 
@@ -237,6 +237,9 @@ def _run(config: dict[str, Any], space: Any, settings: Any) -> None:
     except SweepPreemptedError as exc:
         log(str(exc))
         raise typer.Exit(143) from None
+    except StorageLostError as exc:
+        log(f"error: {exc}")
+        raise typer.Exit(75) from None  # EX_TEMPFAIL: the same command works once the server is back
     out = Console()
     best = "-" if result.best_value is None else f"{result.best_value:.4g} (trial {result.best_trial})"
     out.print(

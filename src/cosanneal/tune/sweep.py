@@ -69,6 +69,7 @@ from cosanneal.errors import ConfigError, CosannealError
 __all__ = [
     "ParamSpec",
     "RunTrial",
+    "StorageLostError",
     "StudySummary",
     "SweepResult",
     "SweepSettings",
@@ -705,6 +706,41 @@ class SweepPreemptedError(Exception):
     """The worker got SIGTERM/SIGINT mid-trial: the trial is re-queued and the worker stops."""
 
 
+class StorageLostError(CosannealError):
+    """The study's database server went away while the worker ran (a restart, a failover, the network).
+
+    The trials already told are in the database; a trial that was training is left RUNNING there, so
+    once the server is back its heartbeat goes stale and it is failed and retried (from its run
+    directory's last checkpoint) by whichever worker runs next. The CLI exits with 75 (``EX_TEMPFAIL``):
+    run the worker again once the server is back.
+    """
+
+
+def is_storage_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is a lost or refused database connection.
+
+    SQLAlchemy's ``OperationalError`` / ``InterfaceError`` (a dropped connection, a server that is not
+    there), possibly wrapped in Optuna's ``StorageInternalError``.
+
+    Example:
+        >>> import sqlalchemy
+        >>> is_storage_lost(sqlalchemy.exc.OperationalError("SELECT 1", {}, OSError("gone")))
+        True
+        >>> is_storage_lost(ValueError("a bug"))
+        False
+    """
+    import sqlalchemy
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 class TrialOutcome(Protocol):
     """What a trial's run reports when it ends (a :class:`~cosanneal.jobs.trainer.TrainResult` is one).
 
@@ -840,7 +876,11 @@ class _Heartbeat:
 
     def _beat(self) -> None:
         while not self._stop.wait(self._interval):
-            self._storage.record_heartbeat(self._trial_id)
+            try:
+                self._storage.record_heartbeat(self._trial_id)
+            except Exception as exc:  # a server restart: beat again next time; the trial's own calls fail
+                if not is_storage_lost(exc):
+                    raise
 
     def stop(self) -> None:
         self._stop.set()
@@ -993,7 +1033,9 @@ class _Worker:
             if self.storage.get_trial(trial._trial_id).state != TrialState.FAIL:
                 raise
             self._failed_elsewhere(trial)
-        except BaseException:
+        except BaseException as exc:
+            if is_storage_lost(exc):
+                raise  # nothing can be told now; the trial goes stale and is retried once the server is back
             self.tell(trial, state=TrialState.FAIL)
             raise
         else:
@@ -1028,14 +1070,36 @@ def run_study(
 
     Raises:
         ConfigError: a bad storage URL.
+        StorageLostError: the database server went away mid-sweep (run the worker again once it is back).
     """
     say: Log = log or print
     base = dict(config)
     storage = _storage(settings)
-    study = open_study(settings, pruner=pruner, sampler=sampler, storage=storage)
-    objective = _Objective(base, dict(space), settings, job, say)
-    stopped_by = _Worker(study, storage, objective, settings, say).run()
-    return _result(study, settings, stopped_by, space)
+    try:
+        study = open_study(settings, pruner=pruner, sampler=sampler, storage=storage)
+        objective = _Objective(base, dict(space), settings, job, say)
+        stopped_by = _Worker(study, storage, objective, settings, say).run()
+        return _result(study, settings, stopped_by, space)
+    except Exception as exc:
+        if not is_storage_lost(exc):
+            raise
+        reason = _lost_reason(exc)
+        raise StorageLostError(
+            f"--storage: lost the connection to {_shown(settings.url)} mid-sweep ({reason}); the trials told "
+            "so far are kept and a trial in flight keeps its checkpoints: restart this worker once the server "
+            "is back (the unfinished trial is retried from its last checkpoint)"
+        ) from None
+
+
+def _lost_reason(exc: BaseException) -> str:
+    """The driver's own words for a lost connection, on one line."""
+    current: BaseException | None = exc
+    while current is not None:
+        orig = getattr(current, "orig", None)
+        if orig is not None:
+            return " ".join(str(orig).split())[:200]
+        current = current.__cause__ or current.__context__
+    return type(exc).__name__
 
 
 def _result(
