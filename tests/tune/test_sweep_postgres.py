@@ -330,6 +330,7 @@ def test_a_live_trial_failed_as_stale_by_another_worker_is_dropped_and_the_worke
     assert states == [TrialState.FAIL, TrialState.COMPLETE]
 
 
+@pytest.mark.slow
 def test_a_server_outage_mid_sweep_is_one_line_and_the_trials_checkpoint_is_kept(tmp_path: Path) -> None:
     """The PostgreSQL server stops while a trial trains: one line, exit 75 (retry later), no traceback."""
     from pg_server import find_initdb, running_server
