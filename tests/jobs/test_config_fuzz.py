@@ -489,6 +489,7 @@ RULES: dict[str, Rule] = {
     "slurm.requeue": simple("slurm.requeue", boolean),
     "slurm.signal": simple("slurm.signal", one_of("SIGUSR1", "SIGUSR2", "SIGTERM")),
     "slurm.scontrol": simple("slurm.scontrol", shell_words),
+    "resume.world_size": simple("resume.world_size", one_of("accumulate", "linear", "sqrt", "refuse")),
     "debug.inject_nan_at": simple(
         "debug.inject_nan_at", lambda v: isinstance(v, list) and all(integer(0)(x) for x in v)
     ),
@@ -545,6 +546,7 @@ EXAMPLES: dict[str, list[Any]] = {
     "debug.inject_nan_at": [[], [1, 2], [-1], [1.5], ["1"]],
     "slurm.signal": ["SIGUSR1", "SIGUSR2", "SIGTERM", "SIGKILL", "USR1", "sigusr1"],
     "slurm.scontrol": ["scontrol", "sudo -n scontrol", "", "   ", "'unbalanced"],
+    "resume.world_size": ["accumulate", "linear", "sqrt", "refuse", "auto", "Linear", "", True],
     "telemetry.flush_seconds": [0.001, 3600, 3601, 1e300],
     "telemetry.progress_seconds": [0.001, 30, 0, -1, 1e300],
     "debug.sleep_per_step": [0, 3600, 3600.5, 1e12],

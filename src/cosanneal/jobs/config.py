@@ -241,6 +241,28 @@ class SlurmConfig:
     scontrol: str = "scontrol"  # the command (may hold words: "sudo -n scontrol")
 
 
+#: The rules ``resume.world_size`` names (see :mod:`cosanneal.jobs.world_size`).
+WORLD_SIZE_RULES = ("accumulate", "linear", "sqrt", "refuse")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumeConfig:
+    """``[resume]``: how a job resumes from a checkpoint saved by another number of ranks.
+
+    The schedule counts updates of a global batch ``B = batch_size x world_size``. ``world_size``:
+
+    * ``"accumulate"`` (default): keep ``B``: each of the ``w'`` ranks takes ``B / w'`` samples per
+      update in micro-batches no larger than before (accumulation grows or shrinks); the schedule, the
+      LR and the data position continue exactly. Refused (exit 2, one line) when ``w'`` does not divide ``B``.
+    * ``"linear"`` / ``"sqrt"``: keep ``batch_size`` per rank, so ``B`` changes by ``r = w' / w``; the LR
+      is scaled by ``r`` or ``sqrt(r)`` from the switch on and the rest of the schedule is re-bound in
+      samples (:class:`~cosanneal.schedules.rebatch.Rebatch`).
+    * ``"refuse"``: any other world size is refused (exit 2, one line).
+    """
+
+    world_size: Literal["accumulate", "linear", "sqrt", "refuse"] = "accumulate"
+
+
 @dataclasses.dataclass(frozen=True)
 class DebugConfig:
     """``[debug]``: fault injection for drills and tests (NaN loss at given updates, a delay per step)."""
@@ -284,6 +306,7 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
     telemetry: TelemetryConfig = dataclasses.field(default_factory=TelemetryConfig)
     slurm: SlurmConfig = dataclasses.field(default_factory=SlurmConfig)
+    resume: ResumeConfig = dataclasses.field(default_factory=ResumeConfig)
     debug: DebugConfig = dataclasses.field(default_factory=DebugConfig)
 
     def to_dict(self) -> dict[str, Any]:
