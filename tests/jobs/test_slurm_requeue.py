@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from blobs import blobs_config
+from blobs import blobs_config, events, spawn_train, updates_done
 from safetensors.torch import load_file
 
 from cosanneal import runs
@@ -50,42 +50,15 @@ def _env(bin_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _spawn(cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "cosanneal", "train", "cfg.json", "--run-dir", "runs/job", "--no-progress"]
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _updates(run_dir: Path) -> int:
-    if not (run_dir / "run.db").exists():
-        return -1
-    try:
-        run = runs.open(run_dir)
-        try:
-            steps, _ = run.scalar("lr", 0)
-        finally:
-            run.close()
-    except Exception:  # the series may not exist yet
-        return -1
-    return int(steps.max()) if len(steps) else -1
-
-
 def _signal_after(proc: subprocess.Popen[bytes], run_dir: Path, updates: int, sig: int) -> tuple[int, str]:
     deadline = time.monotonic() + 120
-    while _updates(run_dir) < updates:
+    while updates_done(run_dir) < updates:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         assert time.monotonic() < deadline, "the job never got that far"
         time.sleep(0.05)
     os.kill(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err.decode()
-
-
-def _events(run_dir: Path, kind: str) -> list[dict[str, Any]]:
-    run = runs.open(run_dir)
-    try:
-        return list(run.events(kind))
-    finally:
-        run.close()
 
 
 def _job(tmp_path: Path, **changes: Any) -> Path:
@@ -129,14 +102,16 @@ def test_sigusr1_checkpoints_requeues_and_the_requeued_job_resumes_exactly(
     env = _env(tmp_path / "bin", SLURM_JOB_ID="4242")
     run_dir = cwd / "runs" / "job"
 
-    code, err = _signal_after(_spawn(cwd, env), run_dir, 60, signal.SIGUSR1)
+    code, err = _signal_after(
+        spawn_train("cfg.json", "runs/job", cwd=cwd, env=env), run_dir, 60, signal.SIGUSR1
+    )
     assert code == 128 + signal.SIGUSR1, err
     assert log.read_text().splitlines() == ["requeue 4242"]  # once, by rank 0, after the checkpoint
-    (preempted,) = _events(run_dir, "preempted")
-    (requeued,) = _events(run_dir, "requeued")
+    (preempted,) = events(run_dir, "preempted")
+    (requeued,) = events(run_dir, "requeued")
     assert preempted["signal"] == "SIGUSR1" and requeued["job_id"] == "4242"
     assert requeued["command"] == "scontrol requeue 4242"
-    saved = [e for e in _events(run_dir, "checkpoint_saved") if e["reason"] == "preempted"]
+    saved = [e for e in events(run_dir, "checkpoint_saved") if e["reason"] == "preempted"]
     assert len(saved) == 1 and saved[0]["step"] == requeued["step"]
     assert "requeued SLURM job 4242" in err and "Traceback" not in err
 
@@ -146,7 +121,7 @@ def test_sigusr1_checkpoints_requeues_and_the_requeued_job_resumes_exactly(
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert log.read_text().splitlines() == ["requeue 4242"]  # a finished job is not requeued
-    assert _events(run_dir, "resumed")
+    assert events(run_dir, "resumed")
     _same_run(reference, run_dir)
 
 
@@ -156,13 +131,15 @@ def test_a_failed_requeue_is_recorded_and_the_checkpoint_is_kept(tmp_path: Path)
     _stand_in(tmp_path / "bin", log, fail=True)
     env = _env(tmp_path / "bin", SLURM_JOB_ID="4250", SLURM_ARRAY_JOB_ID="4242", SLURM_ARRAY_TASK_ID="7")
     run_dir = cwd / "runs" / "job"
-    code, err = _signal_after(_spawn(cwd, env), run_dir, 40, signal.SIGUSR1)
+    code, err = _signal_after(
+        spawn_train("cfg.json", "runs/job", cwd=cwd, env=env), run_dir, 40, signal.SIGUSR1
+    )
     assert code == 138, err
     assert log.read_text().splitlines() == ["requeue 4242_7"]  # the array task, not the whole array
-    (failed,) = _events(run_dir, "requeue_failed")
+    (failed,) = events(run_dir, "requeue_failed")
     assert failed["reason"] == "exit 1: slurm_load_jobs error: Invalid job id specified"
     assert "the requeue failed" in err and "resubmit" in err
-    (preempted,) = _events(run_dir, "preempted")  # the checkpoint of the preemption is there to resume from
+    (preempted,) = events(run_dir, "preempted")  # the checkpoint of the preemption is there to resume from
     assert (run_dir / "checkpoints" / f"step-{preempted['step']:09d}" / "MANIFEST.json").is_file()
 
 
@@ -174,9 +151,11 @@ def test_outside_slurm_or_with_requeue_off_the_signal_only_checkpoints(tmp_path:
         ("off", _env(tmp_path / "bin", SLURM_JOB_ID="1"), {"slurm__requeue": False}),
     ]:
         cwd = _job(tmp_path / name, **changes)
-        code, err = _signal_after(_spawn(cwd, env), cwd / "runs" / "job", 30, signal.SIGUSR1)
+        code, err = _signal_after(
+            spawn_train("cfg.json", "runs/job", cwd=cwd, env=env), cwd / "runs" / "job", 30, signal.SIGUSR1
+        )
         assert code == 138, err
-        assert not _events(cwd / "runs" / "job", "requeued")
+        assert not events(cwd / "runs" / "job", "requeued")
     assert not log.exists()
 
 
@@ -185,11 +164,15 @@ def test_a_configured_signal_requeues_and_sigterm_does_not(tmp_path: Path) -> No
     _stand_in(tmp_path / "bin", log)
     env = _env(tmp_path / "bin", SLURM_JOB_ID="77")
     cwd = _job(tmp_path / "usr2", slurm__signal="SIGUSR2")
-    code, err = _signal_after(_spawn(cwd, env), cwd / "runs" / "job", 30, signal.SIGUSR2)
+    code, err = _signal_after(
+        spawn_train("cfg.json", "runs/job", cwd=cwd, env=env), cwd / "runs" / "job", 30, signal.SIGUSR2
+    )
     assert code == 128 + signal.SIGUSR2, err
     assert log.read_text().splitlines() == ["requeue 77"]
     cwd = _job(tmp_path / "term")  # SIGTERM is a preemption (Kubernetes, scancel): no requeue
-    code, err = _signal_after(_spawn(cwd, env), cwd / "runs" / "job", 30, signal.SIGTERM)
+    code, err = _signal_after(
+        spawn_train("cfg.json", "runs/job", cwd=cwd, env=env), cwd / "runs" / "job", 30, signal.SIGTERM
+    )
     assert code == 143, err
     assert log.read_text().splitlines() == ["requeue 77"]
 

@@ -25,15 +25,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from blobs import blobs_config
-from safetensors.torch import load_file
+from blobs import blobs_config, events, last_weights, lr_trace, updates_done
 
-from cosanneal import runs
 from cosanneal.jobs.config import config_from_dict
 
 pytestmark = [
@@ -66,35 +63,6 @@ def _train(cwd: Path) -> list[str]:
 
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def _trace(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    run = runs.open(run_dir)
-    try:
-        return run.scalar("lr", 0)
-    finally:
-        run.close()
-
-
-def _events(run_dir: Path, kind: str) -> list[dict[str, Any]]:
-    run = runs.open(run_dir)
-    try:
-        return list(run.events(kind))
-    finally:
-        run.close()
-
-
-def _last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    last = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
-    return load_file(str(last / "model.safetensors"))
-
-
-def _updates(run_dir: Path) -> int:
-    try:
-        steps, _ = _trace(run_dir)
-    except Exception:  # no store or no series yet
-        return -1
-    return int(steps.max()) if len(steps) else -1
 
 
 def _worker_of_rank(agents: list[subprocess.Popen[str]], rank: int) -> int | None:
@@ -151,7 +119,7 @@ def test_a_rank_killed_mid_run_is_restarted_by_the_agents_and_resumes_exactly(tm
     ]
     try:
         deadline = time.monotonic() + 300
-        while _updates(cwd / "run") < 22:  # past a few checkpoints (every 5 updates), before the end (40)
+        while updates_done(cwd / "run") < 22:  # past a few checkpoints (every 5 updates), before the end (40)
             assert all(a.poll() is None for a in agents), [
                 a.stderr.read()[-2000:] for a in agents if a.stderr
             ]
@@ -169,10 +137,10 @@ def test_a_rank_killed_mid_run_is_restarted_by_the_agents_and_resumes_exactly(tm
         assert agent.returncode == 0, err[-4000:]
 
     run_dir, ref_dir = cwd / "run", ref / "run"
-    assert _events(run_dir, "resumed"), "the restarted group did not resume from a checkpoint"
-    (ref_steps, ref_lr), (steps, lr) = _trace(ref_dir), _trace(run_dir)
+    assert events(run_dir, "resumed"), "the restarted group did not resume from a checkpoint"
+    (ref_steps, ref_lr), (steps, lr) = lr_trace(ref_dir), lr_trace(run_dir)
     assert steps.tolist() == list(range(40))  # one row per update: the rows past the checkpoint were redone
     np.testing.assert_array_equal(steps, ref_steps)
     np.testing.assert_array_equal(lr, ref_lr)
-    want, got = _last_weights(ref_dir), _last_weights(run_dir)
+    want, got = last_weights(ref_dir), last_weights(run_dir)
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)

@@ -7,15 +7,13 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from blobs import BLOBS, blobs_config
-from safetensors.torch import load_file
+from blobs import BLOBS, blobs_config, last_weights, lr_trace, spawn_train, wait_for_updates
 
 from cosanneal import ConfigError, from_dict, runs
 from cosanneal.jobs.config import config_from_dict, load_config
@@ -35,19 +33,6 @@ def _write_config(path: Path, cfg: Any) -> Path:
     return path
 
 
-def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    steps = sorted((run_dir / "checkpoints").glob("step-*"))
-    return load_file(str(steps[-1] / "model.safetensors"))
-
-
-def _lr_trace(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    run = runs.open(run_dir)
-    try:
-        return run.scalar("lr", 0)
-    finally:
-        run.close()
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One uninterrupted run, shared by the parity tests."""
@@ -58,7 +43,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_lr_trace_is_the_closed_form(reference: Path) -> None:
-    steps, lr = _lr_trace(reference)
+    steps, lr = lr_trace(reference)
     assert steps.tolist() == list(range(160))
     schedule = from_dict(BLOBS["schedule"])
     np.testing.assert_array_equal(lr, schedule(steps))  # group 0 scale 1: exactly the schedule
@@ -86,40 +71,6 @@ def test_best_and_cycle_end_checkpoints_are_kept(reference: Path) -> None:
     assert any((reference / "checkpoints" / "best").iterdir())
 
 
-def _spawn(cfg_path: Path, run_dir: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cosanneal",
-            "train",
-            str(cfg_path),
-            "--run-dir",
-            str(run_dir),
-            "--no-progress",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def _wait_for_updates(
-    run_dir: Path, at_least: int, proc: subprocess.Popen[bytes], timeout: float = 120
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        if (run_dir / "run.db").exists():
-            try:
-                steps, _ = _lr_trace(run_dir)
-                if len(steps) and steps.max() >= at_least:
-                    return
-            except (KeyError, Exception):  # the series may not exist yet
-                pass
-        time.sleep(0.05)
-    raise AssertionError("the child never got that far")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_interrupted_and_resumed_run_is_bit_identical(
     reference: Path, tmp_path: Path, sig: signal.Signals
@@ -127,8 +78,8 @@ def test_interrupted_and_resumed_run_is_bit_identical(
     cfg = _config(debug__sleep_per_step=0.02)  # the delay widens the window; it changes no computation
     cfg_path = _write_config(tmp_path / "cfg.json", cfg)
     run_dir = tmp_path / "run"
-    proc = _spawn(cfg_path, run_dir)
-    _wait_for_updates(run_dir, random.Random(int(sig)).randint(25, 110), proc)
+    proc = spawn_train(cfg_path, run_dir)
+    wait_for_updates(run_dir, random.Random(int(sig)).randint(25, 110), proc)
     os.kill(proc.pid, sig)
     code = proc.wait(timeout=60)
     if sig == signal.SIGTERM:
@@ -142,12 +93,12 @@ def test_interrupted_and_resumed_run_is_bit_identical(
         assert code == -signal.SIGKILL
     resumed = Trainer(load_config(cfg_path), run_dir, progress=False, log=lambda _: None).run()
     assert resumed.status == "finished" and resumed.steps == 160
-    ref_w, got_w = _final_weights(reference), _final_weights(run_dir)
+    ref_w, got_w = last_weights(reference), last_weights(run_dir)
     assert ref_w.keys() == got_w.keys()
     for name in ref_w:
         assert torch.equal(ref_w[name], got_w[name]), name
-    ref_steps, ref_lr = _lr_trace(reference)
-    steps, lr = _lr_trace(run_dir)
+    ref_steps, ref_lr = lr_trace(reference)
+    steps, lr = lr_trace(run_dir)
     np.testing.assert_array_equal(steps, ref_steps)
     np.testing.assert_array_equal(lr, ref_lr)
     run = runs.open(run_dir)
@@ -282,7 +233,7 @@ def test_torchrun_two_ranks_agree_and_resume(tmp_path: Path, sharded: bool) -> N
     rank1 = json.loads((trace_dir / "lr-rank1.json").read_text())
     assert rank0 == rank1 and len(rank0) > 0  # the resumed part: identical LRs on both ranks
     assert rank0[0][0] == 12  # the second launch resumed after the 12 updates of the first
-    steps, lr = _lr_trace(run_dir)
+    steps, lr = lr_trace(run_dir)
     assert steps.tolist() == list(range(30))  # 640 / (2 ranks x 32) = 10 updates per epoch, 3 epochs
     np.testing.assert_array_equal(lr, from_dict(BLOBS["schedule"])(steps))
     assert [p.name for p in run_dir.iterdir() if p.name.startswith("run.db")]  # rank 0 wrote the store
@@ -300,7 +251,7 @@ def test_mixed_precision_runs_and_counts_only_real_updates(tmp_path: Path, amp: 
     cfg = _config(amp=amp, epochs=2, checkpoint__enabled=False)
     result = Trainer(cfg, tmp_path / "run", progress=False, log=lambda _: None).run()
     assert result.status == "finished" and result.steps == 40
-    steps, lr = _lr_trace(tmp_path / "run")
+    steps, lr = lr_trace(tmp_path / "run")
     np.testing.assert_array_equal(
         lr, from_dict(BLOBS["schedule"])(steps)
     )  # updates GradScaler skipped are not counted
@@ -310,7 +261,7 @@ def test_telemetry_every_n_updates_keeps_restart_events_exact(tmp_path: Path) ->
     cfg = _config(epochs=3, checkpoint__enabled=False, telemetry__every=7)
     result = Trainer(cfg, tmp_path / "run", progress=False, log=lambda _: None).run()
     assert result.status == "finished" and result.steps == 60
-    steps, lr = _lr_trace(tmp_path / "run")
+    steps, lr = lr_trace(tmp_path / "run")
     assert steps.tolist() == list(range(0, 60, 7))
     schedule = from_dict(BLOBS["schedule"])
     np.testing.assert_array_equal(lr, schedule(steps))
