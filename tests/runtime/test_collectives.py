@@ -8,65 +8,34 @@ tests on a GPU machine.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
+from gloo_ranks import run_ranks
 
 from cosanneal.runtime import ckpt_dist, distributed
 
-ROOT = Path(__file__).resolve().parents[2]
+RANKS = """
+from cosanneal.runtime import ckpt_dist, distributed
 
-RANKS = textwrap.dedent(
-    """
-    import json, os, sys
-    import torch
-    import torch.distributed as dist
-    from cosanneal.runtime import ckpt_dist, distributed
 
-    store = sys.argv[1]
-    torch.set_num_threads(1)
-    pids = []
-    for rank in range(2):
-        pid = os.fork()  # before any torch op: safe to fork
-        if pid == 0:
-            code = 1
-            try:
-                dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-                world = distributed.World(rank=rank, size=2)
-                result = {
-                    "device": str(ckpt_dist.collective_device()),
-                    "any_one": distributed.any_rank(rank == 1, world),
-                    "any_none": distributed.any_rank(False, world),
-                    "agree_rank0_true": ckpt_dist.agree(rank == 0),
-                    "agree_rank0_false": ckpt_dist.agree(rank == 1),
-                }
-                with open(f"{store}-result-{rank}.json", "w") as handle:
-                    json.dump(result, handle)
-                dist.destroy_process_group()
-                code = 0
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    sys.exit(0 if all(os.waitpid(p, 0)[1] == 0 for p in pids) else 1)
-    """
-)
+def rank_main(rank, world_size, args):
+    world = distributed.World(rank=rank, size=world_size)
+    return {
+        "device": str(ckpt_dist.collective_device()),
+        "any_one": distributed.any_rank(rank == 1, world),
+        "any_none": distributed.any_rank(False, world),
+        "agree_rank0_true": ckpt_dist.agree(rank == 0),
+        "agree_rank0_false": ckpt_dist.agree(rank == 1),
+    }
+"""
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
 def test_any_rank_and_agree_in_a_real_gloo_group(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    proc = subprocess.run(
-        [sys.executable, "-c", RANKS, str(store)], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for rank in range(2):
-        result = json.loads((tmp_path / f"store-result-{rank}.json").read_text())
+    for result in run_ranks(RANKS, tmp_path):
         assert result == {
             "device": "cpu",
             "any_one": True,  # rank 1 alone said yes: every rank hears it
