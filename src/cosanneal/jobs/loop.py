@@ -3,7 +3,8 @@
 :class:`Loop` holds what changes while a job trains (the position, the last metrics, the schedule the
 guard may lower, the open run store) and runs it step by step:
 
-* :meth:`Loop.resume` — continue from a checkpoint: position, trackers, the schedule it really used;
+* :meth:`Loop.resume` — continue from a checkpoint: position, trackers, the schedule it really used,
+  and the batch layout at another world size (:mod:`cosanneal.jobs.world_size`);
 * :meth:`Loop.train_step` — one optimizer update from ``accumulate`` micro-batches;
 * :meth:`Loop.after_update` — telemetry, then evaluate / checkpoint when the update calls for it;
 * :meth:`Loop.evaluate_and_decide` — evaluate, then prune or stop early (one sequence, used at
@@ -31,14 +32,16 @@ from cosanneal.jobs.config import TrainConfig, check_metric_names
 from cosanneal.jobs.loading import END_OF_EPOCH, TrainLoader, eval_batches
 from cosanneal.jobs.progress import Progress
 from cosanneal.jobs.tasks import Task, batch_samples, check_metrics, split_batch, step_loss, to_device
+from cosanneal.jobs.world_size import Layout, Resize, plan_resize
 from cosanneal.runtime import distributed, requeue
 from cosanneal.runtime.checkpoints import Checkpoints, ends_cycle, is_cycle_end
-from cosanneal.runtime.guard import NonFiniteGuard
+from cosanneal.runtime.guard import NonFiniteGuard, adjust_schedule
 from cosanneal.runtime.preemption import Preemption
 from cosanneal.runtime.runstore import RunStore, run_relative
 from cosanneal.runtime.stopping import RestartAwareEarlyStopping
 from cosanneal.runtime.telemetry import Telemetry
 from cosanneal.schedules import Schedule, from_dict
+from cosanneal.schedules.rebatch import Rebatch, base_schedule, map_base
 from cosanneal.torch import Scheduler
 
 Log = Callable[[str], None]
@@ -79,6 +82,12 @@ class Parts:
     stopper: RestartAwareEarlyStopping | None
     on_eval: Callable[[int, dict[str, float], bool], bool] | None
     resume_hint: str
+    #: the batch layout this session trains with (world size, per-rank batch, accumulation, length)
+    layout: Layout | None = None
+    #: the config's schedule and run length as bound at another world size (a resized run's first one)
+    bind_at: Callable[[int], tuple[Schedule, int]] | None = None
+    #: this rank's training batches with another per-rank batch size
+    make_loader: Callable[[int], TrainLoader] | None = None
 
 
 class Loop:
@@ -100,12 +109,8 @@ class Loop:
         self.rank_trace: list[list[float]] = []
         self.metrics_checked = False
         self.preempt: Preemption | None = None
-        self.bar = Progress(
-            progress and parts.world.is_main,
-            parts.total,
-            every_seconds=self.cfg.telemetry.progress_seconds,
-            metric=self.cfg.checkpoint.best_metric,
-        )
+        self.show_progress = progress
+        self.bar = self._progress()
         self._stream: Generator[Any, None, None] | None = None
         amp = self.cfg.amp
         self.scaler = torch.amp.GradScaler(parts.device.type) if amp == "fp16" else None
@@ -114,6 +119,14 @@ class Loop:
             "model": {k: v.detach().clone() for k, v in parts.model.state_dict().items()},
             "optimizer": parts.optimizer.state_dict(),
         }
+
+    def _progress(self) -> Progress:
+        return Progress(
+            self.show_progress and self.p.world.is_main,
+            self.p.total,
+            every_seconds=self.cfg.telemetry.progress_seconds,
+            metric=self.cfg.checkpoint.best_metric,
+        )
 
     # ---- events and checkpoints ------------------------------------------------------------
     def on_event(self, kind: str, **payload: Any) -> None:
@@ -140,6 +153,7 @@ class Loop:
             "attempts": self.position.attempts,
             "last_metrics": self.last_metrics,
             "data_state": self.p.train.state(),
+            "world": None if self.p.layout is None else self.p.layout.to_dict(),
         }
 
     def save(self, reason: str, cycle_end: bool = False, metrics: dict[str, float] | None = None) -> None:
@@ -202,15 +216,81 @@ class Loop:
             if state and isinstance(state.get("schedule"), dict)
             else self.schedule
         )
+        recorded = Layout.from_dict(tracked.get("world"))
+        configured = self._configured_schedule(recorded)
+        lowered = bool((tracked.get("guard") or {}).get("rollbacks"))
+        if base_schedule(saved) != configured and not lowered:
+            raise ConfigError(schedule_mismatch(self.p.run_dir, base_schedule(saved), configured))
         if saved != self.schedule:
-            if not (tracked.get("guard") or {}).get("rollbacks"):
-                raise ConfigError(schedule_mismatch(self.p.run_dir, saved, self.schedule))
-            self.schedule = saved  # the guard lowered it before the interruption
+            self.schedule = saved  # the guard lowered it, or an earlier world-size change re-bound it
+        if recorded is not None:
+            self._resume_layout(recorded)
         guard = self.p.guard
-        if guard is not None and tracked.get("guard"):
-            guard.load_state_dict(tracked["guard"])
+        if guard is not None:
+            if tracked.get("guard"):
+                guard.load_state_dict(tracked["guard"])
+            if isinstance(self.schedule, Rebatch) and not callable(guard.adjust):
+                how, factor = guard.adjust, guard.lr_factor
+                guard.adjust = lambda s: map_base(s, lambda b: adjust_schedule(b, how, factor))
             guard.schedule = self.schedule
         self.rebuild_scheduler(self.position.updates)
+
+    def _configured_schedule(self, recorded: Layout | None) -> Schedule:
+        """The config's schedule as the run bound it: at the world size of its first session."""
+        if recorded is None or recorded.bound_at == self.p.world.size or self.p.bind_at is None:
+            return self.schedule
+        schedule, _total = self.p.bind_at(recorded.bound_at)
+        return schedule
+
+    def _resume_layout(self, recorded: Layout) -> None:
+        """Continue with the checkpoint's batch layout, changed by ``resume.world_size`` at another world size.
+
+        Raises:
+            ConfigError: the rule cannot resume at this world size (nothing is written to the run).
+        """
+        p, pos = self.p, self.position
+        if not isinstance(self.schedule, Rebatch):  # the config's length, in updates of the bound batch
+            same = recorded.bound_at == p.world.size or p.bind_at is None
+            length = p.total if same or p.bind_at is None else p.bind_at(recorded.bound_at)[1]
+            recorded = dataclasses.replace(recorded, total=length)
+        micro = self.cfg.batch_size // self.cfg.accumulate
+        resize = plan_resize(
+            recorded,
+            world_size=p.world.size,
+            micro_batch=micro,
+            rule=self.cfg.resume.world_size,
+            at=pos.updates,
+            batch=pos.batch,
+        )
+        layout = recorded if resize is None else resize.after
+        if resize is None and not recorded.resized:
+            return  # the same world size and layout since the run began: nothing changes
+        if resize is not None:
+            self._apply_resize(resize)
+        self._use_layout(layout)
+
+    def _apply_resize(self, resize: Resize) -> None:
+        """The schedule re-bound in samples (linear / sqrt), the data position, the event and its log line."""
+        pos = self.position
+        if resize.ratio != 1.0 or resize.lr_factor != 1.0:
+            self.schedule = Rebatch(self.schedule, resize.at, resize.ratio, resize.lr_factor)
+        if resize.batch != pos.batch:
+            pos.batch, pos.data_state = resize.batch, None
+        self.on_event("world_size_changed", step=resize.at, **resize.event())
+        if self.p.world.is_main:
+            self.p.log(resize.describe())
+
+    def _use_layout(self, layout: Layout) -> None:
+        """Train with ``layout``: its per-rank batch (a new loader), accumulation and run length."""
+        p = self.p
+        if layout.batch_size != p.train.batch_size and p.make_loader is not None:
+            p.train = p.make_loader(layout.batch_size)
+        self.cfg = dataclasses.replace(self.cfg, batch_size=layout.batch_size, accumulate=layout.accumulate)
+        p.config = self.cfg
+        if layout.total != p.total:
+            p.total = layout.total
+            self.bar = self._progress()
+        p.layout = layout
 
     def roll_back(self, message: str) -> None:
         """Back to the last good checkpoint (or the start), on the schedule the guard just lowered."""

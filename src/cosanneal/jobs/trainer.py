@@ -39,6 +39,7 @@ from cosanneal.jobs.optimizers import build_optimizer
 from cosanneal.jobs.preview import RunShape, bind_schedule, run_length
 from cosanneal.jobs.sink_factories import build_sinks, resolve_factories
 from cosanneal.jobs.tasks import batch_tokens, build_task
+from cosanneal.jobs.world_size import Layout
 from cosanneal.runtime import distributed
 from cosanneal.runtime.checkpoints import CheckpointError, Checkpoints
 from cosanneal.runtime.guard import NonFiniteGuard
@@ -166,16 +167,20 @@ class Trainer:
         world = distributed.init_from_env(device)
         _seed_everything(cfg.seed)
         train_set, val_set = build_data(cfg.data)
-        train = TrainLoader(
-            train_set,
-            cfg.batch_size,
-            seed=cfg.seed,
-            rank=world.rank,
-            world=world.size,
-            num_workers=cfg.data.num_workers,
-            pin_memory=cfg.data.pin_memory and device.type == "cuda",
-            prefetch_factor=cfg.data.prefetch_factor,
-        )
+
+        def make_loader(batch_size: int) -> TrainLoader:
+            return TrainLoader(
+                train_set,
+                batch_size,
+                seed=cfg.seed,
+                rank=world.rank,
+                world=world.size,
+                num_workers=cfg.data.num_workers,
+                pin_memory=cfg.data.pin_memory and device.type == "cuda",
+                prefetch_factor=cfg.data.prefetch_factor,
+            )
+
+        train = make_loader(cfg.batch_size)
         task = build_task(cfg.task)
         model = build_model(cfg.model).to(device)
         first = train.first()
@@ -187,6 +192,12 @@ class Trainer:
         shape = RunShape(per_epoch, samples_per_update, tokens_per_update, world.size)
         total = run_length(cfg, shape)
         schedule = bind_schedule(cfg, total, shape)
+
+        def bind_at(world_size: int) -> tuple[Schedule, int]:
+            """The schedule and length the config binds to when ``world_size`` ranks train it."""
+            at = _shape_at(shape, train, cfg.batch_size, world_size, tokens)
+            length = run_length(cfg, at)
+            return bind_schedule(cfg, length, at), length
 
         train_model: nn.Module = model
         if world.size > 1:
@@ -218,6 +229,9 @@ class Trainer:
             stopper=None,
             on_eval=self.on_eval,
             resume_hint=self.resume_hint,
+            layout=Layout(world.size, cfg.batch_size, cfg.accumulate, total),
+            bind_at=bind_at,
+            make_loader=make_loader,
         )
 
     def _runtime(self, parts: Parts, loop: Loop) -> None:
@@ -458,6 +472,18 @@ class Trainer:
             f"{kind} on {where} while {doing} in {self.run_dir}; kept: {kept}; earlier checkpoints are "
             f"intact; fix the disk and {self.resume_hint} to resume"
         )
+
+
+def _shape_at(
+    shape: RunShape, train: TrainLoader, batch_size: int, world_size: int, tokens: int | None
+) -> RunShape:
+    """``shape`` as ``world_size`` ranks of ``batch_size`` samples see it (an iterable data set splits itself)."""
+    per_epoch = shape.steps_per_epoch
+    if train.order is not None:
+        per_epoch = (len(train.dataset) // world_size) // batch_size
+    return RunShape(
+        per_epoch, batch_size * world_size, None if tokens is None else tokens * world_size, world_size
+    )
 
 
 def _set_value(value: Any) -> str:

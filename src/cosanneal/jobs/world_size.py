@@ -95,12 +95,15 @@ class Layout:
         if not isinstance(data, Mapping):
             return None
         names = ("world_size", "batch_size", "accumulate", "total")
-        values = [data.get(n) for n in names]
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-            return None
+        values: dict[str, int] = {}
+        for name in names:
+            value = data.get(name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                return None
+            values[name] = value
         bound = data.get("bound_world_size")
         return cls(
-            *values,
+            **values,
             bound_world_size=bound
             if isinstance(bound, int) and not isinstance(bound, bool) and bound > 0
             else None,
@@ -155,8 +158,7 @@ class Resize:
         return (
             f"world size {self.before.world_size} -> {self.after.world_size} at update {self.at} "
             f"(resume.world_size = {self.rule}): global batch {self.before.global_batch} -> "
-            f"{self.after.global_batch}, {self.after.batch_size} per rank in {self.after.accumulate} "
-            f"micro-batches, LR x {self.lr_factor:.6g}, {self.after.total} updates in the run"
+            f"{self.after.global_batch} ({self.after.batch_size} per rank, accumulate {self.after.accumulate}), LR x {self.lr_factor:.6g}, {self.after.total} updates in the run"
             + (f", {self.skipped_samples} samples of the epoch skipped" if self.skipped_samples else "")
         )
 
