@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "tune"))
 from bench_env import shuffled_rounds, versions
 from pg_server import PgServer, find_initdb, running_server
+from sweep_blobs import sweep_blobs, sweep_worker
 
 from cosanneal.jobs.config import load_config
 from cosanneal.jobs.sweep import run_sweep
@@ -49,20 +50,7 @@ from cosanneal.tune.sweep import SweepResult, SweepSettings, make_pruner, parse_
 
 ROOT = Path(__file__).resolve().parents[1]
 # 640 training samples / 32 = 20 updates an epoch; 2 epochs; 2 cycles (12 + 24 updates, the rest cut)
-BLOBS: dict[str, Any] = {
-    "name": "blobs-throughput",
-    "seed": 3,
-    "epochs": 2,
-    "batch_size": 32,
-    "device": "cpu",
-    "model": {"name": "mlp"},
-    "data": {"name": "blobs", "options": {"n": 800}},
-    "optimizer": {"name": "sgd", "momentum": 0.9},
-    "schedule": {"kind": "cosine", "peak_lr": 0.2, "min_ratio": 0.01, "cycle_steps": 12, "cycle_mult": 2,
-                 "max_cycles": 2},
-    "checkpoint": {"enabled": False},
-    "telemetry": {"tensorboard": False, "progress": False},
-}  # fmt: skip
+BLOBS = sweep_blobs("blobs-throughput", epochs=2, max_cycles=2)
 QUALITY_SPACE = {
     "schedule.peak_lr": {"low": 0.003, "high": 1.0, "log": True},
     "schedule.min_ratio": {"low": 0.001, "high": 0.1, "log": True},
@@ -85,15 +73,13 @@ def _study_wall(url: str, study: str, workers: int, trials: int, root: Path) -> 
     config, space = root / "cfg.json", root / "space.json"
     config.write_text(json.dumps(BLOBS))
     space.write_text(json.dumps({"schedule.peak_lr": {"low": 0.05, "high": 0.3}}))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "cosanneal", "sweep", str(config), "--space", str(space), "--study", study,
-           "--output", str(root / "runs"), "--storage", url, "--trials", str(trials), "--pruner", "none"]  # fmt: skip
+    args = ("--storage", url, "--trials", str(trials), "--pruner", "none")
     t0 = time.perf_counter()
     procs = [
-        subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        sweep_worker(config, space, root / "runs", *args, study=study, output=subprocess.PIPE)
         for _ in range(workers)
     ]
-    errors = [p.communicate()[1] for p in procs]
+    errors = [p.communicate()[0] for p in procs]
     wall = time.perf_counter() - t0
     for p, err in zip(procs, errors, strict=True):
         if p.returncode != 0:

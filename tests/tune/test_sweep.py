@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import pytest
 import sqlalchemy
 import torch
 from optuna.trial import FrozenTrial, TrialState
+from sweep_blobs import sweep_blobs, sweep_worker
 
 from cosanneal import ConfigError, runs
 from cosanneal.cli import main
@@ -32,22 +31,7 @@ from cosanneal.tune.sweep import (
     parse_space,
 )
 
-# 640 training samples / 32 = 20 updates per epoch, 80 in all; cycles of 12 and 24 updates end at
-# updates 12 and 36 (the third, 48 long, is cut by the budget): two cycle-end reports per trial.
-BLOBS: dict[str, Any] = {
-    "name": "blobs-sweep",
-    "seed": 3,
-    "epochs": 4,
-    "batch_size": 32,
-    "device": "cpu",
-    "model": {"name": "mlp"},
-    "data": {"name": "blobs", "options": {"n": 800}},
-    "optimizer": {"name": "sgd", "momentum": 0.9},
-    "schedule": {"kind": "cosine", "peak_lr": 0.2, "min_ratio": 0.01, "cycle_steps": 12, "cycle_mult": 2,
-                 "max_cycles": 3},
-    "checkpoint": {"enabled": False},
-    "telemetry": {"tensorboard": False, "progress": False},
-}  # fmt: skip
+BLOBS = sweep_blobs("blobs-sweep")
 SPACE = {"schedule.peak_lr": {"low": 1e-6, "high": 0.5, "log": True}}
 QUIET = {"log": lambda _m: None}
 
@@ -221,10 +205,7 @@ def _files(tmp_path: Path, sleep: float) -> tuple[Path, Path]:
 
 
 def _worker(config: Path, space: Path, tmp_path: Path, *extra: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "cosanneal", "sweep", str(config), "--space", str(space), "--study", "w",
-           "--output", str(tmp_path / "runs"), "--pruner", "none", *extra]  # fmt: skip
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return sweep_worker(config, space, tmp_path / "runs", "--pruner", "none", *extra)
 
 
 def _wait_for(predicate: Any, timeout: float = 120.0) -> None:

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import sqlalchemy
 import torch
 from optuna.trial import FrozenTrial, TrialState
 from pg_server import PgServer
+from sweep_blobs import sweep_blobs, sweep_worker
 
 from cosanneal import ConfigError, runs
 from cosanneal.cli import main
@@ -27,22 +27,7 @@ from cosanneal.jobs.sweep import run_sweep
 from cosanneal.runtime.checkpoints import Checkpoints
 from cosanneal.tune.sweep import SURPLUS, SweepSettings, check_storage_url, open_storage, parse_space
 
-# 640 training samples / 32 = 20 updates per epoch, 80 in all; the cycles of 12 and 24 updates end at
-# updates 12 and 36: two cycle-end reports (rungs 0 and 1) per trial, a checkpoint at each.
-BLOBS: dict[str, Any] = {
-    "name": "blobs-pg",
-    "seed": 3,
-    "epochs": 4,
-    "batch_size": 32,
-    "device": "cpu",
-    "model": {"name": "mlp"},
-    "data": {"name": "blobs", "options": {"n": 800}},
-    "optimizer": {"name": "sgd", "momentum": 0.9},
-    "schedule": {"kind": "cosine", "peak_lr": 0.2, "min_ratio": 0.01, "cycle_steps": 12, "cycle_mult": 2,
-                 "max_cycles": 3},
-    "checkpoint": {"enabled": False},
-    "telemetry": {"tensorboard": False, "progress": False},
-}  # fmt: skip
+BLOBS = sweep_blobs("blobs-pg")  # a checkpoint at each of its two cycle ends where a test enables them
 SPACE = {"schedule.peak_lr": {"low": 0.05, "high": 0.3}}
 
 
@@ -191,11 +176,8 @@ def test_a_sweep_runs_on_postgres_over_a_unix_socket_and_show_reads_it(
 def _worker(
     config: Path, space: Path, runs_dir: Path, url: str, log: Path, *extra: str
 ) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "cosanneal", "sweep", str(config), "--space", str(space), "--study", "w",
-           "--output", str(runs_dir), "--storage", url, "--pruner", "none", *extra]  # fmt: skip
     with open(log, "wb") as out:
-        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return sweep_worker(config, space, runs_dir, "--storage", url, "--pruner", "none", *extra, output=out)
 
 
 def _checkpointed(trial: FrozenTrial) -> bool:
