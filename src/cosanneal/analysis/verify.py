@@ -18,12 +18,19 @@ A trace must also be *complete*: every logged step from the run's first update (
 last one recorded (or ``last_step``, when the run's end is known), every ``stride`` updates. Missing
 steps make the verdict ``"incomplete"`` (never ``"match"``); the rows present are still compared, and a
 mismatch among them makes it ``"mismatch"``. See :func:`find_gaps`.
+
+A run resumed at another world size with ``resume.world_size = "linear"`` or ``"sqrt"`` changed its LR
+on purpose; its ``world_size_changed`` events say where and how, and :func:`apply_world_size_changes`
+rebuilds the schedule the run followed from them (each a
+:class:`~cosanneal.schedules.rebatch.Rebatch`: from update ``d`` on, ``f * s(d + (u - d) r)``). An LR
+changed without such an event still mismatches.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,8 +38,9 @@ import numpy.typing as npt
 
 from cosanneal.analysis.diagnose import LR_READS, Diagnosis, Fitter, diagnose
 from cosanneal.errors import ScheduleError
+from cosanneal.schedules.rebatch import Rebatch
 
-__all__ = ["Gaps", "Mismatch", "Verdict", "find_gaps", "format_gaps", "verify"]
+__all__ = ["Gaps", "Mismatch", "Verdict", "apply_world_size_changes", "find_gaps", "format_gaps", "verify"]
 
 _FIRST = 5
 _RANGES_SHOWN = 10
@@ -143,6 +151,38 @@ def format_gaps(gaps: Gaps) -> str:
         f"missing updates {text} every {gaps.stride} "
         f"({gaps.missing} of {gaps.expected} rows logged every {gaps.stride} updates)"
     )
+
+
+def apply_world_size_changes(schedule: Any, events: Sequence[Mapping[str, Any]]) -> Any:
+    """The schedule a run followed after the ``world_size_changed`` events it recorded, in step order.
+
+    An event with ``ratio = r`` and ``lr_factor = f`` at step ``d`` makes the LR from update ``d`` on
+    ``f * schedule(d + (u - d) r)``; an event with ``r = f = 1`` (``accumulate``) changes nothing.
+
+    Args:
+        schedule: the run's configured (bound) schedule.
+        events: the run's events (any kinds; only ``world_size_changed`` ones are used).
+
+    Raises:
+        ScheduleError: an event's ``ratio`` or ``lr_factor`` is not a number > 0.
+
+    Example:
+        >>> from cosanneal import Cosine
+        >>> s = Cosine(1.0, cycle_steps=100)
+        >>> e = {"kind": "world_size_changed", "step": 40, "ratio": 0.5, "lr_factor": 0.5}
+        >>> changed = apply_world_size_changes(s, [e])
+        >>> changed(39) == s(39), changed(60) == 0.5 * s(50)
+        (True, True)
+    """
+    changes = sorted(
+        (e for e in events if e.get("kind", "world_size_changed") == "world_size_changed"),
+        key=lambda e: int(e["step"]),
+    )
+    for event in changes:
+        ratio, factor = event.get("ratio", 1.0), event.get("lr_factor", 1.0)
+        if ratio != 1.0 or factor != 1.0:
+            schedule = Rebatch(schedule, int(event["step"]), ratio, factor)
+    return schedule
 
 
 @dataclasses.dataclass(frozen=True)

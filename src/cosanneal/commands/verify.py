@@ -2,13 +2,16 @@
 
 Exit codes: 0 the trace matches the schedule, 1 it does not (diagnoses printed; also when steps are
 missing too), 2 bad input, 3 the trace is incomplete (steps missing; every step present matches).
+
+A run directory's ``world_size_changed`` events (a resume at another world size that scaled the LR)
+are applied to the schedule it is checked against (:func:`~cosanneal.analysis.verify.apply_world_size_changes`).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -117,7 +120,7 @@ def register(app: typer.Typer) -> None:
         import json
 
         from cosanneal.analysis.trace_sources import read_trace
-        from cosanneal.analysis.verify import format_verdict, verify
+        from cosanneal.analysis.verify import apply_world_size_changes, format_verdict, verify
         from cosanneal.errors import ScheduleError, SpecError
         from cosanneal.schedules.spec import load_spec, read_mapping
 
@@ -144,6 +147,8 @@ def register(app: typer.Typer) -> None:
             bound = spec.bind(total_steps=steps, steps_per_epoch=steps_per_epoch)
         except ScheduleError as exc:
             raise SpecError(f"{origin}: {exc}") from None
+        changes = _world_size_changes(source)
+        bound = apply_world_size_changes(bound, changes)
         tol = 1e-9 if tolerance is None else tolerance
         if tolerance is None and trace.resolution > tol:
             tol = trace.resolution  # float32 values cannot match closer than their own rounding
@@ -164,9 +169,28 @@ def register(app: typer.Typer) -> None:
                 "source": trace.source,
                 "schedule": bound.to_dict(),
                 "scale": scale,
+                "world_size_changes": changes,
                 **verdict.to_dict(),
             }
             typer.echo(json.dumps(payload, indent=2))
         else:
             typer.echo(format_verdict(verdict, trace.source))
+            for e in changes:
+                typer.echo(
+                    f"world size {e.get('from_world_size')} -> {e.get('to_world_size')} at update {e['step']} "
+                    f"({e.get('rule')}): expected LR x {float(e.get('lr_factor', 1.0)):.6g} from there, the "
+                    f"schedule advancing {float(e.get('ratio', 1.0)):.6g} steps per update"
+                )
         raise typer.Exit(EXIT_CODES[verdict.status])
+
+
+def _world_size_changes(source: str) -> list[dict[str, Any]]:
+    """The ``world_size_changed`` events of a run directory (none for any other source)."""
+    from cosanneal import runs
+
+    path = Path(source)
+    if not (path.is_dir() and (path / "run.db").exists()):
+        return []
+    with runs.open(path) as run:
+        events = run.events("world_size_changed")
+    return [{k: v for k, v in e.items() if k != "wall"} for e in events]
