@@ -1,7 +1,7 @@
 """Fleet load test (issue 13): 32 concurrent ``cosanneal train`` jobs, one real Prometheus on loopback.
 
 Every job has its own run directory and exporter port (a ``file_sd`` target labelled with its slot); a
-quarter of them also write a node-exporter textfile, a quarter export cost metrics, four inject a NaN
+quarter of them also write a node-exporter textfile (rewritten at each checkpoint, every 2 updates), a quarter export cost metrics, four inject a NaN
 loss. Prometheus scrapes every 500 ms and evaluates the project's rule files (deploy/prometheus, group
 intervals shortened to 1 s) every second. Checked afterwards: every job exited 0; each job's series
 carry its own labels on its own target, and every scraped LR is the one its run store recorded for the
@@ -132,7 +132,8 @@ def test_fleet_of_32_jobs_on_one_prometheus(tmp_path: Path) -> None:
             sets.append("telemetry.price_per_device_hour=2.0")
         if _textfile_job(i):
             textfiles[slot] = tmp_path / "textfiles" / f"{slot}.prom"
-            sets.append(f"telemetry.prometheus_textfile={textfiles[slot]}")
+            # the sink rewrites its textfile at every explicit flush: before each checkpoint, and at the end
+            sets += [f"telemetry.prometheus_textfile={textfiles[slot]}", "checkpoint.every_steps=2"]
         jobs.append(
             ph.fleet_job(
                 slot,
