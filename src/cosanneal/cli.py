@@ -28,6 +28,7 @@ from cosanneal.commands import (
     lrfind,
     plan,
     plot,
+    predict,
     report,
     show,
     sweep,
@@ -60,7 +61,22 @@ app = typer.Typer(
 )
 
 #: The command modules, in ``--help`` order: schedules first, then training, then the tools on runs.
-COMMANDS = (show, plot, lint, trace, plan, train, demo, lrfind, compare, sweep, verify, report, ensemble)
+COMMANDS = (
+    show,
+    plot,
+    lint,
+    trace,
+    plan,
+    train,
+    demo,
+    lrfind,
+    compare,
+    predict,
+    sweep,
+    verify,
+    report,
+    ensemble,
+)
 
 
 def _print_version(value: bool) -> None:

@@ -31,10 +31,12 @@ steps whose LR changes (a constant or stable phase costs nothing). The fit bins 
 most ``points`` (200) means, so a fit costs O(200 * K) per evaluation; a prediction evaluates ``points``
 steps of the curve plus the last one.
 
-Fitting (:func:`fit`): least squares on the binned training-loss trace of one or more runs, in log space
-for the positive parameters, with a robust (soft-L1) loss scaled to the trace's noise; the starts are a
-fixed grid (the linear parameters solved by non-negative least squares at each), the best three refined
-jointly with :func:`scipy.optimize.least_squares`. Deterministic: no random starts. The validation loss
+Fitting (:func:`fit`): least squares on the binned training-loss trace of one or more runs by variable
+projection: the shape parameters (``alpha, C, beta, gamma``; tissue: ``alpha`` and a fitted ``lambda``)
+in log space by :func:`scipy.optimize.least_squares`, ``L0``, ``A`` and ``B`` (tissue: ``C``) solved
+linearly at each evaluation. The starts are a fixed grid (the linear parameters by non-negative least
+squares at each), the best three refined; then two reweighted passes with soft-L1 weights at three noise
+scales of the residuals, so loss spikes do not pull the fit. Deterministic: no random starts. The validation loss
 is predicted as the law's final loss plus the gap between the runs' last recorded ``val_loss`` and the law
 there (:attr:`FittedLaw.val_offset`).
 
@@ -411,8 +413,9 @@ class FittedLaw:
             error of the last binned loss), and ``final_val_error`` (relative error of the last recorded
             validation loss, when both the run and the law have one).
         """
-        t, y = _bin(trace, _fit_start(trace), 200)
-        pred = self.curve(trace.lr, t)
+        bins = _bins(trace, _fit_start(trace), 200)
+        y = bins.y
+        pred = bins.mean(self.curve(trace.lr, bins.steps))
         rmse = float(np.sqrt(np.mean((pred - y) ** 2)))
         out: dict[str, float | None] = {
             "rmse": rmse,
@@ -572,11 +575,6 @@ def _bins(trace: LossTrace, start: int, points: int) -> _Bins:
     return dataclasses.replace(out, mid=mid, y=out.mean(loss), sub=sub)
 
 
-def _bin(trace: LossTrace, start: int, points: int) -> tuple[npt.NDArray[np.int64], FloatArray]:
-    b = _bins(trace, start, points)
-    return b.mid, b.y
-
-
 def _check(traces: Sequence[LossTrace]) -> None:
     if not traces:
         raise PredictError("fit needs at least one run's trace")
@@ -681,15 +679,6 @@ _GRID = {
 }
 
 
-def _noise(y: FloatArray) -> float:
-    """A robust scale of the noise of binned values: the MAD of their successive differences."""
-    if len(y) < 3:
-        return 1e-6
-    diff = np.diff(y)
-    mad = float(np.median(np.abs(diff - np.median(diff)))) * 1.4826 / math.sqrt(2.0)
-    return max(mad, 1e-9 * max(1.0, float(np.mean(np.abs(y)))))
-
-
 def fit(
     traces: Sequence[LossTrace],
     law: str = "multipower",
@@ -739,44 +728,51 @@ def fit(
             starts.append((sse, shape, lam0, coef))
     starts.sort(key=lambda s: s[0])
 
-    lo = [-np.inf, math.log(1e-12)] + [math.log(_BOUNDS[k][0]) for k in shape_names] + [math.log(1e-12)]
-    hi = [np.inf, math.log(1e6)] + [math.log(_BOUNDS[k][1]) for k in shape_names] + [math.log(1e6)]
+    # stage 2: variable projection: the shape parameters (log space) by least squares, L0, A and the
+    # annealing coefficient solved linearly at every evaluation; stage 3: reweighted (soft-L1) passes
+    lo = [math.log(_BOUNDS[k][0]) for k in shape_names]
+    hi = [math.log(_BOUNDS[k][1]) for k in shape_names]
     if fit_lam:
         lo.append(math.log(1e-5))  # log(1 - lambda)
         hi.append(math.log(0.1))
 
     def unpack(x: FloatArray) -> tuple[dict[str, float], float]:
-        shape = {k: float(math.exp(x[2 + i])) for i, k in enumerate(shape_names)}
-        lam_x = 1.0 - math.exp(x[-1]) if fit_lam else lams[0]
-        j = 2 + len(shape_names)
-        return {"L0": float(x[0]), "A": float(math.exp(x[1])), "K": float(math.exp(x[j])), **shape}, lam_x
+        shape = {k: float(math.exp(x[i])) for i, k in enumerate(shape_names)}
+        return shape, (1.0 - math.exp(x[-1]) if fit_lam else lams[0])
 
-    def residual(x: FloatArray) -> FloatArray:
-        p, lam_x = unpack(x)
-        u, v = _columns(law, prob, p, lam_x)
-        return np.asarray(p["L0"] + p["A"] * u - p["K"] * v - y, dtype=np.float64)
+    def solve(x: FloatArray, weights: FloatArray) -> tuple[FloatArray, FloatArray]:
+        shape, lam_x = unpack(x)
+        u, v = _columns(law, prob, shape, lam_x)
+        m = np.column_stack([np.ones_like(u), u, -v])
+        coef = np.asarray(np.linalg.lstsq(m * weights[:, None], y * weights, rcond=None)[0], dtype=np.float64)
+        return coef, np.asarray(m @ coef - y, dtype=np.float64)
 
+    def refine(x0: FloatArray, weights: FloatArray) -> FloatArray:
+        x0 = np.clip(x0, np.array(lo) + 1e-9, np.array(hi) - 1e-9)
+        res = least_squares(lambda x: solve(x, weights)[1] * weights, x0, bounds=(lo, hi), max_nfev=200)
+        return np.asarray(res.x, dtype=np.float64)
+
+    ones = np.ones_like(y)
     best: tuple[float, FloatArray] | None = None
-    for _, shape, lam0, coef in starts[:3]:
-        x0 = [float(coef[0]), math.log(max(coef[1], 1e-9)), *(math.log(shape[k]) for k in shape_names)]
-        x0.append(math.log(max(coef[2], 1e-9)))
-        if fit_lam:
-            x0.append(math.log(1.0 - lam0))
-        x0a = np.clip(np.array(x0), np.array(lo) + 1e-9, np.array(hi) - 1e-9)
-        res = least_squares(residual, x0a, bounds=(lo, hi), x_scale="jac", max_nfev=600)
-        sse = float(res.fun @ res.fun)
-        if best is None or sse < best[0]:
-            best = (sse, res.x)
+    for _, shape, lam0, _ in starts[:3]:
+        x0 = [math.log(shape[k]) for k in shape_names] + ([math.log(1.0 - lam0)] if fit_lam else [])
+        x = refine(np.array(x0), ones)
+        r = solve(x, ones)[1]
+        if best is None or float(r @ r) < best[0]:
+            best = (float(r @ r), x)
     assert best is not None
-    # a robust pass: residuals beyond 3 noise scales (loss spikes) weigh linearly, not quadratically
-    r = residual(best[1])
-    f_scale = 3.0 * 1.4826 * float(np.median(np.abs(r - np.median(r))))
-    if f_scale > 1e-9 * float(np.mean(np.abs(y))):
-        res = least_squares(
-            residual, best[1], bounds=(lo, hi), loss="soft_l1", f_scale=f_scale, x_scale="jac", max_nfev=600
-        )
-        best = (float(res.fun @ res.fun), res.x)
-    p, lam_fit = unpack(best[1])
+    x = best[1]
+    for _ in range(2):  # residuals beyond 3 noise scales (loss spikes) weigh linearly, not quadratically
+        r = solve(x, ones)[1]
+        f_scale = 3.0 * 1.4826 * float(np.median(np.abs(r - np.median(r))))
+        if f_scale <= 1e-9 * float(np.mean(np.abs(y))):
+            break
+        weights = (1.0 + (r / f_scale) ** 2) ** -0.25  # sqrt of the soft-L1 weight
+        x = refine(x, weights)
+    coef, r = solve(x, ones)
+    shape, lam_fit = unpack(x)
+    p = {"L0": float(coef[0]), "A": float(coef[1]), "K": float(coef[2]), **shape}
+    best = (float(r @ r), x)
     params = _raw_params(law, p, scale)
     rmse = math.sqrt(best[0] / len(y))
     fitted = FittedLaw(
