@@ -336,6 +336,7 @@ def _serve_fleet(spec_path: str) -> None:
         write_targets(targets_file, ports)
 
     running: dict[int, dict[str, Any]] = {}
+    offsets: dict[str, int] = {}
     results: dict[str, dict[str, Any]] = {
         j["slot"]: {"slot": j["slot"], "run_dir": j["run_dir"], "log": j["log"], "attempts": 0} for j in jobs
     }
@@ -347,6 +348,8 @@ def _serve_fleet(spec_path: str) -> None:
         res = results[job["slot"]]
         res["attempts"] += 1
         res["started"] = time.time()
+        log = Path(job["log"])
+        offsets[job["slot"]] = log.stat().st_size if log.exists() else 0  # this attempt's output starts here
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -379,7 +382,10 @@ def _serve_fleet(spec_path: str) -> None:
         )
         if job["export"]:
             res["port"] = ports[job["slot"]]
-        if code == 2 and res["attempts"] < 3 and BIND_ERROR in Path(job["log"]).read_text():
+        with open(job["log"], "rb") as f:
+            f.seek(offsets[job["slot"]])
+            output = f.read().decode(errors="replace")
+        if code == 2 and res["attempts"] < 3 and BIND_ERROR in output:
             ports[job["slot"]] = free_port()  # the port was taken meanwhile: another one, and start over
             if targets_file is not None:
                 write_targets(targets_file, ports)
