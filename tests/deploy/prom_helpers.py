@@ -329,9 +329,18 @@ def _serve_fleet(spec_path: str) -> None:
     jobs: list[dict[str, Any]] = spec["jobs"]
     targets_file = None if spec["targets"] is None else Path(spec["targets"])
     ports: dict[str, int] = {}
+    used: set[int] = set()
+
+    def new_port() -> int:
+        """A free port no job of the fleet was given (the kernel may hand a released port out again)."""
+        while (port := free_port()) in used:
+            pass
+        used.add(port)
+        return port
+
     for job in jobs:
         if job["export"]:
-            ports[job["slot"]] = free_port()
+            ports[job["slot"]] = new_port()
     if targets_file is not None:
         write_targets(targets_file, ports)
 
@@ -386,7 +395,7 @@ def _serve_fleet(spec_path: str) -> None:
             f.seek(offsets[job["slot"]])
             output = f.read().decode(errors="replace")
         if code == 2 and res["attempts"] < 3 and BIND_ERROR in output:
-            ports[job["slot"]] = free_port()  # the port was taken meanwhile: another one, and start over
+            ports[job["slot"]] = new_port()  # the port was taken meanwhile: another one, and start over
             if targets_file is not None:
                 write_targets(targets_file, ports)
             launch(job)

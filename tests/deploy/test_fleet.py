@@ -197,7 +197,9 @@ def _check_fleet(api: ph.PromAPI, result: dict[str, Any], end: float, tmp_path: 
     # each job's series: its own labels on its own target
     window = "10m"
     step_series = api.query(f"cosanneal_step[{window}]", end)
-    assert sorted(s["metric"]["cosanneal_run"] for s in step_series) == slots
+    assert sorted(s["metric"]["cosanneal_run"] for s in step_series) == slots, [
+        (s["metric"], len(s["values"])) for s in step_series
+    ]
     for series in step_series:
         labels = series["metric"]
         slot = labels["cosanneal_run"]
