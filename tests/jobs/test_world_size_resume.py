@@ -33,6 +33,7 @@ from cosanneal.cli import main
 from cosanneal.jobs.config import config_from_dict
 from cosanneal.jobs.trainer import Trainer
 from cosanneal.jobs.world_size import Layout, plan_resize, split_micro
+from cosanneal.runtime.telemetry import EVENT_KINDS
 from cosanneal.schedules.rebatch import Rebatch, base_schedule, rebatch_factors
 
 SAVED_AT = 12  # updates the first session trains before the world size changes
@@ -106,6 +107,7 @@ def test_accumulate_keeps_the_global_batch_and_the_uninterrupted_run(
     np.testing.assert_array_equal(lr, from_dict(_data()["schedule"])(steps))  # bit-identical LRs
     (event,) = events(run_dir, "world_size_changed")
     assert event["step"] == SAVED_AT and event["rule"] == "accumulate"
+    assert set(event) - {"step", "kind", "wall"} == set(EVENT_KINDS["world_size_changed"])  # as documented
     assert (event["from_world_size"], event["to_world_size"]) == (2, 1)
     assert (event["global_batch_before"], event["global_batch_after"]) == (64, 64)
     assert (event["batch_size"], event["accumulate"], event["lr_factor"], event["ratio"]) == (64, 2, 1.0, 1.0)

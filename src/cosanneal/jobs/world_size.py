@@ -176,7 +176,7 @@ def split_micro(batch: int, micro_batch: int) -> int:
     return k
 
 
-def _divisors(n: int, limit: int = 8) -> list[int]:
+def _divisors(n: int, limit: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0][:limit]
 
 
@@ -187,11 +187,13 @@ def _refuse(before: Layout, world_size: int, at: int, rule: str) -> ConfigError:
             f"job has {world_size}, which 'refuse' does not allow; resume with {before.world_size} ranks, or set "
             "resume.world_size = accumulate (keep the global batch), linear or sqrt (scale the LR)"
         )
-    ok = ", ".join(map(str, _divisors(before.global_batch)))
+    sizes = _divisors(before.global_batch, limit=9)
+    ok = ", ".join(map(str, sizes[:8])) + (", ..." if len(sizes) > 8 else "")
+    ranks = "1 rank" if before.world_size == 1 else f"{before.world_size} ranks"
     return ConfigError(
         f"resume.world_size: the checkpoint at update {at} has a global batch of {before.global_batch} samples "
-        f"({before.world_size} ranks x {before.batch_size}), which {world_size} ranks cannot split evenly; "
-        f"resume with a world size that divides it ({ok}, ...), or set resume.world_size = linear or sqrt"
+        f"({ranks} x {before.batch_size}), which {world_size} ranks cannot split evenly; "
+        f"resume with a world size that divides it ({ok}), or set resume.world_size = linear or sqrt"
     )
 
 
@@ -218,7 +220,7 @@ def plan_resize(
         >>> plan_resize(Layout(2, 33, 1, 60), world_size=4, micro_batch=33, rule="accumulate", at=5, batch=5)
         Traceback (most recent call last):
         ...
-        cosanneal.errors.ConfigError: resume.world_size: the checkpoint at update 5 has a global batch of 66 samples (2 ranks x 33), which 4 ranks cannot split evenly; resume with a world size that divides it (1, 2, 3, 6, 11, 22, 33, 66, ...), or set resume.world_size = linear or sqrt
+        cosanneal.errors.ConfigError: resume.world_size: the checkpoint at update 5 has a global batch of 66 samples (2 ranks x 33), which 4 ranks cannot split evenly; resume with a world size that divides it (1, 2, 3, 6, 11, 22, 33, 66), or set resume.world_size = linear or sqrt
     """
     if world_size == before.world_size:
         return None
