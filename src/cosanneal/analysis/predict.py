@@ -34,11 +34,11 @@ steps of the curve plus the last one.
 Fitting (:func:`fit`): least squares on the binned training-loss trace of one or more runs by variable
 projection: the shape parameters (``alpha, C, beta, gamma``; tissue: ``alpha`` and a fitted ``lambda``)
 in log space by :func:`scipy.optimize.least_squares`, ``L0``, ``A`` and ``B`` (tissue: ``C``) solved
-linearly at each evaluation. The starts are a fixed grid (the linear parameters by non-negative least
-squares at each), the best three refined; then two reweighted passes with soft-L1 weights at three noise
-scales of the residuals, so loss spikes do not pull the fit. Deterministic: no random starts. The validation loss
-is predicted as the law's final loss plus the gap between the runs' last recorded ``val_loss`` and the law
-there (:attr:`FittedLaw.val_offset`).
+by non-negative least squares at each evaluation (a loss, its power term and its annealing drop are
+never negative). The starts are a fixed grid, the best three refined; then two reweighted passes with
+soft-L1 weights at three noise scales of the residuals, so loss spikes do not pull the fit.
+Deterministic: no random starts. The validation loss is predicted as the law's final loss plus the gap
+between the runs' last recorded ``val_loss`` and the law there (:attr:`FittedLaw.val_offset`).
 
 Example:
     >>> import numpy as np
@@ -653,14 +653,18 @@ def _columns(
     return u, v
 
 
-def _linear(y: FloatArray, u: FloatArray, v: FloatArray) -> tuple[FloatArray, float]:
-    """``L0, A, B >= 0`` minimising ``|L0 + A u - B v - y|``, and that squared error."""
+def _nonnegative(m: FloatArray, y: FloatArray) -> FloatArray:
+    """``c >= 0`` minimising ``|m c - y|`` (non-negative least squares on unit-norm columns)."""
     nnls = _scipy().optimize.nnls
-
-    m = np.column_stack([np.ones_like(u), u, -v])
     norms = np.maximum(np.linalg.norm(m, axis=0), 1e-300)
     coef, _ = nnls(m / norms, y)
-    coef = coef / norms
+    return np.asarray(coef / norms, dtype=np.float64)
+
+
+def _linear(y: FloatArray, u: FloatArray, v: FloatArray) -> tuple[FloatArray, float]:
+    """``L0, A, B >= 0`` minimising ``|L0 + A u - B v - y|``, and that squared error."""
+    m = np.column_stack([np.ones_like(u), u, -v])
+    coef = _nonnegative(m, y)
     r = m @ coef - y
     return coef, float(r @ r)
 
@@ -729,7 +733,7 @@ def fit(
     starts.sort(key=lambda s: s[0])
 
     # stage 2: variable projection: the shape parameters (log space) by least squares, L0, A and the
-    # annealing coefficient solved linearly at every evaluation; stage 3: reweighted (soft-L1) passes
+    # annealing coefficient by NNLS at every evaluation; stage 3: reweighted (soft-L1) passes
     lo = [math.log(_BOUNDS[k][0]) for k in shape_names]
     hi = [math.log(_BOUNDS[k][1]) for k in shape_names]
     if fit_lam:
@@ -744,7 +748,7 @@ def fit(
         shape, lam_x = unpack(x)
         u, v = _columns(law, prob, shape, lam_x)
         m = np.column_stack([np.ones_like(u), u, -v])
-        coef = np.asarray(np.linalg.lstsq(m * weights[:, None], y * weights, rcond=None)[0], dtype=np.float64)
+        coef = _nonnegative(m * weights[:, None], y * weights)
         return coef, np.asarray(m @ coef - y, dtype=np.float64)
 
     def refine(x0: FloatArray, weights: FloatArray) -> FloatArray:
