@@ -280,6 +280,17 @@ class Loop:
         if self.p.world.is_main:
             self.p.log(resize.describe())
 
+    def _remap_batch(self, saved: Layout | None) -> None:
+        """A checkpoint from before this session's world-size change: its batch index in today's layout.
+
+        The epoch's samples consumed, ``batch * B_saved``, start the batch ``ceil(batch * B_saved / B)``
+        of the global batch ``B`` trained now (as :func:`~cosanneal.jobs.world_size.plan_resize` maps them).
+        """
+        now, pos = self.p.layout, self.position
+        if saved is None or now is None or saved.global_batch == now.global_batch:
+            return
+        pos.batch, pos.data_state = -(-pos.batch * saved.global_batch // now.global_batch), None
+
     def _use_layout(self, layout: Layout) -> None:
         """Train with ``layout``: its per-rank batch (a new loader), accumulation and run length."""
         p = self.p
@@ -299,7 +310,8 @@ class Loop:
         self.schedule = (guard.schedule if guard else None) or self.schedule
         back = ckpts.load_latest(p.model, p.optimizer, None, restore_rng=False) if ckpts else None
         if back is not None:
-            self.restore_position(back)
+            tracked = self.restore_position(back)
+            self._remap_batch(Layout.from_dict(tracked.get("world")))
         else:
             p.model.load_state_dict(self.initial_state["model"])
             p.optimizer.load_state_dict(self.initial_state["optimizer"])
