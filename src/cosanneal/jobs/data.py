@@ -6,6 +6,21 @@ uninterrupted job saw; the global RNG is never touched. Any seed >= 0 works (:fu
 reduces ``(seed, epoch)`` into the generator's range). Under DDP rank ``r`` of ``w`` takes every
 ``w``-th sample of the permutation; the last incomplete batch is dropped so every rank runs the same
 number of updates.
+
+Batch ``i`` of every rank together is the permutation's positions ``[i B, (i + 1) B)`` with
+``B = batch_size * world`` (rank ``r`` holds those congruent to ``r`` mod ``w``), and an epoch has
+``len // B`` updates at any world size, so the samples of an update depend on the global batch alone:
+a job resumed at another world size that keeps ``B`` (``resume.world_size = "accumulate"``,
+:mod:`cosanneal.jobs.world_size`) trains exactly the samples the uninterrupted job would have.
+
+Example:
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> ds = TensorDataset(torch.arange(24.0))
+    >>> two = [EpochBatches(ds, 4, seed=1, rank=r, world=2).batch(0, 1)[0] for r in range(2)]
+    >>> one = EpochBatches(ds, 8, seed=1).batch(0, 1)[0]
+    >>> bool(torch.equal(torch.cat(two).sort().values, one.sort().values))
+    True
 """
 
 from __future__ import annotations

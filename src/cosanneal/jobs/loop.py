@@ -109,8 +109,12 @@ class Loop:
         self.rank_trace: list[list[float]] = []
         self.metrics_checked = False
         self.preempt: Preemption | None = None
-        self.show_progress = progress
-        self.bar = self._progress()
+        self.bar = Progress(
+            progress and parts.world.is_main,
+            parts.total,
+            every_seconds=self.cfg.telemetry.progress_seconds,
+            metric=self.cfg.checkpoint.best_metric,
+        )
         self._stream: Generator[Any, None, None] | None = None
         amp = self.cfg.amp
         self.scaler = torch.amp.GradScaler(parts.device.type) if amp == "fp16" else None
@@ -120,13 +124,11 @@ class Loop:
             "optimizer": parts.optimizer.state_dict(),
         }
 
-    def _progress(self) -> Progress:
-        return Progress(
-            self.show_progress and self.p.world.is_main,
-            self.p.total,
-            every_seconds=self.cfg.telemetry.progress_seconds,
-            metric=self.cfg.checkpoint.best_metric,
-        )
+    def _retotal_bar(self) -> None:
+        """The progress bar's length after a world-size change re-bound the run's."""
+        self.bar.total = self.p.total
+        if self.bar.terminal:  # the rich bar was started with the old length
+            self.bar._progress.update(self.bar._task, total=self.p.total)
 
     # ---- events and checkpoints ------------------------------------------------------------
     def on_event(self, kind: str, **payload: Any) -> None:
@@ -300,7 +302,7 @@ class Loop:
         p.config = self.cfg
         if layout.total != p.total:
             p.total = layout.total
-            self.bar = self._progress()
+            self._retotal_bar()
         p.layout = layout
 
     def roll_back(self, message: str) -> None:

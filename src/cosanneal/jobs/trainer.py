@@ -4,7 +4,10 @@
 the run directory automatically (model, optimizer, schedule counter, RNG states, data position and
 tracker states), so a job interrupted at any step ends bit-identical on CPU to one that was not.
 Under ``torchrun`` every rank computes the same LR at every step (the LR is a pure function of the
-update counter) and only rank 0 writes the run store and checkpoints.
+update counter) and only rank 0 writes the run store and checkpoints. A run resumed by another number of
+ranks follows ``resume.world_size`` (:mod:`cosanneal.jobs.world_size`): keep the global batch by
+accumulation, or scale the LR and re-bind the rest of the schedule in samples, recorded as a
+``world_size_changed`` event.
 
 Each piece used here (:class:`~cosanneal.torch.Scheduler`, :class:`~cosanneal.runtime.runstore.RunStore`,
 :class:`~cosanneal.runtime.telemetry.Telemetry`, :class:`~cosanneal.runtime.checkpoints.Checkpoints`,
