@@ -26,10 +26,10 @@ The loss recorded at step ``t`` is modelled after those ``t + 1`` updates.
 Cost of one evaluation. ``S1`` and ``S_k(t) = P(t) - P(k-1)`` come from one cumulative sum ``P`` of the
 LRs. The tissue law is O(T) for the whole curve (``m`` is a first-order linear filter, ``S2`` a cumulative
 sum). The multi-power drop is not separable in ``(k, t)``; it is evaluated exactly, vectorised, at the
-``m`` steps asked for, in O(K * m) time and O(K * 4096 / K) memory per chunk, where ``K <= T`` counts the
+``m`` steps asked for, in O(K * m) time and blocks of at most 4M elements, where ``K <= T`` counts the
 steps whose LR changes (a constant or stable phase costs nothing). The fit bins the loss trace into at
-most ``points`` (200) means, so a fit costs O(200 * K) per evaluation; a prediction evaluates ``points``
-steps of the curve plus the last one.
+most ``points`` (200) means and evaluates the drop at up to 5 steps of each, so one evaluation of a fit
+costs O(1000 * K); a prediction evaluates ``points`` (256) steps of the curve, the last one included.
 
 Fitting (:func:`fit`): least squares on the binned training-loss trace of one or more runs by variable
 projection: the shape parameters (``alpha, C, beta, gamma``; tissue: ``alpha`` and a fitted ``lambda``)
