@@ -122,6 +122,9 @@ def test_accumulate_keeps_the_global_batch_and_the_uninterrupted_run(
         torch.testing.assert_close(mine[name], theirs[name], rtol=1e-4, atol=1e-5)
     code, out = _verify(run_dir, capsys)
     assert code == 0 and "MATCH: 30 steps" in out
+    # the same world size again (the finished run, resumed at its end): nothing changes, no new event
+    assert _train(_data(), run_dir).steps == 30
+    assert len(events(run_dir, "world_size_changed")) == 1 and len(events(run_dir, "resumed")) == 2
 
 
 @pytest.mark.parametrize("rule", ["linear", "sqrt"])
