@@ -12,7 +12,7 @@ on a 2-core machine before the first update, the fork server about 5. The server
 port (bind to port 0), writes the ``file_sd`` targets (atomically, Prometheus reloads the file), runs
 again with ``--fresh`` on another port a job that could not bind its port, samples the fleet's memory
 (PSS, the pages the children share with the server counted once) and writes what it measured (exit
-code, CPU seconds and peak RSS from ``wait4``, start and end) to a JSON result file.
+code, CPU seconds and peak RSS from ``wait4``, start and end, the ports tried) to a JSON result file.
 """
 
 from __future__ import annotations
@@ -347,14 +347,16 @@ def _serve_fleet(spec_path: str) -> None:
     running: dict[int, dict[str, Any]] = {}
     offsets: dict[str, int] = {}
     results: dict[str, dict[str, Any]] = {
-        j["slot"]: {"slot": j["slot"], "run_dir": j["run_dir"], "log": j["log"], "attempts": 0} for j in jobs
+        j["slot"]: {"slot": j["slot"], "run_dir": j["run_dir"], "log": j["log"], "attempts": 0, "ports": []}
+        for j in jobs
     }
 
     def launch(job: dict[str, Any]) -> None:
         argv = list(job["argv"])
+        res = results[job["slot"]]
         if job["export"]:
             argv += ["--set", f"telemetry.prometheus_port={ports[job['slot']]}"]
-        res = results[job["slot"]]
+            res["ports"].append(ports[job["slot"]])
         res["attempts"] += 1
         res["started"] = time.time()
         log = Path(job["log"])
