@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +29,11 @@ from cosanneal.analysis.predict import (
     multipower_drop,
     multipower_drop_naive,
     predict,
+    rank,
     tissue_momentum,
     warmup_end,
 )
+from cosanneal.runtime.runstore import RunStore
 from cosanneal.schedules import Cosine, WarmupStableDecay
 
 T = 600
@@ -158,6 +161,13 @@ def test_the_fit_is_deterministic_and_round_trips_through_json() -> None:
     assert predict(back, WSD, T).final_loss == predict(a, WSD, T).final_loss
 
 
+def test_rank_orders_candidates_by_predicted_loss_and_keeps_the_best() -> None:
+    law = fit(_traces("tissue", TISSUE), law="tissue")
+    best = rank(law, HELD_OUT, T, keep=2)
+    truth = sorted(HELD_OUT, key=lambda n: float(curve("tissue", TISSUE, _lr(HELD_OUT[n]))[-1]))
+    assert [p.name for p in best] == truth[:2]
+
+
 def test_the_validation_offset_is_the_gap_at_the_last_evaluation() -> None:
     (cos, wsd) = _traces("tissue", TISSUE)
     gap = 0.25
@@ -196,7 +206,7 @@ def _cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real 160-update run of the tests' blobs config and a 40-update one, by ``cosanneal train``."""
+    """Real runs of the tests' blobs config by ``cosanneal train`` (160 and 40 updates), a constant-LR store."""
     root = tmp_path_factory.mktemp("predict")
     for name, cfg in (("run", blobs_config()), ("short", blobs_config(epochs=2))):
         (root / f"{name}.json").write_text(json.dumps(cfg))
@@ -207,6 +217,10 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "cosine.toml").write_text(
         'kind = "cosine"\npeak_lr = 0.1\nwarmup_steps = 10\ncycle_steps = "1dur"\n'
     )
+    with RunStore(root / "flat") as store:  # a run store of a loop at a constant LR: nothing anneals
+        for step in range(200):
+            store.log_scalars(step, {"lr": 0.1}, group=0)
+            store.log_scalars(step, {"loss": 2.0 / (1.0 + 0.01 * step)})
     return root
 
 
@@ -236,6 +250,7 @@ def test_predict_ranks_candidates_from_a_real_run(runs_dir: Path) -> None:
     [
         (["short"], r"short: \d+ recorded updates after the warmup, too short to fit a loss law"),
         (["nowhere"], "no run store at nowhere: give a run directory written by `cosanneal train`"),
+        (["flat", "--law", "tissue"], "flat: the LR never falls by 5% of its peak after the warmup"),
         (["run", "--schedule", "missing.toml"], "missing.toml"),
     ],
 )
@@ -246,7 +261,5 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
     assert out.returncode == 2, out.stdout + out.stderr
     assert len(out.stderr.splitlines()) == 1 and out.stderr.startswith("error: "), out.stderr
     assert "Traceback" not in out.stderr and out.stdout == ""
-    import re
-
     assert re.search(message, out.stderr), out.stderr
     assert not (runs_dir / "bad.csv").exists()

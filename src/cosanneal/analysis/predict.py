@@ -84,6 +84,7 @@ __all__ = [
     "multipower_drop",
     "multipower_drop_naive",
     "predict",
+    "rank",
     "tissue_momentum",
     "trace_from_run",
     "warmup_end",
@@ -524,6 +525,30 @@ def predict(
     final = float(loss[-1])
     val = None if law.val_offset is None else final + law.val_offset
     return Prediction(name or "schedule", lr, at, loss, final, val)
+
+
+def rank(
+    law: FittedLaw,
+    candidates: Mapping[str, Schedule | FloatArray],
+    steps: int | None = None,
+    *,
+    keep: int | None = None,
+) -> list[Prediction]:
+    """Predict every candidate and sort them, best (lowest predicted loss) first: a sweep's pre-filter.
+
+    Candidates are ranked by :attr:`Prediction.score` (the final validation loss when the law has a
+    validation offset, else the final training loss); ``keep`` returns only the best ``keep``.
+
+    Example:
+        >>> from cosanneal.schedules import Constant, Cosine
+        >>> law = FittedLaw("tissue", {"L0": 2.0, "A": 0.5, "alpha": 0.4, "C": 1.0})
+        >>> best = rank(law, {"flat": Constant(1e-3), "cosine": Cosine(1e-3, cycle_steps="1dur")}, 1000)
+        >>> [p.name for p in best]
+        ['cosine', 'flat']
+    """
+    predictions = [predict(law, schedule, steps, name=name) for name, schedule in candidates.items()]
+    ordered = sorted(predictions, key=lambda p: p.score)
+    return ordered if keep is None else ordered[:keep]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cosanneal.commands.options import StepsOpt, atomic_write, examples, fmt_number
+from cosanneal.commands.options import StepsOpt, StepsPerEpochOpt, atomic_write, examples, fmt_number
 
 if TYPE_CHECKING:
     from cosanneal.analysis.predict import FittedLaw, Prediction
@@ -106,6 +106,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         law: Annotated[LawChoice, typer.Option("--law", help="The loss law to fit.")] = LawChoice.multipower,
         steps: StepsOpt = None,
+        steps_per_epoch: StepsPerEpochOpt = None,
         as_json: Annotated[
             bool, typer.Option("--json", help="Print the fit and predictions as JSON.")
         ] = False,
@@ -119,7 +120,7 @@ def register(app: typer.Typer) -> None:
         """Fit a loss law to finished runs and predict the final loss of candidate schedules.
 
         --steps is the candidates' run length (default: the first run's); durations such as '0.2dur' are
-        fractions of it. The table ranks the candidates by predicted final val_loss (the training loss
+        fractions of it, '3ep' needs --steps-per-epoch. The table ranks the candidates by predicted final val_loss (the training loss
         when the runs recorded no validation loss).
         """
         import json
@@ -131,7 +132,7 @@ def register(app: typer.Typer) -> None:
         traces = [trace_from_run(run) for run in runs]
         n = steps if steps is not None else len(traces[0].lr)
         paths = list(schedules or [])
-        bound = [bind_spec(load_spec(path), str(path), n, None)[0] for path in paths]
+        bound = [bind_spec(load_spec(path), str(path), n, steps_per_epoch)[0] for path in paths]
         fitted = fit(traces, law=law.value)
         predictions = [
             fitted.predict(schedule, n, name=name)
