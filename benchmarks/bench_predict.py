@@ -14,7 +14,7 @@ Full size: 800 updates per run as in the example (7 runs, about 2 minutes each o
 ``--quick``: 150 updates of a narrower model on a smaller slice of the data (a smoke test of the
 pipeline; its figures say little about the law).
 
-Usage: python benchmarks/bench_predict.py [--quick] [--out runs/bench-predict] [--json results.json]
+Usage: python benchmarks/bench_predict.py [--quick] [--steps N] [--out runs/bench-predict] [--json results.json]
 Runs already in ``--out`` are reused (delete the directory, or pass ``--fresh``, to retrain).
 """
 
@@ -54,9 +54,8 @@ HELD_OUT = {
 }  # fmt: skip
 
 
-def _config(schedule: dict[str, Any], quick: bool) -> dict[str, Any]:
+def _config(schedule: dict[str, Any], quick: bool, steps: int) -> dict[str, Any]:
     cfg = load_config(CONFIG).to_dict()
-    steps = 150 if quick else 800
     cfg["max_steps"] = steps
     cfg["schedule"] = dict(schedule)
     cfg["eval"] = {**cfg.get("eval", {}), "every_steps": steps // 4}
@@ -68,13 +67,17 @@ def _config(schedule: dict[str, Any], quick: bool) -> dict[str, Any]:
     return cfg
 
 
-def _train(name: str, schedule: dict[str, Any], out: Path, quick: bool, fresh: bool) -> Path:
+def _train(name: str, schedule: dict[str, Any], out: Path, quick: bool, steps: int, fresh: bool) -> Path:
     run_dir = out / name
     if (run_dir / "run.db").exists() and not fresh:
         return run_dir
     t0 = time.perf_counter()
     Trainer(
-        config_from_dict(_config(schedule, quick)), run_dir, fresh=fresh, progress=False, log=lambda _: None
+        config_from_dict(_config(schedule, quick, steps)),
+        run_dir,
+        fresh=fresh,
+        progress=False,
+        log=lambda _: None,
     ).run()
     print(f"trained {name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return run_dir
@@ -92,13 +95,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="150 updates of a narrower model: a smoke test")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-predict"))
+    parser.add_argument(
+        "--steps", type=int, default=None, help="updates per run (default 800; 150 with --quick)"
+    )
     parser.add_argument("--fresh", action="store_true", help="retrain runs that are already in --out")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args(argv)
-    out = args.out / ("quick" if args.quick else "full")
+    steps = args.steps or (150 if args.quick else 800)
+    out = args.out / f"{'quick' if args.quick else 'full'}-{steps}"
 
-    fit_dirs = [_train(n, s, out, args.quick, args.fresh) for n, s in FIT.items()]
-    held_dirs = {n: _train(n, s, out, args.quick, args.fresh) for n, s in HELD_OUT.items()}
+    fit_dirs = [_train(n, s, out, args.quick, steps, args.fresh) for n, s in FIT.items()]
+    held_dirs = {n: _train(n, s, out, args.quick, steps, args.fresh) for n, s in HELD_OUT.items()}
     fit_traces = [trace_from_run(d) for d in fit_dirs]
     held = {n: trace_from_run(d) for n, d in held_dirs.items()}
 
