@@ -227,15 +227,20 @@ class Loop:
             self.schedule = saved  # the guard lowered it, or an earlier world-size change re-bound it
         if recorded is not None:
             self._resume_layout(recorded)
-        guard = self.p.guard
-        if guard is not None:
-            if tracked.get("guard"):
-                guard.load_state_dict(tracked["guard"])
-            if isinstance(self.schedule, Rebatch) and not callable(guard.adjust):
-                how, factor = guard.adjust, guard.lr_factor
-                guard.adjust = lambda s: map_base(s, lambda b: adjust_schedule(b, how, factor))
-            guard.schedule = self.schedule
+        self._resume_guard(tracked)
         self.rebuild_scheduler(self.position.updates)
+
+    def _resume_guard(self, tracked: dict[str, Any]) -> None:
+        """The guard's counters, on the schedule the run follows (a re-bound one is adjusted at its base)."""
+        guard = self.p.guard
+        if guard is None:
+            return
+        if tracked.get("guard"):
+            guard.load_state_dict(tracked["guard"])
+        if isinstance(self.schedule, Rebatch) and not callable(guard.adjust):
+            how, factor = guard.adjust, guard.lr_factor
+            guard.adjust = lambda s: map_base(s, lambda b: adjust_schedule(b, how, factor))
+        guard.schedule = self.schedule
 
     def _configured_schedule(self, recorded: Layout | None) -> Schedule:
         """The config's schedule as the run bound it: at the world size of its first session."""
@@ -252,8 +257,9 @@ class Loop:
         """
         p, pos = self.p, self.position
         if not isinstance(self.schedule, Rebatch):  # the config's length, in updates of the bound batch
-            same = recorded.bound_at == p.world.size or p.bind_at is None
-            length = p.total if same or p.bind_at is None else p.bind_at(recorded.bound_at)[1]
+            bind_at = p.bind_at
+            same = bind_at is None or recorded.bound_at == p.world.size
+            length = p.total if same or bind_at is None else bind_at(recorded.bound_at)[1]
             recorded = dataclasses.replace(recorded, total=length)
         micro = self.cfg.batch_size // self.cfg.accumulate
         resize = plan_resize(
