@@ -26,11 +26,13 @@ import torch
 from blobs import blobs_config, events, last_weights, lr_trace
 from hypothesis import given
 from hypothesis import strategies as st
+from torch.utils.data import TensorDataset
 
 from cosanneal import ConfigError, Cosine, from_dict
 from cosanneal.analysis.verify import apply_world_size_changes, verify
 from cosanneal.cli import main
 from cosanneal.jobs.config import config_from_dict
+from cosanneal.jobs.data import EpochBatches
 from cosanneal.jobs.trainer import Trainer
 from cosanneal.jobs.world_size import Layout, plan_resize, split_micro
 from cosanneal.runtime.guard import adjust_schedule
@@ -306,6 +308,24 @@ def test_split_micro_is_the_fewest_even_split_within_the_micro_batch(batch: int,
     k = split_micro(batch, micro)
     assert batch % k == 0 and (batch // k <= micro or k == batch)
     assert all(batch % j or batch // j > micro for j in range(1, k))
+
+
+@given(st.integers(1, 300), st.integers(1, 8), st.integers(1, 8), st.integers(1, 8), st.integers(0, 3))
+def test_an_updates_samples_depend_on_the_global_batch_alone(
+    n: int, w: int, w2: int, per: int, epoch: int
+) -> None:
+    """Batch ``i`` of ``w`` ranks of ``B / w`` samples holds the samples of batch ``i`` of ``w'`` ranks of ``B / w'``."""
+    global_batch = w * w2 * per  # divisible by both world sizes
+    data = TensorDataset(torch.arange(float(n)))
+
+    def update(world: int, i: int) -> list[float]:
+        ranks = [EpochBatches(data, global_batch // world, seed=5, rank=r, world=world) for r in range(world)]
+        return sorted(x for b in ranks for x in b.batch(epoch, i)[0].tolist())
+
+    counts = {EpochBatches(data, global_batch // k, seed=5, world=k).batches_per_epoch for k in (w, w2)}
+    assert counts == {n // global_batch}  # the same updates per epoch at either world size
+    for i in range(n // global_batch):
+        assert update(w, i) == update(w2, i)
 
 
 # ---- the rebatch math -------------------------------------------------------------------------------
