@@ -120,8 +120,8 @@ def register(app: typer.Typer) -> None:
         """Fit a loss law to finished runs and predict the final loss of candidate schedules.
 
         --steps is the candidates' run length (default: the first run's); durations such as '0.2dur' are
-        fractions of it, '3ep' needs --steps-per-epoch. The table ranks the candidates by predicted final val_loss (the training loss
-        when the runs recorded no validation loss).
+        fractions of it, '3ep' needs --steps-per-epoch. The table ranks the candidates by predicted final
+        val_loss (the training loss when the runs recorded no validation loss).
         """
         import json
 
