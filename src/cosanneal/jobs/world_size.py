@@ -135,7 +135,14 @@ class Resize:
     skipped_samples: int
 
     def event(self) -> dict[str, Any]:
-        """The ``world_size_changed`` event's payload."""
+        """The ``world_size_changed`` event's payload.
+
+        Example:
+            >>> before = Layout(world_size=2, batch_size=32, accumulate=1, total=30)
+            >>> e = plan_resize(before, world_size=1, micro_batch=32, rule="sqrt", at=12, batch=2).event()
+            >>> e["global_batch_before"], e["global_batch_after"], e["ratio"], e["total_steps"]
+            (64, 32, 0.5, 48)
+        """
         return {
             "from_world_size": self.before.world_size,
             "to_world_size": self.after.world_size,
@@ -154,7 +161,13 @@ class Resize:
         }
 
     def describe(self) -> str:
-        """One line for the job's log."""
+        """One line for the job's log.
+
+        Example:
+            >>> before = Layout(world_size=1, batch_size=32, accumulate=1, total=60)
+            >>> print(plan_resize(before, world_size=2, micro_batch=32, rule="linear", at=12, batch=12).describe())
+            world size 1 -> 2 at update 12 (resume.world_size = linear): global batch 32 -> 64 (32 per rank, accumulate 1), LR x 2, 36 updates in the run
+        """
         return (
             f"world size {self.before.world_size} -> {self.after.world_size} at update {self.at} "
             f"(resume.world_size = {self.rule}): global batch {self.before.global_batch} -> "

@@ -141,7 +141,14 @@ class Rebatch(Schedule):
         return t if t < self.at else self.at + (t - self.at) * self.ratio
 
     def update_of(self, p: float) -> float:
-        """The update at which the inner schedule reaches position ``p`` (the inverse of :meth:`position`)."""
+        """The update at which the inner schedule reaches position ``p`` (the inverse of :meth:`position`).
+
+        Example:
+            >>> from cosanneal import Constant
+            >>> b = Rebatch(Constant(0.1), at=10, ratio=2.0)
+            >>> b.update_of(30.0), b.position(20)
+            (20.0, 30.0)
+        """
         return p if p <= self.at else self.at + (p - self.at) / self.ratio
 
     # ---- evaluation -------------------------------------------------------------------------
