@@ -31,6 +31,7 @@ from cosanneal.analysis.predict import (
     predict,
     rank,
     tissue_momentum,
+    trace_from_run,
     warmup_end,
 )
 from cosanneal.runtime.runstore import RunStore
@@ -195,6 +196,20 @@ def test_runs_too_short_or_that_never_anneal_cannot_be_fitted() -> None:
         fit(_traces("tissue", TISSUE), law="power")
     with pytest.raises(PredictError, match="give steps=N"):
         predict(FittedLaw("tissue", TISSUE), Cosine(PEAK, cycle_steps="1dur"))
+
+
+def test_a_run_store_recorded_every_other_update_reads_back_every_lr(tmp_path: Path) -> None:
+    lr = _lr(COSINE, 100)
+    with RunStore(tmp_path / "run") as store:
+        for step in range(0, 100, 2):  # telemetry.every = 2
+            store.log_scalars(step, {"lr": float(lr[step])}, group=0)
+            store.log_scalars(step, {"loss": 3.0 - step / 100})
+        store.log_scalars(98, {"val_loss": 2.5})
+    trace = trace_from_run(tmp_path / "run")
+    assert len(trace.lr) == 99 and trace.steps.tolist() == list(range(0, 100, 2))  # up to the last row
+    np.testing.assert_allclose(trace.lr[::2], lr[:-1:2])
+    np.testing.assert_allclose(trace.lr[1::2], (lr[:-2:2] + lr[2::2]) / 2)  # linear in between
+    assert trace.val_steps.tolist() == [98] and trace.val_loss.tolist() == [2.5]
 
 
 # ---- the command, on real runs -------------------------------------------------------------------------
