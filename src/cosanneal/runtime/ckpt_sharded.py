@@ -53,7 +53,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any
 
 import torch
-from torch.distributed.checkpoint.api import CheckpointException
 
 from cosanneal.runtime import ckpt_format
 from cosanneal.runtime.ckpt_async import BackgroundWriter
@@ -66,8 +65,19 @@ from cosanneal.runtime.manifest import MANIFEST_NAME, build_manifest, read_manif
 from cosanneal.runtime.rng import capture_rng_state, restore_rng_state
 
 METADATA_FILE = ".metadata"
-#: What DCP raises: its CheckpointException (every rank's error, on every rank) is a BaseException.
-_FAILURES: tuple[type[BaseException], ...] = (Exception, CheckpointException)
+
+
+def _failures() -> tuple[type[BaseException], ...]:
+    """What DCP raises: its CheckpointException (every rank's error, on every rank) is a BaseException.
+
+    Imported when an exception is matched, not with this module: ``torch.distributed.checkpoint``
+    takes 0.7 s to import, and a job that never writes the sharded format should not pay it.
+    """
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    return (Exception, CheckpointException)
+
+
 SHARDED_FORMAT = "dcp-1"
 
 
@@ -356,7 +366,7 @@ class ShardedWriter:
                 with _alone_is_fine():
                     save(state_dict, storage_writer=writer, process_group=group.group)
                 written: str | None = None
-            except _FAILURES as exc:
+            except _failures() as exc:
                 written = _last_line(exc)
             self._finish(pending, written)
             return
@@ -367,7 +377,7 @@ class ShardedWriter:
             try:
                 future.result()
                 written: str | None = None
-            except _FAILURES as exc:
+            except _failures() as exc:
                 written = _last_line(exc)
             self._finish(pending, written)
 
@@ -559,7 +569,7 @@ def load(
             set_state_dict(
                 unwrap(model), optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"]
             )
-    except _FAILURES as exc:
+    except _failures() as exc:
         raise CheckpointError(
             f"checkpoint {shown} (sharded, saved by {saved_world} ranks) does not fit the model or optimizer: "
             f"{_last_line(exc)}"

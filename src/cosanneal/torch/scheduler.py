@@ -112,7 +112,13 @@ def _run_on_host(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 #: :func:`_run_on_host` under ``torch.compiler.disable``: dynamo skips it and everything it calls.
-_untraced: Callable[..., Any] = torch.compiler.disable(_run_on_host)  # type: ignore[no-untyped-call]
+#: Built through torch's lazy form of it, which imports ``torch._dynamo`` (0.6 s) only at the first
+#: call: it is only ever called under torch.compile, when dynamo is loaded anyway.
+_untraced: Callable[..., Any] = (
+    torch._disable_dynamo(_run_on_host)  # type: ignore[assignment]
+    if hasattr(torch, "_disable_dynamo")
+    else torch.compiler.disable(_run_on_host)  # type: ignore[no-untyped-call]
+)
 
 
 def _accelerate_wrapper() -> Any:
