@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from blobs import blobs_config, events, last_weights, lr_trace
+from blobs import blobs_config, events, last_weights, lr_trace, spawn_train, wait_for_updates
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.utils.data import TensorDataset
@@ -267,6 +268,37 @@ def test_a_sharded_checkpoint_resumes_at_another_world_size(
     )
     assert [e["rule"] for e in events(run_dir, "world_size_changed")] == ["sqrt"]
     assert _verify(run_dir, capsys)[0] == 0
+
+
+@pytest.mark.slow
+def test_two_changes_chain_and_verify_replays_both(
+    two_ranks: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """2 -> 1 ranks (linear) at update 12, preempted, then 1 -> 2 ranks (linear) where it stopped."""
+    run_dir = _copy(two_ranks, tmp_path)
+    data = _data(resume__world_size="linear")
+    cfg_path = _write(tmp_path / "cfg.json", {**data, "debug": {"sleep_per_step": 0.05}})
+    proc = spawn_train(cfg_path, run_dir)
+    wait_for_updates(run_dir, 20, proc)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    second = _torchrun(_write(tmp_path / "cfg2.json", data), run_dir)
+    assert second.returncode == 0, second.stderr[-2000:]
+    first, later = events(run_dir, "world_size_changed")
+    d2 = later["step"]
+    assert (first["step"], first["to_world_size"], later["from_world_size"], later["to_world_size"]) == (
+        SAVED_AT,
+        1,
+        1,
+        2,
+    )
+    assert SAVED_AT < d2 < 48 and later["total_steps"] == d2 + math.ceil((48 - d2) * 32 / 64)
+    chained = Rebatch(Rebatch(from_dict(data["schedule"]), SAVED_AT, 0.5, 0.5), d2, 2.0, 2.0)
+    steps, lr = lr_trace(run_dir)
+    assert steps.tolist() == list(range(later["total_steps"]))
+    np.testing.assert_array_equal(lr, chained(steps))
+    code, out = _verify(run_dir, capsys)
+    assert code == 0 and out.count("world size") == 2
 
 
 # ---- the planning -----------------------------------------------------------------------------------
