@@ -226,6 +226,39 @@ def test_textfile_is_written_atomically_with_the_final_state(tmp_path: Path) -> 
     assert [p.name for p in path.parent.iterdir()] == ["cosanneal.prom"]  # no temporary file left
 
 
+def test_textfile_follows_the_background_flushes_not_only_the_end(tmp_path: Path) -> None:
+    """node-exporter sees the run move between checkpoints: each background flush rewrites the file."""
+    import time
+
+    path = tmp_path / "cosanneal.prom"
+    sched = Cosine(0.1, cycle_steps=4, max_cycles=2)
+    sink = PrometheusSink(textfile=str(path), labels=LABELS, schedule=sched)
+    with RunStore(tmp_path / "run", sinks=[sink], flush_seconds=0.05) as store:
+        tel = Telemetry(store, schedule=sched)
+        for step in range(3):
+            tel.on_update(step, [sched(step)], loss=1.0, step_time=0.01)
+        deadline = time.monotonic() + 30
+        while not path.exists() or value(path.read_bytes(), "cosanneal_optimizer_steps_total") != 3:
+            assert time.monotonic() < deadline, "the background flush never rewrote the textfile"
+            time.sleep(0.02)
+        assert value(path.read_bytes(), "cosanneal_learning_rate", group="0") == sched(2)  # no flush() called
+
+
+def test_port_zero_is_reported_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cosanneal.jobs.sink_factories import SinkContext, _prometheus
+
+    sched = Cosine(0.1, cycle_steps=4)
+    context = SinkContext(tmp_path, "blobs", {"telemetry": {"prometheus_port": 0}}, sched, {})
+    sink = _prometheus(context)
+    try:
+        line = capsys.readouterr().err
+        assert line == f"prometheus: serving /metrics on http://127.0.0.1:{sink.port}/metrics\n"  # type: ignore[attr-defined]
+        with urllib.request.urlopen(line.split()[-1], timeout=10) as reply:
+            assert b"cosanneal_" in reply.read()
+    finally:
+        sink.close()
+
+
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package: prometheus)")
 def test_promtool_check_metrics_passes(tmp_path: Path) -> None:
     sched = Cosine(0.1, warmup_steps=2, cycle_steps=4, max_cycles=3)

@@ -36,6 +36,7 @@ import json
 import os
 import re
 import sqlite3
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,9 @@ def _prometheus(context: SinkContext) -> Sink:
         schedule=context.schedule,
         cost=cost_plan(tel, context.run_dir),
     )
+    if tel.get("prometheus_port") == 0:  # any free port: say which, or no scraper can find it
+        address = tel.get("prometheus_address", "127.0.0.1")
+        print(f"prometheus: serving /metrics on http://{address}:{sink.port}/metrics", file=sys.stderr)  # type: ignore[attr-defined]
     return sink
 
 

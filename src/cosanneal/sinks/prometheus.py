@@ -274,8 +274,8 @@ class PrometheusSink:
     Args:
         address: Interface the ``/metrics`` server binds (loopback by default).
         port: Port of the server; ``None``: no server, ``0``: any free port (see :attr:`port`).
-        textfile: Path of a node-exporter textfile (must end in ``.prom``), rewritten atomically on every
-            flush and at close.
+        textfile: Path of a node-exporter textfile (must end in ``.prom``), rewritten atomically after
+            every batch of rows (each run-store flush, ``telemetry.flush_seconds``) and at close.
         labels: Constant labels; key ``k`` becomes label ``cosanneal_<k>``.
         schedule: The run's schedule: gives ``cosanneal_configured_restarts``, the restart window and the
             restarts before a resume.
@@ -366,6 +366,7 @@ class PrometheusSink:
             if walls:
                 st.last_wall = max(st.last_wall, max(walls))
         self._resolve_planned_steps()
+        self.flush()  # the textfile follows every batch, not only checkpoints and the end
 
     def _resolve_planned_steps(self) -> None:
         """Ask the cost plan's ``planned_steps`` function until it knows (outside the lock: it may do I/O)."""
