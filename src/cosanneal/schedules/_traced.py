@@ -74,6 +74,7 @@ __all__ = [
     "Traced",
     "UntraceableScheduleError",
     "compile_schedule",
+    "refused_kinds",
     "traceable_kinds",
 ]
 
@@ -372,9 +373,17 @@ Compiler = Callable[[Any, bool, Fraction], _Form]
 _COMPILERS: dict[type[Schedule], Compiler] = {}
 
 
-def _compiles(cls: type[Schedule]) -> Callable[[Compiler], Compiler]:
+#: Kinds whose "compiler" only refuses them with their own reason (never a traced form).
+_REFUSED: set[type[Schedule]] = set()
+
+
+def _compiles(cls: type[Schedule], *, refuses: bool = False) -> Callable[[Compiler], Compiler]:
+    """Register ``fn`` as the translation of ``cls``; ``refuses``: it raises the reason it cannot."""
+
     def wrap(fn: Compiler) -> Compiler:
         _COMPILERS[cls] = fn
+        if refuses:
+            _REFUSED.add(cls)
         return fn
 
     return wrap
@@ -387,7 +396,18 @@ def traceable_kinds() -> list[str]:
         >>> "cosine" in traceable_kinds() and "join" in traceable_kinds()
         True
     """
-    return sorted(cls.kind for cls in _COMPILERS)
+    return sorted(cls.kind for cls in _COMPILERS if cls not in _REFUSED)
+
+
+def refused_kinds() -> list[str]:
+    """The kinds a graph cannot hold, each refused with its own reason (e.g. ``rebatch``), sorted.
+
+    Example:
+        >>> import cosanneal.schedules.rebatch  # registers its kind
+        >>> refused_kinds()
+        ['rebatch']
+    """
+    return sorted(cls.kind for cls in _REFUSED)
 
 
 def _compile(schedule: Schedule, wide: bool, sub: Fraction) -> _Form:

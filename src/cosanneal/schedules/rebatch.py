@@ -207,7 +207,7 @@ class Rebatch(Schedule):
         return [r for r in out if r < until]
 
 
-@_compiles(Rebatch)
+@_compiles(Rebatch, refuses=True)
 def _untraceable(s: Rebatch, wide: bool, sub: Fraction) -> Any:
     """A graph framework's traced form: refused with the reason (fractional positions after the switch)."""
     raise UntraceableScheduleError(
