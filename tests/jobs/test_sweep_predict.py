@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -57,3 +58,44 @@ def test_a_key_outside_the_schedule_is_refused() -> None:
     space = parse_space({"optimizer.weight_decay": {"low": 1e-5, "high": 1e-3, "log": True}})
     with pytest.raises(PredictError, match=r"'optimizer.weight_decay' is not a schedule\.\* key"):
         prescreen(blobs_config(), space, LAW)
+
+
+def test_cosanneal_sweep_predict_from_trains_the_predicted_best_first(tmp_path: Path) -> None:
+    """The CLI: fit to a finished blobs run, queue the best 2 of 6 candidates, then the sampler's."""
+    import json
+    import subprocess
+    import sys
+
+    from cosanneal.analysis.predict import fit, trace_from_run
+
+    base = blobs_config(checkpoint__enabled=False, eval__every_steps=40)
+    fitted_run = tmp_path / "fitted"
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps(base))
+    done = subprocess.run(
+        [sys.executable, "-m", "cosanneal", "train", str(config), "--run-dir", str(fitted_run), "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    space = tmp_path / "space.json"
+    space_spec = {"schedule.peak_lr": {"low": 0.02, "high": 0.5, "log": True}}
+    space.write_text(json.dumps(space_spec))
+    sweep = [sys.executable, "-m", "cosanneal", "sweep", str(config), "--space", str(space), "--study", "p",
+             "--output", str(tmp_path / "runs"), "--trials", "3", "--pruner", "none", "--seed", "0",
+             "--predict-from", str(fitted_run), "--prescreen", "6", "--keep", "2"]  # fmt: skip
+    run = subprocess.run(sweep, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "prescreen: 2 of 6 schedules queued first by predicted final loss" in run.stderr
+    law = fit([trace_from_run(fitted_run)])
+    expected = [s.params for s in prescreen(base, parse_space(space_spec), law, candidates=6, keep=2, seed=0)]
+    trials = optuna.load_study(study_name="p", storage=f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}").trials
+    assert [t.params for t in trials[:2]] == expected  # the predicted best, trained first
+    assert all(math.isfinite(t.user_attrs["predicted_final_loss"]) for t in trials[:2])
+    assert "predicted_final_loss" not in trials[2].user_attrs  # the sampler's own trial
+    assert len([t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]) == 3
+    bad = subprocess.run(
+        [*sweep[:-4], "--prescreen", "2", "--keep", "3"], capture_output=True, text=True, timeout=300
+    )
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: --keep: 3 is more than the 2 --prescreen candidates; lower it"
+    ]

@@ -321,7 +321,7 @@ def curve(
     t = t.astype(np.int64)
     w = warmup_end(lr)
     s1 = np.cumsum(lr)[t]
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # S1 = 0: inf (0 x inf with A = 0: nan)
         power = params["L0"] + params["A"] * np.where(s1 > 0, s1, 0.0) ** (-params["alpha"])
     if law == "tissue":
         return np.asarray(power - params["C"] * tissue_momentum(lr, lam, w=w)[t], dtype=np.float64)

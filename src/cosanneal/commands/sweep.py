@@ -173,6 +173,21 @@ def register(app: typer.Typer) -> None:
         show: Annotated[
             bool, typer.Option("--show", help="Summarise the study instead of running it.")
         ] = False,
+        predict_from: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--predict-from",
+                metavar="RUN",
+                help="Finished runs of this job to fit a loss law to: the predicted best schedules train first.",
+                show_default=False,
+            ),
+        ] = None,
+        prescreen: Annotated[
+            int, typer.Option("--prescreen", min=1, help="With --predict-from: schedule candidates to rank.")
+        ] = 64,
+        keep: Annotated[
+            int, typer.Option("--keep", min=1, help="With --predict-from: the best candidates queued first.")
+        ] = 8,
     ) -> None:
         """Optuna sweep of a config: every trial a training run, pruned at its cycle ends.
 
@@ -212,7 +227,46 @@ def register(app: typer.Typer) -> None:
             grace_period=grace_period,
             max_retry=max_retry,
         )
-        _run(cfg.to_dict(), load_space(space), settings)
+        parsed = load_space(space)
+        if predict_from:
+            if keep > prescreen:
+                raise ConfigError(
+                    f"--keep: {keep} is more than the {prescreen} --prescreen candidates; lower it"
+                )
+            _prescreen(cfg.to_dict(), parsed, settings, predict_from, prescreen, keep)
+        _run(cfg.to_dict(), parsed, settings)
+
+
+def _prescreen(
+    config: dict[str, Any], space: Any, settings: Any, runs: list[Path], candidates: int, keep: int
+) -> None:
+    """Fit the multi-power law to ``runs``, rank ``candidates`` schedules of the space, queue the best ``keep``.
+
+    The queued trials are skipped when the study already holds the same parameters, so every worker
+    may be started with the same flags.
+    """
+    import warnings
+
+    import optuna
+
+    from cosanneal.analysis.predict import fit, trace_from_run
+    from cosanneal.jobs.sweep_predict import prescreen
+    from cosanneal.tune.sweep import open_study
+
+    law = fit([trace_from_run(run) for run in runs])
+    best = prescreen(config, space, law, candidates=candidates, keep=keep, seed=settings.seed or 0)
+    study = open_study(settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for s in best:
+            attrs = {"predicted_final_loss": s.prediction.final_loss}
+            study.enqueue_trial(s.params, user_attrs=attrs, skip_if_exists=True)
+    shown = ", ".join(f"{s.prediction.final_loss:.4g}" for s in best)
+    typer.echo(
+        f"prescreen: {len(best)} of {candidates} schedules queued first by predicted final loss "
+        f"(multi-power law fitted to {len(runs)} run(s)): {shown}",
+        err=True,
+    )
 
 
 def _run(config: dict[str, Any], space: Any, settings: Any) -> None:

@@ -7,7 +7,8 @@ predicts its final loss with a fitted law (:func:`cosanneal.analysis.predict.ran
 ``keep``. :func:`enqueue` queues them as the first trials of an Optuna study, so ``cosanneal sweep``
 trains the predicted best first and its pruner judges the rest.
 
-Not wired into the ``cosanneal sweep`` command yet; from Python::
+``cosanneal sweep --predict-from RUN --prescreen N --keep K`` does this before its workers start;
+from Python::
 
     law = fit([trace_from_run("runs/cosine"), trace_from_run("runs/constant")])
     best = prescreen(config, load_space("space.toml"), law, candidates=64, keep=8)
