@@ -12,7 +12,7 @@ One state (an MLP with SGD momentum buffers, 256 MiB of tensors by default) is s
 * ``torch.distributed.checkpoint.async_save``: the blocking part only (DCP stages to CPU, then writes
   on a thread).
 * ``Checkpoints(sharded=True).save``: the sharded format (DCP's files with ``sync_files``, each
-  hashed after DCP wrote it, ``state.json``, the manifest, the rename), synchronous and async.
+  hashed as DCP writes it, ``state.json``, the manifest, the rename), synchronous and async.
 
 Background writes are waited for (not timed) before the next measurement. Variants run in shuffled
 rounds after a discarded warm-up round; the figure per variant is the median, and the ratio is the
