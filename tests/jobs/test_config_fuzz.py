@@ -490,6 +490,9 @@ RULES: dict[str, Rule] = {
     "slurm.signal": simple("slurm.signal", one_of("SIGUSR1", "SIGUSR2", "SIGTERM")),
     "slurm.scontrol": simple("slurm.scontrol", shell_words),
     "resume.world_size": simple("resume.world_size", one_of("accumulate", "linear", "sqrt", "refuse")),
+    "distributed.timeout_seconds": simple(
+        "distributed.timeout_seconds", number(lambda x: 0 < x <= 86400, optional=True)
+    ),
     "debug.inject_nan_at": simple(
         "debug.inject_nan_at", lambda v: isinstance(v, list) and all(integer(0)(x) for x in v)
     ),
@@ -547,6 +550,7 @@ EXAMPLES: dict[str, list[Any]] = {
     "slurm.signal": ["SIGUSR1", "SIGUSR2", "SIGTERM", "SIGKILL", "USR1", "sigusr1"],
     "slurm.scontrol": ["scontrol", "sudo -n scontrol", "", "   ", "'unbalanced"],
     "resume.world_size": ["accumulate", "linear", "sqrt", "refuse", "auto", "Linear", "", True],
+    "distributed.timeout_seconds": [0.5, 30, 86400, 86401, 0, -5, None, "30", True],
     "telemetry.flush_seconds": [0.001, 3600, 3601, 1e300],
     "telemetry.progress_seconds": [0.001, 30, 0, -1, 1e300],
     "debug.sleep_per_step": [0, 3600, 3600.5, 1e12],

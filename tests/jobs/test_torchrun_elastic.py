@@ -52,7 +52,9 @@ def _port() -> int:
 
 def _job(cwd: Path) -> Path:
     cwd.mkdir(parents=True)
-    cfg = blobs_config(epochs=4, checkpoint__every_steps=5, debug__sleep_per_step=0.05)
+    cfg = blobs_config(
+        epochs=4, checkpoint__every_steps=5, debug__sleep_per_step=0.05, distributed__timeout_seconds=45
+    )
     (cwd / "cfg.json").write_text(json.dumps(config_from_dict(cfg).to_dict()))
     return cwd
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -307,3 +308,25 @@ def test_cycle_end_on_an_epoch_boundary_keeps_its_snapshot(tmp_path: Path) -> No
     finally:
         run.close()
     assert len(steps) == len(set(steps.tolist()))  # no step evaluated twice
+
+
+def test_distributed_timeout_bounds_a_group_that_never_forms(tmp_path: Path) -> None:
+    """``distributed.timeout_seconds`` reaches ``init_process_group``: rank 0 alone gives up in seconds."""
+    import json
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "cfg.json").write_text(json.dumps(blobs_config(distributed__timeout_seconds=2)))
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port)}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "cosanneal", "train", "cfg.json", "--run-dir", "run", "--no-progress"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0
+    # the store gave up after the configured bound (torch reports it rounded up; the default is 1800 s)
+    found = re.search(r"Timed out after (\d+) seconds waiting for clients\. 1/2 clients joined", done.stderr)
+    assert found is not None and 2 <= int(found.group(1)) <= 3, done.stderr[-2000:]
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -212,7 +212,7 @@ class TelemetryConfig:
     tensorboard: bool = True
     prometheus_port: int | None = None  # serve /metrics on this port (0: any free port) while training
     prometheus_address: str = "127.0.0.1"
-    prometheus_textfile: str | None = None  # node-exporter textfile written atomically at the end
+    prometheus_textfile: str | None = None  # node-exporter textfile, rewritten atomically at every flush
     mlflow_tracking_uri: str | None = None  # e.g. "sqlite:///mlflow.db" or a directory / server URL
     mlflow_experiment: str = "cosanneal"
     every: int = 1  # record per-update scalars every N-th update (events and restarts are always exact)
@@ -239,6 +239,19 @@ class SlurmConfig:
     requeue: bool = True
     signal: Literal["SIGUSR1", "SIGUSR2", "SIGTERM"] = "SIGUSR1"
     scontrol: str = "scontrol"  # the command (may hold words: "sudo -n scontrol")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """``[distributed]``: the process group under ``torchrun`` (ignored when the job runs alone).
+
+    ``timeout_seconds`` bounds ``init_process_group`` and every collective of the job (torch's
+    ``timeout``); ``None`` keeps the backend's default (30 minutes for gloo, 10 for NCCL). Under
+    ``torchrun --max-restarts`` a shorter one turns a group that never forms (a restarted rendezvous
+    whose workers wait for each other forever) into a failed attempt the agent restarts.
+    """
+
+    timeout_seconds: float | None = None
 
 
 #: The rules ``resume.world_size`` names (see :mod:`cosanneal.jobs.world_size`).
@@ -307,6 +320,7 @@ class TrainConfig:
     telemetry: TelemetryConfig = dataclasses.field(default_factory=TelemetryConfig)
     slurm: SlurmConfig = dataclasses.field(default_factory=SlurmConfig)
     resume: ResumeConfig = dataclasses.field(default_factory=ResumeConfig)
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
     debug: DebugConfig = dataclasses.field(default_factory=DebugConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -384,6 +398,7 @@ _RANGES: dict[str, _Range] = {
     "telemetry.planned_step_seconds": _POSITIVE,
     "debug.inject_nan_at[]": _NON_NEGATIVE,
     "debug.sleep_per_step": _SECONDS,
+    "distributed.timeout_seconds": _Range(0, 86400, low_open=True),
 }
 
 #: String keys that must not be empty (a run name, a path, a URI, an address, a module:function).

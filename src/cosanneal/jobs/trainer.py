@@ -167,7 +167,7 @@ class Trainer:
         """
         cfg = self.config
         device = pick_device(cfg.device)
-        world = distributed.init_from_env(device)
+        world = distributed.init_from_env(device, cfg.distributed.timeout_seconds)
         _seed_everything(cfg.seed)
         train_set, val_set = build_data(cfg.data)
 

@@ -5,6 +5,7 @@ Every helper degrades to the single-process answer when ``torch.distributed`` is
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -27,18 +28,26 @@ class World:
         return self.rank == 0
 
 
-def init_from_env(device: torch.device) -> World:
+def init_from_env(device: torch.device, timeout_seconds: float | None = None) -> World:
     """Join the process group ``torchrun`` describes in the environment, if there is one.
 
     Reads ``WORLD_SIZE``/``RANK`` (set by ``torchrun``); with ``WORLD_SIZE`` unset or 1 nothing is
     initialised. The backend is nccl on CUDA and gloo otherwise.
+
+    Args:
+        device: the job's device (picks the backend).
+        timeout_seconds: the group's timeout (its formation and every collective); ``None``: the
+            backend's default.
     """
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
+        if timeout_seconds is None:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_seconds))
     return World(rank=dist.get_rank(), size=dist.get_world_size())
 
 
