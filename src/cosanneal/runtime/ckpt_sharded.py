@@ -63,6 +63,7 @@ from cosanneal.runtime.ckpt_tensors import unwrap
 from cosanneal.runtime.ckpt_types import CheckpointError, CheckpointInfo, LoadedCheckpoint, describe_os_error
 from cosanneal.runtime.manifest import MANIFEST_NAME, build_manifest, read_manifest, seal
 from cosanneal.runtime.rng import capture_rng_state, restore_rng_state
+from cosanneal.runtime.storage import write_hashed
 
 METADATA_FILE = ".metadata"
 
@@ -188,9 +189,7 @@ class _HashingStream(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        written = self._raw.write(view)
-        self._sha.update(view[:written])
+        written = write_hashed(self._sha, data, self._raw.write)  # a buffered file writes every byte
         self._size += written
         return written
 

@@ -132,6 +132,36 @@ class HashingWriter(io.RawIOBase):
         return self._digest.hexdigest(), self._size
 
 
+def write_hashed(digest: Any, data: Any, write: Callable[[memoryview], Any]) -> int:
+    """``write`` all of ``data`` while ``digest`` hashes it, in order; returns its length in bytes.
+
+    Pieces of :data:`WRITE_PIECE` bytes: each piece of :data:`PARALLEL_MIN` bytes or more is hashed on
+    the shared hash thread while ``write`` stores it (SHA-256 and the write system call both release
+    the GIL), so a large file costs about the longer of the two, not their sum.
+
+    Example:
+        >>> import hashlib, io
+        >>> out, digest = io.BytesIO(), hashlib.sha256()
+        >>> write_hashed(digest, b"abc" * 200_000, out.write)
+        600000
+        >>> digest.hexdigest() == hashlib.sha256(out.getvalue()).hexdigest()
+        True
+    """
+    view = memoryview(data).cast("B")
+    for start in range(0, len(view), WRITE_PIECE):
+        piece = view[start : start + WRITE_PIECE]
+        if len(piece) >= PARALLEL_MIN:
+            hashed = _hash_pool().submit(digest.update, piece)
+            try:
+                write(piece)
+            finally:
+                hashed.result()
+        else:
+            digest.update(piece)
+            write(piece)
+    return len(view)
+
+
 def _write_all(fd: int, view: memoryview) -> None:
     """``os.write`` until every byte of ``view`` is written (a write may store fewer bytes)."""
     while len(view):
