@@ -17,7 +17,8 @@ import torch
 from blobs import BLOBS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))  # run alone, as the docstring says
-from test_trainer import _config, _final_weights, _lr_trace, _spawn, _wait_for_updates, _write_config
+from blobs import last_weights, lr_trace, spawn_train, wait_for_updates
+from test_trainer import _config, _write_config
 
 from cosanneal import from_dict, runs
 from cosanneal.jobs.config import load_config
@@ -98,7 +99,7 @@ def test_trainer_on_cuda_follows_the_closed_form(tmp_path: Path, amp: str) -> No
     cfg = _config(device="cuda", amp=amp, epochs=2, checkpoint__enabled=False)
     result = Trainer(cfg, tmp_path / "run", progress=False, log=lambda _: None).run()
     assert result.status == "finished" and result.steps == 40
-    steps, lr = _lr_trace(tmp_path / "run")
+    steps, lr = lr_trace(tmp_path / "run")
     np.testing.assert_array_equal(lr, from_dict(BLOBS["schedule"])(steps))
     run = runs.open(tmp_path / "run")
     try:
@@ -116,13 +117,13 @@ def test_interrupted_cuda_run_resumes_bit_identically(tmp_path: Path) -> None:
 
     cfg_path = _write_config(tmp_path / "cfg.json", _config(device="cuda", debug__sleep_per_step=0.02))
     run_dir = tmp_path / "run"
-    proc = _spawn(cfg_path, run_dir)
-    _wait_for_updates(run_dir, 70, proc)
+    proc = spawn_train(cfg_path, run_dir)
+    wait_for_updates(run_dir, 70, proc)
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=60) == 143
     resumed = Trainer(load_config(cfg_path), run_dir, progress=False, log=lambda _: None).run()
     assert resumed.status == "finished" and resumed.steps == 160
-    ref_w, got_w = _final_weights(reference), _final_weights(run_dir)
+    ref_w, got_w = last_weights(reference), last_weights(run_dir)
     for name in ref_w:
         assert torch.equal(ref_w[name], got_w[name]), name
-    np.testing.assert_array_equal(_lr_trace(run_dir)[1], _lr_trace(reference)[1])
+    np.testing.assert_array_equal(lr_trace(run_dir)[1], lr_trace(reference)[1])
