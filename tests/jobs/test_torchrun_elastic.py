@@ -37,7 +37,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
         os.environ.get("COSANNEAL_ELASTIC_TEST") != "1",
-        reason="opt-in (COSANNEAL_ELASTIC_TEST=1): the restarted gloo group sometimes hangs in torch's rendezvous",
+        reason="opt-in (COSANNEAL_ELASTIC_TEST=1): the restarted gloo group sometimes never forms in torch's rendezvous",
     ),
 ]
 
