@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from cosanneal.analysis.diagnose import LR_READS, Diagnosis, Fitter, diagnose
 from cosanneal.errors import ScheduleError
-from cosanneal.schedules.rebatch import Rebatch
+from cosanneal.schedules.rebatch import rebound
 
 __all__ = ["Gaps", "Mismatch", "Verdict", "apply_world_size_changes", "find_gaps", "format_gaps", "verify"]
 
@@ -179,9 +179,7 @@ def apply_world_size_changes(schedule: Any, events: Sequence[Mapping[str, Any]])
         key=lambda e: int(e["step"]),
     )
     for event in changes:
-        ratio, factor = event.get("ratio", 1.0), event.get("lr_factor", 1.0)
-        if ratio != 1.0 or factor != 1.0:
-            schedule = Rebatch(schedule, int(event["step"]), ratio, factor)
+        schedule = rebound(schedule, int(event["step"]), event.get("ratio", 1.0), event.get("lr_factor", 1.0))
     return schedule
 
 

@@ -41,7 +41,7 @@ from cosanneal.runtime.runstore import RunStore, run_relative
 from cosanneal.runtime.stopping import RestartAwareEarlyStopping
 from cosanneal.runtime.telemetry import Telemetry
 from cosanneal.schedules import Schedule, from_dict
-from cosanneal.schedules.rebatch import Rebatch, base_schedule, map_base
+from cosanneal.schedules.rebatch import Rebatch, base_schedule, map_base, rebound
 from cosanneal.torch import Scheduler
 
 Log = Callable[[str], None]
@@ -123,12 +123,6 @@ class Loop:
             "model": {k: v.detach().clone() for k, v in parts.model.state_dict().items()},
             "optimizer": parts.optimizer.state_dict(),
         }
-
-    def _retotal_bar(self) -> None:
-        """The progress bar's length after a world-size change re-bound the run's."""
-        self.bar.total = self.p.total
-        if self.bar.terminal:  # the rich bar was started with the old length
-            self.bar._progress.update(self.bar._task, total=self.p.total)
 
     # ---- events and checkpoints ------------------------------------------------------------
     def on_event(self, kind: str, **payload: Any) -> None:
@@ -219,14 +213,14 @@ class Loop:
             else self.schedule
         )
         recorded = Layout.from_dict(tracked.get("world"))
-        configured = self._configured_schedule(recorded)
+        configured, configured_total = self._configured(recorded)
         lowered = bool((tracked.get("guard") or {}).get("rollbacks"))
         if base_schedule(saved) != configured and not lowered:
             raise ConfigError(schedule_mismatch(self.p.run_dir, base_schedule(saved), configured))
         if saved != self.schedule:
             self.schedule = saved  # the guard lowered it, or an earlier world-size change re-bound it
         if recorded is not None:
-            self._resume_layout(recorded)
+            self._resume_layout(recorded, configured_total)
         self._resume_guard(tracked)
         self.rebuild_scheduler(self.position.updates)
 
@@ -242,25 +236,23 @@ class Loop:
             guard.adjust = lambda s: map_base(s, lambda b: adjust_schedule(b, how, factor))
         guard.schedule = self.schedule
 
-    def _configured_schedule(self, recorded: Layout | None) -> Schedule:
-        """The config's schedule as the run bound it: at the world size of its first session."""
+    def _configured(self, recorded: Layout | None) -> tuple[Schedule, int]:
+        """The config's schedule and run length as the run bound them: at its first session's world size."""
         if recorded is None or recorded.bound_at == self.p.world.size or self.p.bind_at is None:
-            return self.schedule
-        schedule, _total = self.p.bind_at(recorded.bound_at)
-        return schedule
+            return self.schedule, self.p.total
+        return self.p.bind_at(recorded.bound_at)
 
-    def _resume_layout(self, recorded: Layout) -> None:
+    def _resume_layout(self, recorded: Layout, configured_total: int) -> None:
         """Continue with the checkpoint's batch layout, changed by ``resume.world_size`` at another world size.
+
+        ``configured_total``: the config's run length in updates of the batch it was bound at.
 
         Raises:
             ConfigError: the rule cannot resume at this world size (nothing is written to the run).
         """
         p, pos = self.p, self.position
         if not isinstance(self.schedule, Rebatch):  # the config's length, in updates of the bound batch
-            bind_at = p.bind_at
-            same = bind_at is None or recorded.bound_at == p.world.size
-            length = p.total if same or bind_at is None else bind_at(recorded.bound_at)[1]
-            recorded = dataclasses.replace(recorded, total=length)
+            recorded = dataclasses.replace(recorded, total=configured_total)
         micro = self.cfg.batch_size // self.cfg.accumulate
         resize = plan_resize(
             recorded,
@@ -280,8 +272,7 @@ class Loop:
     def _apply_resize(self, resize: Resize) -> None:
         """The schedule re-bound in samples (linear / sqrt), the data position, the event and its log line."""
         pos = self.position
-        if resize.ratio != 1.0 or resize.lr_factor != 1.0:
-            self.schedule = Rebatch(self.schedule, resize.at, resize.ratio, resize.lr_factor)
+        self.schedule = rebound(self.schedule, resize.at, resize.ratio, resize.lr_factor)
         if resize.batch != pos.batch:
             pos.batch, pos.data_state = resize.batch, None
         self.on_event("world_size_changed", step=resize.at, **resize.event())
@@ -308,7 +299,7 @@ class Loop:
         p.config = self.cfg
         if layout.total != p.total:
             p.total = layout.total
-            self._retotal_bar()
+            self.bar.set_total(p.total)
         p.layout = layout
 
     def roll_back(self, message: str) -> None:

@@ -328,6 +328,12 @@ class Progress:
         self._last_draw = now
         self._draw()
 
+    def set_total(self, total: int) -> None:
+        """A new run length (a resume at another world size re-bound it): the percent, eta and bar follow."""
+        self.total = total
+        if self.enabled and self.terminal:  # the rich bar was started with the old length
+            self._progress.update(self._task, total=total)
+
     def close(self, metrics: Mapping[str, float] | None = None) -> None:
         """Draw the final state (with the last evaluation's ``metrics``) and stop the bar."""
         if not self.enabled or self._closed:

@@ -40,7 +40,7 @@ from cosanneal.schedules.base import (
 
 R = TypeVar("R", bound="Rebatch")
 
-__all__ = ["Rebatch", "base_schedule", "map_base", "rebatch_factors"]
+__all__ = ["Rebatch", "base_schedule", "map_base", "rebatch_factors", "rebound"]
 
 
 def _positive(name: str, value: Any) -> float:
@@ -215,6 +215,23 @@ def _untraceable(s: Rebatch, wide: bool, sub: Fraction) -> Any:
         "at fractional steps, which a Keras or jax graph cannot place exactly; trace its inner schedule "
         "(rebatch.base_schedule) or run it through the PyTorch adapter"
     )
+
+
+def rebound(schedule: Schedule, at: int, ratio: float, lr_factor: float) -> Schedule:
+    """``schedule`` after a world-size change at update ``at``: a :class:`Rebatch`, or itself unchanged.
+
+    A change that keeps the global batch and the LR (``ratio = lr_factor = 1``, the ``accumulate``
+    rule) leaves the schedule as it is; the trainer and ``verify`` both build the schedule this way.
+
+    Example:
+        >>> from cosanneal import Cosine
+        >>> s = Cosine(1.0, cycle_steps=100)
+        >>> rebound(s, 40, 1.0, 1.0) is s, type(rebound(s, 40, 0.5, 0.5)).__name__
+        (True, 'Rebatch')
+    """
+    if ratio == 1.0 and lr_factor == 1.0:
+        return schedule
+    return Rebatch(schedule, at, ratio, lr_factor)
 
 
 def base_schedule(schedule: Schedule) -> Schedule:
