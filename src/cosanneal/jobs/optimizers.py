@@ -6,6 +6,10 @@
   with ``betas``/``eps`` (the named keys of ``[optimizer]``);
 * the name of any other optimizer class in ``torch.optim`` (``"Adam"``, ``"RAdam"``, ``"NAdam"``,
   ``"RMSprop"``, ``"Adagrad"``, ``"Adafactor"``, ...; case does not matter);
+* ``"adamw_schedulefree"`` or ``"sgd_schedulefree"``: the schedule-free AdamW (with ``betas``/``eps``)
+  or SGD (with ``momentum``) of the ``schedulefree`` package (Defazio et al. 2024; ``pip install
+  schedulefree==1.4.1``, part of ``cosanneal[runtime]``); the trainer switches its train/eval modes
+  and its schedule must be constant after the warmup (:mod:`cosanneal.jobs.optimizer_modes`);
 * ``"package.module:Class"``: a user's ``torch.optim.Optimizer`` subclass.
 
 ``[optimizer.options]`` is passed to the constructor as keyword arguments, for every optimizer
@@ -28,11 +32,19 @@ from torch import nn
 
 from cosanneal.errors import ConfigError
 from cosanneal.jobs.config import OptimizerConfig
+from cosanneal.jobs.optimizer_modes import is_schedule_free
 
-__all__ = ["build_optimizer", "optimizer_class", "param_groups", "torch_optimizers"]
+__all__ = ["SCHEDULE_FREE", "build_optimizer", "optimizer_class", "param_groups", "torch_optimizers"]
 
-#: Keys of ``[optimizer]`` that only the two shorthands read, and which of them reads each.
-_NAMED = {"momentum": "sgd", "nesterov": "sgd", "betas": "adamw", "eps": "adamw"}
+#: The shorthands, and the keys of ``[optimizer]`` each of them reads (every other optimizer reads none).
+_NAMED: dict[str, tuple[str, ...]] = {
+    "sgd": ("momentum", "nesterov"),
+    "adamw": ("betas", "eps"),
+    "adamw_schedulefree": ("betas", "eps"),
+    "sgd_schedulefree": ("momentum",),
+}
+#: The schedule-free shorthands: their class in the ``schedulefree`` package.
+SCHEDULE_FREE = {"adamw_schedulefree": "AdamWScheduleFree", "sgd_schedulefree": "SGDScheduleFree"}
 #: Constructor arguments that are not options: they come from the schedule or the groups.
 _NOT_OPTIONS = {
     "params": "the parameters come from the model (and [[optimizer.groups]])",
@@ -67,12 +79,25 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
 
     Raises:
         ConfigError: an unknown name (with the closest ``torch.optim`` names), an import path that does
-            not import, or a class that is not a ``torch.optim.Optimizer``.
+            not import, a class that is not a ``torch.optim.Optimizer``, or a schedule-free shorthand
+            without the ``schedulefree`` package.
 
     Example:
         >>> optimizer_class("adamw"), optimizer_class("radam")
         (<class 'torch.optim.adamw.AdamW'>, <class 'torch.optim.radam.RAdam'>)
+        >>> optimizer_class("adamw_schedulefree").__name__
+        'AdamWScheduleFree'
     """
+    if name.lower() in SCHEDULE_FREE:
+        try:
+            schedulefree = importlib.import_module("schedulefree")
+        except ImportError:
+            raise ConfigError(
+                f"optimizer.name: {name!r} needs the schedulefree package, which is not installed; "
+                "pip install schedulefree==1.4.1 (it comes with cosanneal[runtime])"
+            ) from None
+        cls: type[torch.optim.Optimizer] = getattr(schedulefree, SCHEDULE_FREE[name.lower()])
+        return cls
     if ":" in name:
         module_name, _, attr = name.partition(":")
         try:
@@ -92,10 +117,12 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     key = spelled.get(name.lower())
     if key is None:
         close = difflib.get_close_matches(name.lower(), list(spelled), n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(repr(spelled[c]) for c in close)}? " if close else ""
+        close += difflib.get_close_matches(name.lower(), list(SCHEDULE_FREE), n=1, cutoff=0.6)
+        hint = f"did you mean {', '.join(repr(spelled.get(c, c)) for c in close)}? " if close else ""
         raise ConfigError(
             f"optimizer.name: {name!r} is not a torch.optim optimizer; {hint}use 'sgd', 'adamw', a torch.optim "
-            "class name (Adam, RAdam, NAdam, RMSprop, ...) or 'package.module:Class'"
+            "class name (Adam, RAdam, NAdam, RMSprop, ...), 'adamw_schedulefree', 'sgd_schedulefree' or "
+            "'package.module:Class'"
         )
     return known[key]
 
@@ -143,12 +170,15 @@ def _accepts(cls: type[torch.optim.Optimizer]) -> tuple[set[str], bool]:
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig, peak_lr: float) -> torch.optim.Optimizer:
     """The optimizer ``cfg`` names over :func:`param_groups`, with ``cfg.options`` as keyword arguments.
 
-    ``sgd`` gets ``momentum`` and ``nesterov``, ``adamw`` ``betas`` and ``eps``; any other optimizer
-    gets only its options (its own defaults otherwise) and the groups' weight decay.
+    ``sgd`` gets ``momentum`` and ``nesterov``, ``adamw`` and ``adamw_schedulefree`` ``betas`` and
+    ``eps``, ``sgd_schedulefree`` ``momentum``; any other optimizer gets only its options (its own
+    defaults otherwise) and the groups' weight decay. A schedule-free optimizer takes no
+    ``warmup_steps`` option: its warmup is the schedule's.
 
     Raises:
         ConfigError: the class cannot be resolved, needs a closure (LBFGS), has no weight decay while
-            one is set, or refuses its options (the constructor's own message, one line).
+            one is set, is schedule-free and given a warmup, or refuses its options (the constructor's own
+            message, one line).
 
     Example:
         >>> from cosanneal.jobs.config import OptimizerConfig
@@ -157,7 +187,7 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig, peak_lr: float) -> t
         ('RAdam', 0.01, True)
     """
     cls = optimizer_class(cfg.name)
-    shorthand = cfg.name.lower() if cfg.name.lower() in ("sgd", "adamw") else None
+    shorthand = cfg.name.lower() if cfg.name.lower() in _NAMED else None
     if cls.__name__ in _NEEDS_CLOSURE and cls.__module__.startswith("torch.optim"):
         raise ConfigError(
             f"optimizer.name: {cls.__name__} needs a closure that re-evaluates the loss at every step, which "
@@ -167,9 +197,14 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig, peak_lr: float) -> t
     for key in cfg.options:
         if key in _NOT_OPTIONS:
             raise ConfigError(f"optimizer.options.{key}: not an option here; {_NOT_OPTIONS[key]}")
-        if shorthand is not None and key in _NAMED and _NAMED[key] == shorthand:
+        if shorthand is not None and key in _NAMED[shorthand]:
             raise ConfigError(
                 f"optimizer.options.{key}: set optimizer.{key} instead (it is a key of [optimizer])"
+            )
+        if key == "warmup_steps" and is_schedule_free(cls):
+            raise ConfigError(
+                f"optimizer.options.warmup_steps: {cls.__name__}'s warmup is the schedule's here (the LR the "
+                "run records is the LR it uses); remove it and set the schedule's warmup"
             )
         if not any_keyword and key not in accepted:
             takes = ", ".join(sorted(accepted - {"self", "params", "lr"})) or "none"
@@ -186,10 +221,8 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig, peak_lr: float) -> t
         for g in groups:
             g.pop("weight_decay", None)
     kwargs: dict[str, Any] = dict(cfg.options)
-    if shorthand == "sgd":
-        kwargs.update(momentum=cfg.momentum, nesterov=cfg.nesterov)
-    elif shorthand == "adamw":
-        kwargs.update(betas=cfg.betas, eps=cfg.eps)
+    if shorthand is not None:
+        kwargs.update({key: getattr(cfg, key) for key in _NAMED[shorthand]})
     try:
         make: Any = cls  # a torch.optim.Optimizer subclass: (params, lr=..., **options)
         return make(groups, lr=peak_lr, **kwargs)  # type: ignore[no-any-return]

@@ -73,11 +73,15 @@ def run_length(cfg: TrainConfig, shape: RunShape) -> int:
 def bind_schedule(cfg: TrainConfig, total: int, shape: RunShape) -> Schedule:
     """The config's schedule with every duration (``dur``, ``ep``, ``sp``, ``tok``) bound to the run.
 
+    A schedule-free optimizer's schedule must be constant after its warmup
+    (:func:`~cosanneal.jobs.optimizer_modes.check_schedule`).
+
     Raises:
-        ConfigError: a duration cannot be bound (``schedule.<field>: ...``).
+        ConfigError: a duration cannot be bound (``schedule.<field>: ...``), or the optimizer is
+            schedule-free and the schedule decays.
     """
     try:
-        return from_dict(cfg.schedule).bind(
+        schedule = from_dict(cfg.schedule).bind(
             total_steps=total,
             steps_per_epoch=shape.steps_per_epoch,
             samples_per_update=shape.samples_per_update,
@@ -85,6 +89,24 @@ def bind_schedule(cfg: TrainConfig, total: int, shape: RunShape) -> Schedule:
         )
     except ScheduleError as exc:
         raise ConfigError(f"schedule.{exc}") from exc
+    if _schedule_free(cfg.optimizer.name):
+        from cosanneal.jobs.optimizer_modes import check_schedule
+
+        check_schedule(schedule, total, cfg.optimizer.name)
+    return schedule
+
+
+def _schedule_free(name: str) -> bool:
+    """Whether ``optimizer.name`` is schedule-free (a name that does not resolve is not: the builder says why)."""
+    from cosanneal.jobs.optimizer_modes import is_schedule_free
+    from cosanneal.jobs.optimizers import SCHEDULE_FREE, optimizer_class
+
+    if name.lower() in SCHEDULE_FREE:
+        return True
+    try:
+        return is_schedule_free(optimizer_class(name))
+    except ConfigError:
+        return False
 
 
 def run_shape(cfg: TrainConfig, world_size: int | None = None) -> RunShape:
