@@ -3,8 +3,10 @@
 Exit codes: 0 the trace matches the schedule, 1 it does not (diagnoses printed; also when steps are
 missing too), 2 bad input, 3 the trace is incomplete (steps missing; every step present matches).
 
-A run directory's ``world_size_changed`` events (a resume at another world size that scaled the LR)
-are applied to the schedule it is checked against (:func:`~cosanneal.analysis.verify.apply_world_size_changes`).
+A run directory's schedule changes are applied to the schedule it is checked against, in step order
+(:func:`~cosanneal.schedules.replan.apply_changes`): its ``world_size_changed`` events (a resume at
+another world size that scaled the LR) and its ``schedule_replanned`` events (``cosanneal replan``). A
+change that was not recorded still fails.
 """
 
 from __future__ import annotations
@@ -120,8 +122,9 @@ def register(app: typer.Typer) -> None:
         import json
 
         from cosanneal.analysis.trace_sources import read_trace
-        from cosanneal.analysis.verify import apply_world_size_changes, format_verdict, verify
+        from cosanneal.analysis.verify import format_verdict, verify
         from cosanneal.errors import ScheduleError, SpecError
+        from cosanneal.schedules.replan import apply_changes
         from cosanneal.schedules.spec import load_spec, read_mapping
 
         steps = renamed(steps, total_steps, old="--total-steps", new="--steps")
@@ -147,8 +150,11 @@ def register(app: typer.Typer) -> None:
             bound = spec.bind(total_steps=steps, steps_per_epoch=steps_per_epoch)
         except ScheduleError as exc:
             raise SpecError(f"{origin}: {exc}") from None
-        changes = _world_size_changes(source)
-        bound = apply_world_size_changes(bound, changes)
+        changes = _schedule_changes(source)
+        try:
+            bound = apply_changes(bound, changes)
+        except ScheduleError as exc:
+            raise SpecError(f"{source}: {exc}") from None
         tol = 1e-9 if tolerance is None else tolerance
         if tolerance is None and trace.resolution > tol:
             tol = trace.resolution  # float32 values cannot match closer than their own rounding
@@ -169,13 +175,25 @@ def register(app: typer.Typer) -> None:
                 "source": trace.source,
                 "schedule": bound.to_dict(),
                 "scale": scale,
-                "world_size_changes": changes,
+                "world_size_changes": [e for e in changes if e["kind"] == "world_size_changed"],
+                "replans": [
+                    {k: v for k, v in e.items() if k != "schedule"}
+                    for e in changes
+                    if e["kind"] == "schedule_replanned"
+                ],
                 **verdict.to_dict(),
             }
             typer.echo(json.dumps(payload, indent=2))
         else:
             typer.echo(format_verdict(verdict, trace.source))
             for e in changes:
+                if e["kind"] == "schedule_replanned":
+                    typer.echo(
+                        f"replanned at update {e['step']} ({e.get('mode')}): {e.get('total_steps_before')} -> "
+                        f"{e.get('total_steps')} updates, schedule {e.get('fingerprint_before')} -> "
+                        f"{e.get('fingerprint_after')}; expected LR from the new plan from there"
+                    )
+                    continue
                 typer.echo(
                     f"world size {e.get('from_world_size')} -> {e.get('to_world_size')} at update {e['step']} "
                     f"({e.get('rule')}): expected LR x {float(e.get('lr_factor', 1.0)):.6g} from there, the "
@@ -184,13 +202,15 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(EXIT_CODES[verdict.status])
 
 
-def _world_size_changes(source: str) -> list[dict[str, Any]]:
-    """The ``world_size_changed`` events of a run directory (none for any other source)."""
+def _schedule_changes(source: str) -> list[dict[str, Any]]:
+    """The schedule-changing events of a run directory (world-size changes, replans; none for other sources)."""
     from cosanneal import runs
 
     path = Path(source)
     if not (path.is_dir() and (path / "run.db").exists()):
         return []
+    from cosanneal.schedules.replan import CHANGE_EVENTS
+
     with runs.open(path) as run:
-        events = run.events("world_size_changed")
+        events = [e for e in run.events() if e.get("kind") in CHANGE_EVENTS]
     return [{k: v for k, v in e.items() if k != "wall"} for e in events]

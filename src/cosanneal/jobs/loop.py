@@ -28,6 +28,8 @@ import torch
 from torch import nn
 
 from cosanneal.errors import ConfigError
+from cosanneal.jobs import optimizer_modes
+from cosanneal.jobs import replan as replans
 from cosanneal.jobs.config import TrainConfig, check_metric_names
 from cosanneal.jobs.loading import END_OF_EPOCH, TrainLoader, eval_batches
 from cosanneal.jobs.progress import Progress
@@ -41,7 +43,8 @@ from cosanneal.runtime.runstore import RunStore, run_relative
 from cosanneal.runtime.stopping import RestartAwareEarlyStopping
 from cosanneal.runtime.telemetry import Telemetry
 from cosanneal.schedules import Schedule, from_dict
-from cosanneal.schedules.rebatch import Rebatch, base_schedule, map_base, rebound
+from cosanneal.schedules.rebatch import Rebatch, rebound
+from cosanneal.schedules.replan import Replanned, map_plans, plan_origin
 from cosanneal.torch import Scheduler
 
 Log = Callable[[str], None]
@@ -116,6 +119,8 @@ class Loop:
             metric=self.cfg.checkpoint.best_metric,
         )
         self._stream: Generator[Any, None, None] | None = None
+        self.replans: list[str] = []  # the replan requests this run has taken (ids), kept by its checkpoints
+        self._request_seen: tuple[int, int] | None = None  # (mtime_ns, size) of the request file last read
         amp = self.cfg.amp
         self.scaler = torch.amp.GradScaler(parts.device.type) if amp == "fp16" else None
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
@@ -150,6 +155,7 @@ class Loop:
             "last_metrics": self.last_metrics,
             "data_state": self.p.train.state(),
             "world": None if self.p.layout is None else self.p.layout.to_dict(),
+            "replans": list(self.replans),
         }
 
     def save(self, reason: str, cycle_end: bool = False, metrics: dict[str, float] | None = None) -> None:
@@ -157,19 +163,20 @@ class Loop:
         ckpts, pos = self.p.checkpoints, self.position
         if ckpts is None or self.saved_at == pos.updates:
             return
-        ckpts.save(
-            pos.updates,
-            model=self.p.model,
-            optimizer=self.p.optimizer,
-            scheduler=self.scheduler,
-            epoch=pos.epoch,
-            batch_index=pos.batch,
-            metrics=metrics,
-            trackers=self.trackers(),
-            cycle_end=cycle_end,
-            extra={"updates": pos.updates},
-            reason=reason,
-        )
+        with optimizer_modes.evaluating(self.p, calibrate=False):  # a schedule-free run saves x
+            ckpts.save(
+                pos.updates,
+                model=self.p.model,
+                optimizer=self.p.optimizer,
+                scheduler=self.scheduler,
+                epoch=pos.epoch,
+                batch_index=pos.batch,
+                metrics=metrics,
+                trackers=self.trackers(),
+                cycle_end=cycle_end,
+                extra={"updates": pos.updates},
+                reason=reason,
+            )
         self.saved_at = pos.updates
 
     # ---- resume and roll back --------------------------------------------------------------
@@ -215,14 +222,19 @@ class Loop:
         recorded = Layout.from_dict(tracked.get("world"))
         configured, configured_total = self._configured(recorded)
         lowered = bool((tracked.get("guard") or {}).get("rollbacks"))
-        if base_schedule(saved) != configured and not lowered:
-            raise ConfigError(schedule_mismatch(self.p.run_dir, base_schedule(saved), configured))
+        if plan_origin(saved) != configured and not lowered:
+            raise ConfigError(schedule_mismatch(self.p.run_dir, plan_origin(saved), configured))
         if saved != self.schedule:
-            self.schedule = saved  # the guard lowered it, or an earlier world-size change re-bound it
+            self.schedule = saved  # the guard lowered it, a world-size change re-bound it, or a replan
+        self.replans = [str(r) for r in tracked.get("replans") or []]
+        if isinstance(saved, Replanned):  # the replanned length (a later resize records its own)
+            configured_total = saved.total
+            self._set_total(saved.total)
         if recorded is not None:
             self._resume_layout(recorded, configured_total)
         self._resume_guard(tracked)
         self.rebuild_scheduler(self.position.updates)
+        self.check_replan(force=True)
 
     def _resume_guard(self, tracked: dict[str, Any]) -> None:
         """The guard's counters, on the schedule the run follows (a re-bound one is adjusted at its base)."""
@@ -231,9 +243,16 @@ class Loop:
             return
         if tracked.get("guard"):
             guard.load_state_dict(tracked["guard"])
-        if isinstance(self.schedule, Rebatch) and not callable(guard.adjust):
+        self._guard_follows()
+
+    def _guard_follows(self) -> None:
+        """The guard adjusts the schedule the run follows now (a re-bound or replanned one at every plan)."""
+        guard = self.p.guard
+        if guard is None:
+            return
+        if isinstance(self.schedule, (Rebatch, Replanned)) and not callable(guard.adjust):
             how, factor = guard.adjust, guard.lr_factor
-            guard.adjust = lambda s: map_base(s, lambda b: adjust_schedule(b, how, factor))
+            guard.adjust = lambda s: map_plans(s, lambda b: adjust_schedule(b, how, factor))
         guard.schedule = self.schedule
 
     def _configured(self, recorded: Layout | None) -> tuple[Schedule, int]:
@@ -251,7 +270,7 @@ class Loop:
             ConfigError: the rule cannot resume at this world size (nothing is written to the run).
         """
         p, pos = self.p, self.position
-        if not isinstance(self.schedule, Rebatch):  # the config's length, in updates of the bound batch
+        if not isinstance(self.schedule, (Rebatch, Replanned)):  # the config's length, in bound updates
             recorded = dataclasses.replace(recorded, total=configured_total)
         micro = self.cfg.batch_size // self.cfg.accumulate
         resize = plan_resize(
@@ -297,10 +316,79 @@ class Loop:
             p.train = p.make_loader(layout.batch_size)
         self.cfg = dataclasses.replace(self.cfg, batch_size=layout.batch_size, accumulate=layout.accumulate)
         p.config = self.cfg
-        if layout.total != p.total:
-            p.total = layout.total
-            self.bar.set_total(p.total)
+        self._set_total(layout.total)
         p.layout = layout
+
+    def _set_total(self, total: int) -> None:
+        """Train ``total`` updates in all (the progress bar and the recorded layout follow)."""
+        p = self.p
+        if total != p.total:
+            p.total = total
+            self.bar.set_total(total)
+        if p.layout is not None and p.layout.total != total:
+            p.layout = dataclasses.replace(p.layout, total=total)
+
+    # ---- replan ----------------------------------------------------------------------------
+    def check_replan(self, force: bool = False) -> None:
+        """Take a waiting ``cosanneal replan`` request at this step boundary (:mod:`cosanneal.jobs.replan`).
+
+        One process looks at every update (a ``stat`` of the request file; it is read only when it
+        changed); under torchrun rank 0 looks every :data:`~cosanneal.jobs.replan.POLL_EVERY` updates
+        (and at a resume) and broadcasts what it read, so every rank switches at the same update.
+        """
+        p, pos = self.p, self.position
+        many = p.world.size > 1
+        if many and not force and pos.updates % replans.POLL_EVERY:
+            return
+        request = self._read_request(force) if p.world.is_main else None
+        if many:
+            request = distributed.broadcast_object(request, p.world)
+        if request is None or request.id in self.replans:
+            return
+        self._take(request)
+
+    def _read_request(self, force: bool) -> replans.ReplanRequest | None:
+        path = self.p.run_dir / replans.REQUEST
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        seen = (st.st_mtime_ns, st.st_size)
+        if seen == self._request_seen and not force:
+            return None
+        self._request_seen = seen
+        try:
+            return replans.read_request(self.p.run_dir)
+        except ConfigError as exc:
+            self.p.log(f"replan: {exc}")
+            return None
+
+    def _take(self, request: replans.ReplanRequest) -> None:
+        """Switch to the request's plan at the current update, or set it aside with the reason."""
+        p, at = self.p, self.position.updates
+        reason = replans.refusal(request, self.schedule, at)
+        if reason is not None:
+            self.on_event("replan_refused", step=at, request=request.id, reason=reason)
+            if p.world.is_main:
+                p.log(f"replan refused at update {at}: {reason}")
+                replans.remove_request(p.run_dir, request.id, refused=True)
+            self.replans.append(request.id)  # never looked at again in this session
+            return
+        before, total_before = self.schedule, p.total
+        new = request.plan(before, at)
+        self.replans.append(request.id)
+        self.schedule = new
+        self._set_total(new.total)
+        self._guard_follows()
+        self.rebuild_scheduler(at)
+        self.on_event("schedule_replanned", step=at, **replans.replan_event(before, new, request, total_before))
+        if p.world.is_main:
+            p.log(
+                f"replanned at update {at} ({request.mode}): {total_before} -> {new.total} updates, "
+                f"LR {float(new(at)):.6g} at the switch"
+            )
+        if self.store is not None:
+            self.save("replan", metrics=self.last_metrics or None)
 
     def roll_back(self, message: str) -> None:
         """Back to the last good checkpoint (or the start), on the schedule the guard just lowered."""
@@ -317,6 +405,7 @@ class Loop:
             self.position = Position(attempts=self.position.attempts)
             self.close_stream()
         self.rebuild_scheduler(self.position.updates)
+        optimizer_modes.train_mode(p.optimizer)  # a checkpoint holds a schedule-free optimizer in eval mode
 
     # ---- evaluation ------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
@@ -331,7 +420,7 @@ class Loop:
             )
         )
         try:
-            with torch.no_grad():
+            with optimizer_modes.evaluating(p), torch.no_grad():  # a schedule-free run evaluates x
                 metrics = check_metrics(p.task.evaluate(model, batches))
         finally:
             model.train(was_training)
@@ -542,7 +631,11 @@ class Loop:
         """Run updates until the budget, a stop or a preemption."""
         p, pos = self.p, self.position
         p.train_model.train()
+        optimizer_modes.train_mode(p.optimizer)
         while pos.updates < p.total:
+            self.check_replan()
+            if pos.updates >= p.total:
+                break
             if self.preempted():
                 return
             batch = self.next_batch()
@@ -576,9 +669,13 @@ class Loop:
             store.log_event(
                 pos.updates, "run_finished", updates=pos.updates, seconds=round(time.time() - started, 3)
             )
+            if self.p.world.is_main:
+                for request_id in self.replans:  # spent: the final checkpoint holds the new plan
+                    replans.remove_request(self.p.run_dir, request_id)
         elif self.status in ("early_stopped", "pruned"):
             by = "early_stopping" if self.status == "early_stopped" else "on_eval"
             store.log_event(pos.updates, "early_stop", reason=self.message, by=by)
+        optimizer_modes.eval_mode(self.p.optimizer)  # a schedule-free model ends holding x
 
 
 def _signal_name(signum: Any) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -62,6 +63,18 @@ def any_rank(flag: bool, world: World) -> bool:
     value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=collective_device())
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
+
+
+def broadcast_object(value: Any, world: World) -> Any:
+    """Rank 0's ``value`` on every rank (one pickled broadcast; ``value`` itself when alone).
+
+    Only small host-side values go through here (a replan request, a few hundred bytes).
+    """
+    if world.size == 1:
+        return value
+    box = [value if world.rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier(world: World) -> None:

@@ -68,6 +68,19 @@ EVENT_KINDS: dict[str, tuple[str, ...]] = {
         "batch",
         "skipped_samples",
     ),
+    "schedule_replanned": (
+        "request",
+        "mode",
+        "total_steps_before",
+        "total_steps",
+        "fingerprint_before",
+        "fingerprint_after",
+        "lr_before",
+        "lr_after",
+        "jump",
+        "schedule",
+    ),
+    "replan_refused": ("request", "reason"),
     "nonfinite": ("loss", "nonfinite_grads", "consecutive", "where"),
     "rollback": ("message", "rollbacks", "lr_scale", "schedule?"),
     "stop": ("message", "nonfinite", "rollbacks"),
@@ -84,7 +97,7 @@ STATE_EVENTS: frozenset[str] = frozenset(
     {
         "checkpoint_saved", "checkpoint_failed", "checkpoint_deleted", "checkpoint_best",
         "checkpoint_loaded", "checkpoint_skipped_corrupt", "preempted", "resumed", "early_stop",
-        "run_finished", "run_failed",
+        "run_finished", "run_failed", "schedule_replanned",
     }
 )  # fmt: skip
 

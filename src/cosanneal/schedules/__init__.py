@@ -2,11 +2,11 @@
 
 Every schedule is an immutable value whose LR at step ``t`` depends only on its configuration and
 ``t``; that is what makes resume exact and traces verifiable. Importing this package registers every
-kind (``cosine``, the baselines, ``join``, ``onecycle``, ``rebatch``, ``wsd`` and the peer-specific kinds of
+kind (``cosine``, the baselines, ``join``, ``onecycle``, ``rebatch``, ``replan``, ``wsd`` and the peer-specific kinds of
 ``cosanneal.compat``) with :func:`from_dict`.
 """
 
-from cosanneal.schedules import baselines, compat, join, onecycle, rebatch, wsd  # noqa: F401  (register kinds)
+from cosanneal.schedules import baselines, compat, join, onecycle, rebatch, replan, wsd  # noqa: F401  (register kinds)
 from cosanneal.schedules.base import CycleInfo, Schedule, from_dict, kinds, register
 from cosanneal.schedules.baselines import Constant, Cyclic, Exponential, Linear, MultiStep, Polynomial, Step
 from cosanneal.schedules.cosine import Cosine

@@ -1,0 +1,195 @@
+"""``cosanneal replan`` on real training: a running job and a stopped one take the request, exactly.
+
+The blobs job (160 updates: warmup 10, cycles of 30, 60, 60 cut by the budget) is replanned at an
+evaluation (the ``on_eval`` callback runs the CLI, as a user in another shell would, between two
+updates) or while stopped; the LR it then trains is the new plan's closed form at every update, the
+switch is one recorded event, ``verify`` passes on the run and fails once the event is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from blobs import BLOBS, blobs_config, events, last_weights, lr_trace
+
+from cosanneal import from_dict, runs
+from cosanneal.cli import main
+from cosanneal.jobs.config import config_from_dict
+from cosanneal.jobs.replan import REFUSED, REQUEST, ReplanRequest, write_request
+from cosanneal.jobs.trainer import Trainer
+from cosanneal.schedules.replan import Replanned, replan
+
+SCHEDULE = from_dict(BLOBS["schedule"])
+
+
+def cli(*args: str | Path) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code: Any = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+    return int(code or 0), out.getvalue(), err.getvalue()
+
+
+def train(run_dir: Path, on_eval: Any = None, **changes: Any) -> Any:
+    cfg = config_from_dict(blobs_config(**changes))
+    return Trainer(cfg, run_dir, progress=False, log=lambda _: None, on_eval=on_eval).run()
+
+
+def replan_at(run_dir: Path, at: int, *args: str) -> Any:
+    """An ``on_eval`` callback that runs ``cosanneal replan RUN ARGS`` once, at update ``at``."""
+
+    def on_eval(updates: int, _metrics: dict[str, float], _end: bool) -> bool:
+        if updates == at:
+            code, _, err = cli("replan", run_dir, *args)
+            assert code == 0, err
+        return False
+
+    return on_eval
+
+
+@pytest.fixture(scope="module")
+def replanned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A job given a new total of 240 updates (two more cycles) at update 40, while it runs."""
+    run_dir = tmp_path_factory.mktemp("replan") / "run"
+    result = train(run_dir, replan_at(run_dir, 40, "--total", "240", "--mode", "cycles"))
+    assert result.status == "finished" and result.steps == 240
+    return run_dir
+
+
+def test_a_running_job_switches_at_its_next_update_to_the_exact_new_plan(replanned: Path) -> None:
+    plan = replan(SCHEDULE, at=40, total=240, mode="cycles")
+    steps, lr = lr_trace(replanned)
+    assert steps.tolist() == list(range(240))
+    np.testing.assert_array_equal(lr, plan(steps))  # the closed form of the new plan, bit for bit
+    np.testing.assert_array_equal(lr[:40], SCHEDULE(np.arange(40)))
+    with runs.open(replanned) as run:
+        np.testing.assert_array_equal(run.scalar("lr_expected", 0)[1], lr)  # telemetry expected the new plan
+        (event,) = run.events("schedule_replanned")
+    assert event["step"] == 40 and event["mode"] == "cycles" and event["jump"] == 0.0
+    assert (event["total_steps_before"], event["total_steps"]) == (160, 240)
+    assert event["fingerprint_before"] == SCHEDULE.fingerprint() != event["fingerprint_after"]
+    assert from_dict(event["schedule"]) == plan
+    assert not (replanned / REQUEST).exists()  # spent: the final checkpoint holds the new plan
+
+
+def test_verify_passes_on_a_recorded_replan_and_fails_without_the_event(
+    replanned: Path, tmp_path: Path
+) -> None:
+    code, out, err = cli("verify", replanned)
+    assert code == 0, out + err
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(replanned, copy)
+    with sqlite3.connect(copy / "run.db") as db:
+        db.execute("DELETE FROM events WHERE kind = 'schedule_replanned'")
+    code, out, _ = cli("verify", copy)
+    assert code == 1 and "mismatch" in out.lower()
+
+
+def test_a_stopped_job_takes_the_request_when_it_resumes_bit_identical_to_a_running_switch(
+    replanned: Path, tmp_path: Path
+) -> None:
+    args = ("--total", "200", "--mode", "cooldown", "--cooldown", "0.25", "--shape", "1-sqrt")
+    running = tmp_path / "running"
+    assert train(running, replan_at(running, 60, *args)).steps == 200
+
+    stopped = tmp_path / "stopped"
+
+    def preempt_at_60(updates: int, _m: dict[str, float], _e: bool) -> bool:
+        if updates == 60:
+            os.kill(os.getpid(), signal.SIGTERM)  # the job checkpoints at the next step boundary and stops
+        return False
+
+    first = train(stopped, preempt_at_60)
+    assert first.status == "preempted" and first.steps == 60
+    code, out, err = cli("replan", stopped, *args)
+    assert code == 0 and "wrote" in out, err
+    resumed = train(stopped)
+    assert resumed.status == "finished" and resumed.steps == 200
+    plan = replan(SCHEDULE, at=60, total=200, mode="cooldown", cooldown_steps=50, shape="1-sqrt")
+    for run_dir in (running, stopped):
+        steps, lr = lr_trace(run_dir)
+        assert steps.tolist() == list(range(200))
+        np.testing.assert_array_equal(lr, plan(steps))
+        assert [e["step"] for e in events(run_dir, "schedule_replanned")] == [60]
+    ref, got = last_weights(running), last_weights(stopped)
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_a_finished_run_and_a_jump_are_refused_with_nothing_written(replanned: Path, tmp_path: Path) -> None:
+    code, _, err = cli("replan", replanned, "--total", "400")
+    assert (
+        code == 2 and err.startswith("error: RUN:") and "cosanneal branch" in err and "Traceback" not in err
+    )
+    assert not (replanned / REQUEST).exists()
+
+    stopped = tmp_path / "stopped"
+
+    def preempt_at_20(updates: int, _m: dict[str, float], _e: bool) -> bool:
+        if updates == 20:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return False
+
+    assert train(stopped, preempt_at_20).status == "preempted"
+    for args, message in [
+        (("--total", "30", "--mode", "cycles"), "not before the new total 30"),  # the cycle ends at 40
+        (("--total", "20"), "pass --total larger than 20"),
+        (("--total", "300", "--mode", "warp"), "--mode must be one of"),
+        (("--total", "300", "--mode", "cooldown", "--cooldown", "soon"), "--cooldown"),
+        (("--total", "300", "--mode", "cooldown", "--floor", "5"), "pass --floor"),
+        (("--total", "300", "--cycles", "2"), "--cycles is for --mode cycles"),
+    ]:
+        code, _, err = cli("replan", stopped, *args)
+        assert code == 2 and message in err and err.count("\n") == 1, (args, err)
+        assert not (stopped / REQUEST).exists()
+    code, _, err = cli("replan", tmp_path / "nowhere", "--total", "300")
+    assert code == 2 and "not a run directory" in err
+
+
+def test_a_request_made_against_another_schedule_is_set_aside_and_training_goes_on(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_request(run_dir, ReplanRequest(total=300, mode="stretch", expect="0123456789abcdef", id="stale"))
+    result = train(run_dir)
+    assert result.status == "finished" and result.steps == 160
+    steps, lr = lr_trace(run_dir)
+    np.testing.assert_array_equal(lr, SCHEDULE(steps))
+    (event,) = events(run_dir, "replan_refused")
+    assert event["request"] == "stale" and "run `cosanneal replan` again" in event["reason"]
+    assert (run_dir / REFUSED).exists() and not (run_dir / REQUEST).exists()
+
+
+def test_the_dry_run_and_json_show_the_hand_off_and_lint(tmp_path: Path) -> None:
+    import json
+
+    stopped = tmp_path / "stopped"
+
+    def preempt_at_100(updates: int, _m: dict[str, float], _e: bool) -> bool:
+        if updates == 100:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return False
+
+    assert train(stopped, preempt_at_100).steps == 100
+    code, out, err = cli("replan", stopped, "--total", "400", "--dry-run")
+    assert code == 0, err
+    assert "replan (stretch) at update 100: 160 -> 400 updates" in out and "dry run: nothing written" in out
+    assert not (stopped / REQUEST).exists()
+    code, out, err = cli("replan", stopped, "--total", "400", "--json")
+    payload = json.loads(out)
+    new = from_dict(payload["schedule"])
+    assert isinstance(new, Replanned) and new.horizon == pytest.approx(400)
+    assert payload["lr_before"] == payload["lr_after"] == SCHEDULE(100)
+    assert (stopped / REQUEST).exists() and payload["written"]
