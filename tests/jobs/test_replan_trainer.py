@@ -193,3 +193,64 @@ def test_the_dry_run_and_json_show_the_hand_off_and_lint(tmp_path: Path) -> None
     assert isinstance(new, Replanned) and new.horizon == pytest.approx(400)
     assert payload["lr_before"] == payload["lr_after"] == SCHEDULE(100)
     assert (stopped / REQUEST).exists() and payload["written"]
+
+
+def test_the_report_marks_the_replan_and_draws_the_new_plan_as_expected(
+    replanned: Path, tmp_path: Path
+) -> None:
+    import json
+    import re
+
+    page = tmp_path / "report.html"
+    code, _, err = cli("report", replanned, "-o", page)
+    assert code == 0, err
+    text = page.read_text()
+    assert (
+        "at update 40 (cycles): 160 -&gt; 240 updates" in text
+        or "at update 40 (cycles): 160 -> 240 updates" in text
+    )
+    found = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S)
+    assert found is not None
+    doc = json.loads(found.group(1))
+    lr = next(p for c in doc["charts"] for p in c["panels"] if p["id"] == "lr-0")
+    assert [v["x"] for v in lr["vlines"] if v["label"].endswith("replan")] == [40]
+    expected = next(s for s in lr["series"] if s["label"].endswith("expected"))
+    plan = replan(SCHEDULE, at=40, total=240, mode="cycles")
+    np.testing.assert_allclose(expected["y"], plan(np.asarray(expected["x"])), rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_a_job_killed_right_after_its_switch_resumes_on_one_exact_plan(tmp_path: Path) -> None:
+    """SIGKILL as soon as the switch is on record, before the request file is spent: one switch survives."""
+    import json
+    import time
+
+    from blobs import spawn_train, wait_for_updates
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(blobs_config(debug__sleep_per_step=0.03)))
+    run_dir = tmp_path / "run"
+    proc = spawn_train(cfg, run_dir)
+    wait_for_updates(run_dir, 25, proc)
+    code, _, err = cli("replan", run_dir, "--total", "220")
+    assert code == 0, err
+    deadline = time.monotonic() + 60
+    while not events(run_dir, "schedule_replanned"):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert (run_dir / REQUEST).exists()
+    from cosanneal.jobs.config import load_config
+
+    result = Trainer(load_config(cfg), run_dir, progress=False, log=lambda _: None).run()
+    assert result.status == "finished" and result.steps == 220
+    switches = events(run_dir, "schedule_replanned")
+    assert len({e["request"] for e in switches}) == 1
+    at = switches[-1]["step"]
+    plan = replan(SCHEDULE, at=at, total=220, mode="stretch")
+    steps, lr = lr_trace(run_dir)
+    assert steps.tolist() == list(range(220))
+    np.testing.assert_array_equal(lr, plan(steps))
+    assert cli("verify", run_dir)[0] == 0
+    assert not (run_dir / REQUEST).exists()

@@ -66,6 +66,8 @@ class RunSummary:
         checkpoints_kept: of those, the ones not deleted since (no ``checkpoint_deleted`` event): the
             ``step-*`` directories the run left, what ``cosanneal train``'s summary calls "checkpoints
             kept" (``best/`` copies are not counted).
+        replans: one line per ``schedule_replanned`` event (``cosanneal replan``): where, how, the
+            totals and the new schedule's fingerprint.
     """
 
     name: str
@@ -85,6 +87,7 @@ class RunSummary:
     fingerprint: str | None
     sessions: int
     checkpoints_kept: int = 0
+    replans: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,4 +262,19 @@ def summarize(
         fingerprint=str(fingerprint) if fingerprint is not None else None,
         sessions=int(store.get("sessions", 0)),
         checkpoints_kept=len(saved - deleted),
+        replans=tuple(replan_line(e) for e in events if e["kind"] == "schedule_replanned"),
+    )
+
+
+def replan_line(event: dict[str, Any]) -> str:
+    """One ``schedule_replanned`` event as the report shows it.
+
+    Example:
+        >>> replan_line({"step": 40, "mode": "cycles", "total_steps_before": 160, "total_steps": 240,
+        ...              "fingerprint_after": "ab12"})
+        'at update 40 (cycles): 160 -> 240 updates, schedule ab12'
+    """
+    return (
+        f"at update {event['step']} ({event.get('mode')}): {event.get('total_steps_before')} -> "
+        f"{event.get('total_steps')} updates, schedule {event.get('fingerprint_after')}"
     )

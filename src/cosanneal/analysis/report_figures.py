@@ -132,6 +132,9 @@ def _lr_chart(data: Sequence[RunData], smoothing: float) -> Any:
             for j, step in enumerate(restarts[:MAX_MARKED_RESTARTS]):
                 ax.axvline(step, color=color(k), ls="--", lw=0.8, alpha=0.7,
                            label=f"{run.summary.name} restart" if j == 0 else None)  # fmt: skip
+            for j, event in enumerate(run.events_of("schedule_replanned")):
+                ax.axvline(event["step"], color=color(k), ls="-.", lw=1.2,
+                           label=f"{run.summary.name} replan" if j == 0 else None)  # fmt: skip
         _legend(ax)
     return fig
 

@@ -104,6 +104,7 @@ def summary_rows(s: RunSummary) -> list[tuple[str, str]]:
         rows.append((f"best {metric}", f"{format_number(value)} at step {step}"))
     rows += [(f"final {k}", format_number(v)) for k, v in s.final_metrics.items()]
     rows += [
+        *[("replanned", line) for line in s.replans],
         ("restarts", format_number(s.restarts)),
         ("checkpoints saved", format_number(s.checkpoints)),
         ("checkpoints kept", format_number(s.checkpoints_kept)),

@@ -316,6 +316,10 @@ def _restarts(data: Sequence[RunData], dash: str, only: Sequence[int] | None = N
             continue
         steps = [int(e["step"]) for e in run.events_of("restart")][:MAX_MARKED_RESTARTS]
         lines += [{"run": k, "x": s, "dash": dash, "label": f"{run.summary.name} restart"} for s in steps]
+        replans = [int(e["step"]) for e in run.events_of("schedule_replanned")]
+        lines += [
+            {"run": k, "x": s, "dash": "9,3,2,3", "label": f"{run.summary.name} replan"} for s in replans
+        ]
     return lines
 
 
