@@ -254,3 +254,23 @@ def test_a_job_killed_right_after_its_switch_resumes_on_one_exact_plan(tmp_path:
     np.testing.assert_array_equal(lr, plan(steps))
     assert cli("verify", run_dir)[0] == 0
     assert not (run_dir / REQUEST).exists()
+
+
+def test_prometheus_sees_the_new_length_and_the_new_plans_restarts(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    run_dir, textfile = tmp_path / "run", tmp_path / "metrics.prom"
+    result = train(
+        run_dir,
+        replan_at(run_dir, 40, "--total", "240", "--mode", "cycles"),
+        telemetry__prometheus_textfile=str(textfile),
+        telemetry__price_per_device_hour=1.0,
+    )
+    assert result.steps == 240
+    samples = {
+        s.name: s.value for f in text_string_to_metric_families(textfile.read_text()) for s in f.samples
+    }
+    plan = replan(SCHEDULE, at=40, total=240, mode="cycles")
+    assert samples["cosanneal_planned_steps"] == 240
+    assert samples["cosanneal_configured_restarts"] == len(plan.restarts(plan.horizon))
+    assert samples["cosanneal_restarts_total"] == len(plan.restarts(240))

@@ -167,7 +167,11 @@ def previous_seconds(run_dir: Path) -> float:
 
 
 def _planned_steps(run_dir: Path) -> Callable[[], int | None]:
-    """A function returning the run's ``total_steps`` param once the trainer has recorded it."""
+    """A function returning the run's length once the trainer has recorded it.
+
+    The ``total_steps`` param, or the ``total_steps`` of the run's latest ``schedule_replanned`` or
+    ``world_size_changed`` event when it has one.
+    """
 
     def read() -> int | None:
         try:
@@ -176,10 +180,16 @@ def _planned_steps(run_dir: Path) -> Callable[[], int | None]:
                 return None
             try:
                 row = conn.execute("SELECT value FROM params WHERE key = 'total_steps'").fetchone()
+                changed = conn.execute(
+                    "SELECT payload FROM events WHERE kind IN ('schedule_replanned', 'world_size_changed')"
+                    " ORDER BY step DESC, rowid DESC LIMIT 1"
+                ).fetchone()
             finally:
                 conn.close()
         except sqlite3.Error:
             return None
+        if changed is not None:  # a replan or a resize since: its length is the run's now
+            row = (json.dumps(json.loads(changed[0]).get("total_steps")),)
         if row is None:
             return None
         value = json.loads(row[0])

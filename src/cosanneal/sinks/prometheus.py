@@ -421,10 +421,24 @@ class PrometheusSink:
             st.rollbacks += 1
         elif kind == "resumed":
             st.resumed_from = ev.step
+        elif kind in ("schedule_replanned", "world_size_changed"):
+            self._schedule_changed(st, ev)
         elif kind in _STATUS_OF_EVENT:
             st.status = _STATUS_OF_EVENT[kind]
             if kind == "run_failed":
                 st.failures += 1
+
+    def _schedule_changed(self, st: _State, ev: EventRow) -> None:
+        """A replan or a world-size change: the run's new length, and a replan's schedule from here on."""
+        total = ev.payload.get("total_steps")
+        if isinstance(total, int) and not isinstance(total, bool):
+            st.planned_steps = total
+        new = ev.payload.get("schedule")
+        if ev.kind == "schedule_replanned" and isinstance(new, dict):
+            from cosanneal.schedules import from_dict
+
+            self.schedule = from_dict(new)
+            self._configured = configured_restarts(self.schedule)
 
     @staticmethod
     def _count_nonfinite(st: _State, step: int) -> None:
