@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 
 from cosanneal.commands import (
+    branch,
     compare,
     demo,
     ensemble,
@@ -71,6 +72,7 @@ COMMANDS = (
     train,
     demo,
     replan,
+    branch,
     lrfind,
     compare,
     predict,

@@ -62,7 +62,7 @@ def _columns(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # ---- help -------------------------------------------------------------------------------------------
 def test_every_command_is_registered_once_in_the_listed_order() -> None:
-    assert len(COMMANDS) == len(NAMES) == 15
+    assert len(COMMANDS) == len(NAMES) == 16
     listed = cli("--help").stdout
     order = [listed.index(f"\n  {name} ") for name in GROUP.commands]
     assert order == sorted(order)
