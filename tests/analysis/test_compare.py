@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +14,18 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy import stats
 
 from cosanneal import ConfigError, runs
 from cosanneal.analysis.compare import (
     CompareSettings,
     first_reaching,
+    load_entries,
     load_schedules,
+    mean_ci,
     mean_std,
     run_stats,
+    welch_p,
 )
 from cosanneal.cli import main
 from cosanneal.schedules import from_dict
@@ -110,8 +116,16 @@ def test_table_numbers_equal_the_run_stores(compared: tuple[Path, str]) -> None:
         assert run.params["config"]["seed"] == 1 and run.params["schedule"]["kind"] == "cosine"
     table = (out / "summary.md").read_text().splitlines()
     cos = rows["cosine"]
+    half = float(stats.t.ppf(0.975, 1)) / np.sqrt(2)  # the 95% Student-t half-width over 2 seeds, per std
+    finals = {label: [_expected(out / label / f"seed-{s}")["final"] for s in (0, 1)] for label in rows}
+    bests = [_expected(out / "cosine" / f"seed-{s}")["best"] for s in (0, 1)]
+    assert cos["final_ci"] == pytest.approx(half * statistics.stdev(finals["cosine"]), rel=1e-9)
+    assert cos["best_ci"] == pytest.approx(half * statistics.stdev(bests), rel=1e-9)
+    assert rows["cosine"]["p_vs_best"] is None  # the lower final val_loss
+    welch = stats.ttest_ind(finals["constant"], finals["cosine"], equal_var=False).pvalue
+    assert rows["constant"]["p_vs_best"] == pytest.approx(welch, rel=1e-9)
     assert table[2].startswith(
-        f"| cosine | {cos['final_mean']:.4f} ± {cos['final_std']:.4f} | {cos['best_mean']:.4f} ± {cos['best_std']:.4f} |"
+        f"| cosine | {cos['final_mean']:.4f} ± {cos['final_ci']:.4f} | best | {cos['best_mean']:.4f} ± {cos['best_ci']:.4f} |"
     )
     assert "not reached (0/2)" in table[3]
     for png in ("lr_curves.png", "val_curves.png"):
@@ -128,7 +142,7 @@ def test_printed_table_and_rerun_reuses_finished_runs(
     assert captured.err.count("finished before, reused") == 4
     assert (out / "cosine" / "seed-0" / "run.db").stat().st_mtime_ns == before
     row = json.loads((out / "summary.json").read_text())["rows"][0]
-    assert f"{row['final_mean']:.4f} ± {row['final_std']:.4f}" in captured.out
+    assert f"{row['final_mean']:.4f} ± {row['final_ci']:.4f}" in captured.out
 
 
 def test_run_stats_uses_the_metric_direction(compared: tuple[Path, str]) -> None:
@@ -186,3 +200,178 @@ def test_first_reaching_is_the_first_crossing(values: list[float], target: float
     i = first_reaching(list(range(len(values))), values, target, mode)  # type: ignore[arg-type]
     ok = [(v >= target) if mode == "max" else (v <= target) for v in values]
     assert i == (ok.index(True) if any(ok) else None)
+
+
+# ---- the modern alternatives: schedule-free AdamW, SWA of the stable phase, the shipped specs -------
+MODERN = sorted((Path(__file__).resolve().parents[2] / "examples/compare/modern").glob("*.toml"))
+ADAMW = {**BLOBS, "optimizer": {"name": "adamw", "weight_decay": 0.01}, "eval": {"every_steps": 8}}
+WSD = 'kind = "wsd"\npeak_lr = 0.01\nwarmup_steps = 4\nstable_steps = 28\ndecay_steps = 8\ndecay_shape = "1-sqrt"\n'
+SF = '[schedule]\nkind = "cosine"\npeak_lr = 0.01\nmin_ratio = 1.0\nwarmup_steps = 4\ncycle_steps = 36\n\n[optimizer]\nname = "adamw_schedulefree"\n'
+
+
+@pytest.fixture(scope="module")
+def modern(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """WSD (averaged: --swa) against schedule-free AdamW, 3 seeds, through the CLI."""
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("modern")
+    (tmp / "cfg.json").write_text(json.dumps(ADAMW))
+    (tmp / "wsd.toml").write_text(WSD)
+    (tmp / "sf.toml").write_text(SF)
+    out = tmp / "out"
+    args = ["compare", str(tmp / "cfg.json"), "--schedules", str(tmp / "wsd.toml"), str(tmp / "sf.toml"),
+            "--seeds", "3", "--metric", "val_loss", "--swa", "wsd", "--swa-every", "4", "-o", str(out)]  # fmt: skip
+    assert _cli(args) == 0
+    return out
+
+
+def test_swa_row_is_the_average_of_the_stable_phase_checkpoints(modern: Path) -> None:
+    from safetensors.torch import load_file
+
+    from cosanneal.jobs.builders import build_data, build_model
+    from cosanneal.jobs.config import config_from_dict
+    from cosanneal.jobs.data import EpochBatches
+    from cosanneal.jobs.tasks import ClassificationTask
+
+    summary = json.loads((modern / "summary.json").read_text())
+    rows = {r["label"]: r for r in summary["rows"]}
+    assert list(rows) == ["wsd", "wsd+swa", "sf"]
+    assert summary["optimizers"] == {"sf": {"name": "adamw_schedulefree"}}
+    swa = [json.loads((modern / "wsd" / f"seed-{s}" / "swa.json").read_text()) for s in range(3)]
+    # checkpoints every 4 updates; the stable phase is updates 4..31, so checkpoints 8..32 (the last
+    # update before each ran at the peak); window 0.5 (default): the last 4 of those 7
+    assert all(a["steps"] == [20, 24, 28, 32] and a["window"] == 0.5 for a in swa), swa
+    values = [a["metrics"]["val_loss"] for a in swa]
+    assert rows["wsd+swa"]["final_mean"] == pytest.approx(statistics.mean(values), rel=1e-12)
+    assert rows["wsd+swa"]["best_mean"] == rows["wsd+swa"]["final_mean"] and rows["wsd+swa"]["runs"] == 3
+    # recomputed by hand for seed 1: the mean of the four checkpoints' weights, evaluated
+    ckpts = modern / "wsd" / "seed-1" / "checkpoints"
+    states = [load_file(str(ckpts / f"step-{s:09d}" / "model.safetensors")) for s in (20, 24, 28, 32)]
+    cfg = config_from_dict({**ADAMW, "schedule": read_spec(modern.parent / "wsd.toml")})
+    model = build_model(cfg.model)
+    model.load_state_dict({k: sum(st_[k] for st_ in states) / 4 for k in states[0]})
+    model.eval()
+    _, val_set = build_data(cfg.data)
+    batches = list(EpochBatches(val_set, cfg.eval.batch_size).sequential(cfg.eval.batch_size))
+    with torch.no_grad():
+        loss = ClassificationTask().evaluate(model, batches)["loss"]
+    assert swa[1]["metrics"]["val_loss"] == pytest.approx(loss, rel=1e-5)
+    # the table: mean ± 95% CI over 3 seeds, Welch's p against the best row
+    half = float(stats.t.ppf(0.975, 2)) / np.sqrt(3)
+    assert rows["wsd+swa"]["final_ci"] == pytest.approx(half * statistics.stdev(values), rel=1e-9)
+    assert sum(r["p_vs_best"] is None for r in rows.values()) == 1
+    table = (modern / "summary.md").read_text()
+    assert "| wsd+swa | " in table and "(mean ± 95% CI)" in table
+
+
+def test_schedule_free_runs_train_flat_and_save_in_eval_mode(modern: Path) -> None:
+    run_dir = modern / "sf" / "seed-0"
+    with runs.open(run_dir) as run:
+        _, lr = run.scalar("lr", 0)
+        assert run.params["config"]["optimizer"]["name"] == "adamw_schedulefree"
+        assert run.params["config"]["optimizer"]["weight_decay"] == 0.01  # the base config's keys stay
+    assert lr[4:].min() == lr[4:].max() == 0.01 and lr[0] < lr[3] < 0.01
+
+
+@pytest.mark.parametrize(
+    ("spec", "extra", "message"),
+    [
+        (SF.replace("adamw_schedulefree", "adamw_schedule_free"), [], r"--schedules sf: optimizer.name: 'adamw_schedule_free' is not a torch.optim optimizer; did you mean 'adamw_schedulefree'"),
+        (SF.replace("min_ratio = 1.0", "min_ratio = 0.1"), [], r"--schedules sf: schedule: a schedule-free optimizer .* leaves its peak"),
+        (SF, ["--swa", "wsdd"], r"--swa: no schedule is labelled 'wsdd'; the labels are sf"),
+        (SF + "\n[model]\nname = 'mlp'\n", [], r"--schedules .*sf.toml: 'model' is not a key of a compared entry"),
+        (SF, ["--swa-window", "0"], r"--swa-window: must be in \(0, 1\]"),
+    ],
+)  # fmt: skip
+def test_bad_entries_exit_2_with_one_line_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str, extra: list[str], message: str
+) -> None:
+    (tmp_path / "cfg.json").write_text(json.dumps(ADAMW))
+    (tmp_path / "sf.toml").write_text(spec)
+    out = tmp_path / "out"
+    code = _cli(
+        [
+            "compare",
+            str(tmp_path / "cfg.json"),
+            "--schedules",
+            str(tmp_path / "sf.toml"),
+            "-o",
+            str(out),
+            *extra,
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+    assert not out.exists()
+
+
+def test_schedulefree_missing_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "schedulefree", None)  # the package is not importable here
+    (tmp_path / "cfg.json").write_text(json.dumps(ADAMW))
+    (tmp_path / "sf.toml").write_text(SF)
+    out = tmp_path / "out"
+    assert (
+        _cli(
+            ["compare", str(tmp_path / "cfg.json"), "--schedules", str(tmp_path / "sf.toml"), "-o", str(out)]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(
+        "optimizer.name: 'adamw_schedulefree' needs the schedulefree package, which is not installed; "
+        "pip install schedulefree==1.4.1 (it comes with cosanneal[runtime])"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("total", "per_epoch"), [(300, 30), (4000, 100)])
+def test_the_modern_specs_are_what_they_say(total: int, per_epoch: int) -> None:
+    from cosanneal.jobs.optimizer_modes import check_schedule
+
+    entries = load_entries(MODERN)
+    assert sorted(entries) == [
+        "cosine_10pct",
+        "cosine_to_zero",
+        "linear_to_zero",
+        "schedulefree",
+        "wsd_1sqrt",
+    ]
+    lr = {
+        label: from_dict(e.schedule).bind(total_steps=total, steps_per_epoch=per_epoch)(
+            np.arange(total + 1.0)
+        )
+        for label, e in entries.items()
+    }
+    w, peak = round(0.05 * total), 3e-3
+    assert all(np.isclose(v[w], peak, rtol=1e-12) and v.max() == pytest.approx(peak) for v in lr.values())
+    t = np.arange(w, total + 1)
+    np.testing.assert_allclose(
+        lr["linear_to_zero"][w:], peak * (1 - (t - w) / (total - w)), rtol=1e-9, atol=1e-15
+    )
+    d = round(0.8 * total)
+    p = (np.arange(d, total + 1) - d) / (total - d)
+    np.testing.assert_allclose(lr["wsd_1sqrt"][d:], peak * (1 - np.sqrt(p)), rtol=1e-9, atol=1e-15)
+    assert np.all(lr["wsd_1sqrt"][w:d] == peak)
+    assert lr["cosine_10pct"][total] == pytest.approx(0.1 * peak) and lr["cosine_to_zero"][
+        total
+    ] == pytest.approx(0.0, abs=1e-18)
+    assert entries["schedulefree"].optimizer == {"name": "adamw_schedulefree"}
+    check_schedule(
+        from_dict(entries["schedulefree"].schedule).bind(total_steps=total), total, "adamw_schedulefree"
+    )
+    assert all(not e.optimizer for label, e in entries.items() if label != "schedulefree")
+
+
+def test_mean_ci_and_welch_p_are_scipys() -> None:
+    a, b = [0.91, 0.93, 0.92, 0.95], [0.90, 0.89, 0.915]
+    mean, half = mean_ci(a)
+    lo, hi = stats.t.interval(0.95, len(a) - 1, loc=np.mean(a), scale=stats.sem(a))
+    assert mean == pytest.approx(np.mean(a)) and half == pytest.approx((hi - lo) / 2, rel=1e-12)
+    assert welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-12)
+    assert (
+        np.isnan(mean_ci([1.0])[1])
+        and np.isnan(welch_p([1.0], b))
+        and np.isnan(welch_p([1.0, 1.0], [2.0, 2.0]))
+    )

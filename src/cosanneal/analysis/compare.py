@@ -1,21 +1,35 @@
-"""Compare schedules on one task: train every schedule with every seed, then tabulate and plot.
+r"""Compare schedules on one task: train every schedule with every seed, then tabulate and plot.
 
 Every (schedule, seed) pair is one training run in ``<out>/<label>/seed-<s>`` (label = the spec file's
 stem), trained by :func:`cosanneal.jobs.compare.run_compare`. This module holds what needs no training:
 the table is computed from the run stores only (:func:`cosanneal.runs.open`), so it can be recomputed at
 any time with :func:`summarize` (and written with :func:`write_summary`):
 
-* final and best value of the metric per run; mean and sample standard deviation (``ddof = 1``) over
-  seeds, ``mean ± std``;
+* final and best value of the metric per run; mean, sample standard deviation ``s`` (``ddof = 1``)
+  and the half-width of the 95% confidence interval of the mean over the ``n`` seeds, Student's t:
+  :math:`t_{0.975,\,n-1}\, s / \sqrt n` (:func:`mean_ci`), printed ``mean ± half-width``;
+* ``p vs best``: the two-sided p-value of Welch's t-test (unequal variances) between a schedule's final
+  values and those of the schedule with the best mean final value (:func:`welch_p`); ``p < 0.05`` is
+  marked ``*``;
+* rows of averaged weights (SWA, ``label+swa``): the stable-phase checkpoints of a run averaged
+  (:mod:`cosanneal.analysis.ensemble`, :func:`~cosanneal.analysis.ensemble.stable_phase_steps`) and
+  evaluated, read from ``swa.json`` in the run directory (:func:`cosanneal.jobs.compare.run_compare`
+  writes it); their final and best are that one evaluation;
 * steps to target: the update count of the first evaluation where the metric reaches ``target``
   (``>=`` for a maximised metric, ``<=`` for a minimised one); seconds to target: the training time
   up to it, ``sum(step_time)`` over those updates (evaluation excluded); averaged over the seeds
   that reached it (``reached`` counts them);
 * cost: updates and wall seconds of the run (run store wall-clock span).
 
+An entry is a schedule spec file; it may also hold an ``[optimizer]`` table (with the schedule under
+``[schedule]``), whose keys replace the base config's for that entry (:func:`load_entries`): this is
+how schedule-free AdamW (``name = "adamw_schedulefree"``) is compared with scheduled AdamW.
+
 Example:
     >>> mean_std([0.9, 0.92, 0.94])
     (0.92, 0.02)
+    >>> round(mean_ci([0.9, 0.92, 0.94])[1], 4)  # t(0.975, 2) = 4.3027; 4.3027 * 0.02 / sqrt(3)
+    0.0497
     >>> first_reaching([10, 20, 30], [0.5, 0.96, 0.97], 0.95, "max")
     1
 """
@@ -33,22 +47,32 @@ import numpy as np
 from cosanneal.errors import ConfigError, CosannealError
 
 __all__ = [
+    "SWA_SUFFIX",
+    "CompareEntry",
     "CompareSettings",
     "RunStats",
     "ScheduleStats",
     "first_reaching",
+    "load_entries",
     "load_schedules",
+    "mean_ci",
     "markdown_table",
     "mean_std",
     "plot_lr_curves",
     "plot_val_curves",
     "run_dir_of",
+    "entry_of",
     "run_stats",
     "summarize",
+    "swa_path",
+    "swa_stats",
+    "welch_p",
     "write_summary",
 ]
 
 Mode = Literal["min", "max"]
+#: The label of the averaged-weights row of a schedule: ``wsd+swa``.
+SWA_SUFFIX = "+swa"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +86,9 @@ class CompareSettings:
         mode: ``max`` or ``min``; default: ``min`` for a metric named like a loss or an error
             (:data:`cosanneal.runs.MINIMISED` suffixes: ``val_loss``, ``val_ppl``, ``val_err``, ...), else ``max``.
         target: the metric value whose first crossing is timed; ``None``: not timed.
+        swa: labels whose runs also get a row of their averaged stable-phase checkpoints (``label+swa``).
+        swa_every: updates between the checkpoints averaged (``None``: 1/40 of the run, at least 1).
+        swa_window: the fraction of the stable phase averaged, its end (0.5: the second half).
     """
 
     out_dir: Path
@@ -69,10 +96,17 @@ class CompareSettings:
     metric: str = "val_acc"
     mode: Mode | None = None
     target: float | None = None
+    swa: tuple[str, ...] = ()
+    swa_every: int | None = None
+    swa_window: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.seeds:
             raise ConfigError("--seeds: must be >= 1, got 0")
+        if self.swa_every is not None and (isinstance(self.swa_every, bool) or self.swa_every < 1):
+            raise ConfigError(f"--swa-every: must be an integer >= 1, got {self.swa_every!r}")
+        if not 0.0 < self.swa_window <= 1.0:
+            raise ConfigError(f"--swa-window: must be in (0, 1], got {self.swa_window!r}")
         if self.mode not in (None, "min", "max"):
             raise ConfigError(f"--mode: must be min or max, got {self.mode!r}")
         if self.target is not None and not math.isfinite(self.target):
@@ -105,7 +139,12 @@ class RunStats:
 
 @dataclasses.dataclass(frozen=True)
 class ScheduleStats:
-    """One row of the table: a schedule's figures over its seeds (means; ``*_std`` sample std)."""
+    """One row of the table: a schedule's figures over its seeds.
+
+    Means; ``*_std`` the sample std; ``*_ci`` the half-width of the 95% Student-t interval of the mean
+    (NaN for one seed); ``p_vs_best`` Welch's two-sided p-value against the row with the best mean final
+    value (``None`` for that row, NaN when undefined: one seed, or no spread in either).
+    """
 
     label: str
     runs: int
@@ -118,6 +157,9 @@ class ScheduleStats:
     seconds_to_target: float | None
     steps: float
     wall_seconds: float
+    final_ci: float = math.nan
+    best_ci: float = math.nan
+    p_vs_best: float | None = None
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -130,6 +172,43 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=np.float64)
     std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
     return round(float(arr.mean()), 12), round(std, 12)
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    r"""Mean and the half-width of its ``level`` Student-t confidence interval, :math:`t_{(1+level)/2,\,n-1}\, s/\sqrt n`.
+
+    ``s`` is the sample standard deviation (``ddof = 1``); one value has no interval (NaN).
+
+    Example:
+        >>> [round(v, 4) for v in mean_ci([2.0, 4.0])]  # t(0.975, 1) = 12.7062; s = sqrt(2)
+        [3.0, 12.7062]
+        >>> mean_ci([1.0])
+        (1.0, nan)
+    """
+    from scipy import stats  # type: ignore[import-untyped]
+
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size < 2:
+        return float(arr.mean()), math.nan
+    half = float(stats.t.ppf(0.5 + level / 2.0, arr.size - 1) * arr.std(ddof=1) / math.sqrt(arr.size))
+    return float(arr.mean()), half
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test (unequal variances) that ``a`` and ``b`` share a mean.
+
+    NaN when it is undefined (fewer than two values in one, or no spread in either).
+
+    Example:
+        >>> round(welch_p([1.0, 1.1, 0.9], [2.0, 2.1, 1.9]), 5)
+        0.00026
+    """
+    from scipy import stats
+
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.size < 2 or y.size < 2 or (x.std() == 0.0 and y.std() == 0.0):
+        return math.nan
+    return float(stats.ttest_ind(x, y, equal_var=False).pvalue)
 
 
 def first_reaching(steps: Sequence[int], values: Sequence[float], target: float, mode: Mode) -> int | None:
@@ -145,18 +224,44 @@ def first_reaching(steps: Sequence[int], values: Sequence[float], target: float,
     return None
 
 
-def load_schedules(paths: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
-    """Read schedule spec files into ``{label: schedule dict}`` (label = file stem, must be unique).
+@dataclasses.dataclass(frozen=True)
+class CompareEntry:
+    """One compared entry: a schedule, and the ``[optimizer]`` keys it changes (none: the config's).
+
+    Example:
+        >>> e = CompareEntry({"kind": "constant", "lr": 0.01}, {"name": "adamw_schedulefree"})
+        >>> e.apply({"optimizer": {"name": "adamw", "weight_decay": 0.1}})["optimizer"]
+        {'name': 'adamw_schedulefree', 'weight_decay': 0.1}
+    """
+
+    schedule: dict[str, Any]
+    optimizer: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def apply(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """``config`` with this entry's schedule, and its optimizer keys over the config's ``[optimizer]``."""
+        out = {**dict(config), "schedule": dict(self.schedule)}
+        if self.optimizer:
+            out["optimizer"] = {**dict(config.get("optimizer") or {}), **self.optimizer}
+        return out
+
+
+def load_entries(paths: Sequence[str | Path]) -> dict[str, CompareEntry]:
+    """Read spec files into ``{label: CompareEntry}`` (label = file stem, must be unique).
+
+    A file is a schedule spec (``kind = ...``), or a ``[schedule]`` table with an optional
+    ``[optimizer]`` table of the keys that entry changes (``name = "adamw_schedulefree"``, ``betas``,
+    ...); other tables are refused, so a typo is not silently ignored.
 
     Raises:
-        ConfigError: an unreadable spec, an invalid schedule, or two files with the same stem.
+        ConfigError: an unreadable spec, an invalid schedule, an ``[optimizer]`` that is not a table,
+            another table, or two files with the same stem.
     """
     from cosanneal.schedules import from_dict
-    from cosanneal.schedules.spec import read_spec
+    from cosanneal.schedules.spec import read_mapping, read_spec
 
     if not paths:
         raise ConfigError("--schedules: give one or more schedule spec files")
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, CompareEntry] = {}
     for path in paths:
         label = Path(path).stem
         if label in out:
@@ -166,10 +271,33 @@ def load_schedules(paths: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
         try:
             spec = read_spec(path)
             from_dict(spec)
+            data = read_mapping(path)
         except CosannealError as exc:
             raise ConfigError(f"--schedules {path}: {exc}") from exc
-        out[label] = spec
+        optimizer: Any = {}
+        if "kind" not in data:
+            optimizer = data.get("optimizer", {})
+            if not isinstance(optimizer, Mapping):
+                raise ConfigError(
+                    f"--schedules {path}: optimizer must be a table of [optimizer] keys, got {optimizer!r}"
+                )
+            extra = sorted(set(data) - {"schedule", "optimizer"})
+            if extra:
+                raise ConfigError(
+                    f"--schedules {path}: {extra[0]!r} is not a key of a compared entry; it holds only "
+                    "[schedule] and, optionally, [optimizer]"
+                )
+        out[label] = CompareEntry(spec, dict(optimizer))
     return out
+
+
+def load_schedules(paths: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
+    """Read schedule spec files into ``{label: schedule dict}`` (:func:`load_entries`' schedules).
+
+    Raises:
+        ConfigError: an unreadable spec, an invalid schedule, or two files with the same stem.
+    """
+    return {label: entry.schedule for label, entry in load_entries(paths).items()}
 
 
 def run_stats(
@@ -224,6 +352,55 @@ def _row(label: str, stats: Sequence[RunStats]) -> ScheduleStats:
         seconds_to_target=float(np.mean([s.seconds_to_target for s in reached])) if reached else None,
         steps=float(np.mean([s.steps for s in stats])),
         wall_seconds=float(np.mean([s.wall_seconds for s in stats])),
+        final_ci=mean_ci([s.final for s in stats])[1],
+        best_ci=mean_ci([s.best for s in stats])[1],
+    )
+
+
+def _with_p_values(rows: list[ScheduleStats], per_run: Sequence[RunStats], mode: Mode) -> list[ScheduleStats]:
+    """Each row's Welch p-value against the row with the best mean final value (that row: ``None``)."""
+    finals = {r.label: [s.final for s in per_run if s.label == r.label] for r in rows}
+    pick = max if mode == "max" else min
+    best = pick(rows, key=lambda r: r.final_mean).label
+    return [
+        dataclasses.replace(r, p_vs_best=None if r.label == best else welch_p(finals[r.label], finals[best]))
+        for r in rows
+    ]
+
+
+def swa_path(run_dir: str | Path) -> Path:
+    """Where a run's averaged-weights result lives: ``<run>/swa.json``."""
+    return Path(run_dir) / "swa.json"
+
+
+def swa_stats(run: RunStats, metric: str) -> RunStats:
+    """The SWA row's figures of one run: its ``swa.json`` evaluation as both final and best.
+
+    Raises:
+        ConfigError: the run has no ``swa.json``, or it lacks ``metric``.
+    """
+    import json
+
+    path = swa_path(run.run_dir)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"--swa {run.label}: {path} is missing; run the comparison with --swa {run.label} to average it"
+        ) from None
+    metrics = data.get("metrics") or {}
+    if metric not in metrics:
+        raise ConfigError(
+            f"--metric: the averaged model of {run.run_dir} reports {', '.join(sorted(metrics))}"
+        )
+    value = float(metrics[metric])
+    return dataclasses.replace(
+        run,
+        label=run.label + SWA_SUFFIX,
+        final=value,
+        best=value,
+        steps_to_target=None,
+        seconds_to_target=None,
     )
 
 
@@ -246,12 +423,26 @@ def summarize(labels: Sequence[str], settings: CompareSettings) -> tuple[list[Sc
         for label in labels
         for seed in settings.seeds
     ]
-    rows = [_row(label, [r for r in per_run if r.label == label]) for label in labels]
-    return rows, per_run
+    unknown = [label for label in settings.swa if label not in labels]
+    if unknown:
+        raise ConfigError(
+            f"--swa: no schedule is labelled {unknown[0]!r}; the labels are {', '.join(labels)}"
+        )
+    order: list[str] = []
+    for label in labels:
+        order += [label, label + SWA_SUFFIX] if label in settings.swa else [label]
+    per_run += [swa_stats(r, settings.metric) for r in list(per_run) if r.label in settings.swa]
+    rows = [_row(label, [r for r in per_run if r.label == label]) for label in order]
+    return _with_p_values(rows, per_run, settings.resolved_mode), per_run
+
+
+def entry_of(value: Mapping[str, Any] | CompareEntry) -> CompareEntry:
+    """A :class:`CompareEntry` as it is, a plain schedule dict as an entry with the config's optimizer."""
+    return value if isinstance(value, CompareEntry) else CompareEntry(dict(value))
 
 
 def write_summary(
-    schedules: Mapping[str, Mapping[str, Any]], settings: CompareSettings
+    schedules: Mapping[str, Mapping[str, Any] | CompareEntry], settings: CompareSettings
 ) -> tuple[list[ScheduleStats], list[RunStats]]:
     """:func:`summarize` the runs of a comparison, then write its table, JSON summary and plots.
 
@@ -259,11 +450,13 @@ def write_summary(
     ``settings.out_dir`` (all atomically). The runs are trained by :func:`cosanneal.jobs.compare.run_compare`.
 
     Args:
-        schedules: ``{label: schedule dict}`` (:func:`load_schedules`), every one already run for every seed.
-        settings: seeds, metric, target, output directory.
+        schedules: ``{label: schedule dict or CompareEntry}`` (:func:`load_entries`), every one already
+            run for every seed.
+        settings: seeds, metric, target, output directory, SWA rows.
     """
     from cosanneal.io import atomic_write_json, atomic_write_text
 
+    entries = {label: entry_of(value) for label, value in schedules.items()}
     rows, per_run = summarize(list(schedules), settings)
     out = Path(settings.out_dir)
     atomic_write_json(
@@ -273,7 +466,10 @@ def write_summary(
             "mode": settings.resolved_mode,
             "target": settings.target,
             "seeds": list(settings.seeds),
-            "schedules": {label: dict(spec) for label, spec in schedules.items()},
+            "confidence": 0.95,
+            "schedules": {label: e.schedule for label, e in entries.items()},
+            "optimizers": {label: e.optimizer for label, e in entries.items() if e.optimizer},
+            "swa": {"labels": list(settings.swa), "every": settings.swa_every, "window": settings.swa_window},
             "rows": [dataclasses.asdict(r) for r in rows],
             "runs": [{**dataclasses.asdict(r), "run_dir": str(r.run_dir)} for r in per_run],
         },
@@ -284,13 +480,21 @@ def write_summary(
     return rows, per_run
 
 
-def _pm(mean: float, std: float) -> str:
-    return f"{mean:.4f} ± {std:.4f}"
+def _pm(mean: float, half: float) -> str:
+    return f"{mean:.4f} (1 seed)" if math.isnan(half) else f"{mean:.4f} ± {half:.4f}"
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "best"
+    if math.isnan(value):
+        return "-"
+    return f"{value:.3f}{' *' if value < 0.05 else ''}" if value >= 0.001 else "<0.001 *"
 
 
 def table_cells(row: ScheduleStats, settings: CompareSettings) -> list[str]:
     """The cells of one table row, as printed by the CLI and written to ``summary.md``."""
-    cells = [row.label, _pm(row.final_mean, row.final_std), _pm(row.best_mean, row.best_std)]
+    cells = [row.label, _pm(row.final_mean, row.final_ci), _p(row.p_vs_best), _pm(row.best_mean, row.best_ci)]
     if settings.target is not None:
         if row.steps_to_target is None:
             cells += [f"not reached (0/{row.runs})", "-"]
@@ -306,7 +510,7 @@ def table_cells(row: ScheduleStats, settings: CompareSettings) -> list[str]:
 def table_header(settings: CompareSettings) -> list[str]:
     """Column titles matching :func:`table_cells`."""
     m = settings.metric
-    head = ["schedule", f"final {m}", f"best {m}"]
+    head = ["schedule", f"final {m} (mean ± 95% CI)", "p vs best", f"best {m} (mean ± 95% CI)"]
     if settings.target is not None:
         head += [f"steps to {m} {'>=' if settings.resolved_mode == 'max' else '<='} {settings.target:g}",
                  "train s to target"]  # fmt: skip
@@ -314,13 +518,13 @@ def table_header(settings: CompareSettings) -> list[str]:
 
 
 def markdown_table(rows: Sequence[ScheduleStats], settings: CompareSettings) -> str:
-    """The comparison as a Markdown table (mean ± sample std over the seeds).
+    """The comparison as a Markdown table (mean ± the 95% confidence half-width over the seeds).
 
     Example:
-        >>> s = CompareSettings(Path("."), seeds=(0,), metric="val_acc")
-        >>> r = ScheduleStats("cosine", 1, 0.9, 0.0, 0.95, 0.0, 0, None, None, 100, 2.0)
+        >>> s = CompareSettings(Path("."), seeds=(0, 1, 2), metric="val_acc")
+        >>> r = ScheduleStats("cosine", 3, 0.9, 0.01, 0.95, 0.01, 0, None, None, 100, 2.0, 0.0248, 0.0248, 0.01)
         >>> print(markdown_table([r], s).splitlines()[2])
-        | cosine | 0.9000 ± 0.0000 | 0.9500 ± 0.0000 | 100 | 2.0 |
+        | cosine | 0.9000 ± 0.0248 | 0.010 * | 0.9500 ± 0.0248 | 100 | 2.0 |
     """
     head = table_header(settings)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

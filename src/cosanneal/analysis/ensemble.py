@@ -18,6 +18,12 @@ Each is reported with its accuracy (argmax of the probabilities equals the label
 log-likelihood :math:`-\frac1N \sum_i \log \bar p(y_i \mid x_i)`, probabilities computed in float64 and
 clipped below at the smallest normal float64 before the log.
 
+**Weight averaging** (SWA, Izmailov et al. 2018; checkpoint averaging of a constant-LR phase, Hägele
+et al. 2024) averages parameters, not predictions: :func:`stable_phase_steps` picks the checkpoints a
+WSD or constant run took at its peak LR, :func:`average_weights` averages them,
+:math:`\bar w = \frac1K \sum_k w_k`, and :func:`cosanneal.jobs.ensemble.evaluate_average` scores the
+averaged model with the run's own task (batch-norm statistics re-estimated at :math:`\bar w`).
+
 A snapshot is taken at every restart, so a run with ``r`` restarts keeps ``r`` cycle-end snapshots,
 named by the updates done when they were taken: the restart steps themselves. (The end of the last cycle is the end of the run: that checkpoint is the final
 model, saved by the trainer's final save.)
@@ -26,7 +32,8 @@ model, saved by the trainer's final save.)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +46,11 @@ if TYPE_CHECKING:
     import torch
 
     from cosanneal.runtime.checkpoints import CheckpointInfo, Checkpoints
+    from cosanneal.schedules import Schedule
 
 __all__ = [
+    "average_weights",
+    "stable_phase_steps",
     "EnsembleError",
     "EnsembleResult",
     "Score",
@@ -276,3 +286,62 @@ def evaluate_snapshots(
         else score("best checkpoint", (chosen.best.step,), best_probs, labels),
         n_val=len(labels),
     )
+
+
+# ---- weight averaging ---------------------------------------------------------------------------
+def stable_phase_steps(schedule: Schedule, steps: Sequence[int], window: float = 1.0) -> list[int]:
+    """The checkpoint steps of a schedule's stable phase: those whose last update ran at the peak LR.
+
+    A checkpoint named ``s`` holds the model after ``s`` updates; it is in the stable phase when update
+    ``s - 1`` ran at ``schedule.peak`` (to 1e-12 relative): in a WSD run from the end of the warmup to
+    the start of the decay, in a constant run every one. Of these ``n``, the last ``ceil(window * n)``
+    are returned (``window = 0.5``: the second half of the phase), oldest first.
+
+    Example:
+        >>> from cosanneal.schedules import from_dict
+        >>> wsd = from_dict({"kind": "wsd", "peak_lr": 1.0, "warmup_steps": 10, "stable_steps": 60, "decay_steps": 30})
+        >>> stable_phase_steps(wsd, [10, 20, 40, 60, 70, 80, 100])
+        [20, 40, 60, 70]
+        >>> stable_phase_steps(wsd, [10, 20, 40, 60, 70, 80, 100], window=0.5)
+        [60, 70]
+    """
+    if not 0.0 < window <= 1.0:
+        raise EnsembleError(f"window must be in (0, 1], got {window!r}")
+    peak = float(schedule.peak)
+    found = [s for s in sorted(steps) if s >= 1 and abs(float(schedule(s - 1)) - peak) <= 1e-12 * peak]
+    return found[len(found) - math.ceil(window * len(found)) :] if found else []
+
+
+def average_weights(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    r"""The element-wise mean of model state dicts, :math:`\bar w = \frac1K \sum_k w_k`.
+
+    Floating-point tensors are summed in float64 and cast back to their dtype; other tensors (a batch
+    norm's ``num_batches_tracked``) are taken from the last state.
+
+    Raises:
+        EnsembleError: no states, or states with different keys or shapes.
+
+    Example:
+        >>> import torch
+        >>> average_weights([{"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([3.0, 6.0])}])["w"]
+        tensor([2., 4.])
+    """
+    import torch
+
+    if not states:
+        raise EnsembleError("no checkpoints to average")
+    keys = list(states[-1])
+    out: dict[str, torch.Tensor] = {}
+    for key in keys:
+        tensors = [state[key] for state in states if key in state]
+        if len(tensors) != len(states) or any(t.shape != tensors[0].shape for t in tensors):
+            raise EnsembleError(f"the checkpoints do not share {key!r} (a different model in the run?)")
+        last = tensors[-1]
+        if last.is_floating_point():
+            total = torch.zeros(last.shape, dtype=torch.float64, device=last.device)
+            for t in tensors:
+                total += t.to(torch.float64)
+            out[key] = (total / len(tensors)).to(last.dtype)
+        else:
+            out[key] = last.clone()
+    return out

@@ -1,8 +1,10 @@
 """``cosanneal compare CONFIG --schedules a.toml b.toml ... --seeds 5``: schedules side by side.
 
 Trains every schedule with every seed (sequentially), prints a table (final and best validation metric,
-mean ± std; steps and training seconds to reach ``--target``; cost) and writes ``summary.json``,
-``summary.md``, ``lr_curves.png`` and ``val_curves.png`` into ``-o`` (default ``runs/compare``).
+mean ± 95% confidence interval, Welch's p against the best; steps and training seconds to reach
+``--target``; cost) and writes ``summary.json``, ``summary.md``, ``lr_curves.png`` and ``val_curves.png``
+into ``-o`` (default ``runs/compare``). A spec file may carry an ``[optimizer]`` table (schedule-free
+AdamW); ``--swa LABEL`` adds a row of that schedule's stable-phase checkpoints averaged.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ EXAMPLES = examples(
     "--metric val_ppl -o runs/compare-gpt",
     "cosanneal compare src/cosanneal/zoo/configs/digits_sgdr.toml --schedules examples/compare/cosine.toml "
     "examples/compare/sgdr.toml --seeds 3 --target 0.95",
+    "cosanneal compare src/cosanneal/zoo/configs/pysource_gpt.toml --schedules examples/compare/modern/gpt/*.toml "
+    "--seeds 3 --metric val_ppl --swa wsd_1sqrt -o runs/compare-modern",
 )
 
 
@@ -76,29 +80,53 @@ def register(app: typer.Typer) -> None:
                 "-o", "--output", help="Output directory.  [default: runs/compare]", show_default=False
             ),
         ] = None,
+        swa: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--swa",
+                metavar="LABEL",
+                help="Also average the stable-phase checkpoints of this schedule's runs (SWA): a LABEL+swa row.",
+                show_default=False,
+            ),
+        ] = None,
+        swa_every: Annotated[
+            int | None,
+            typer.Option(
+                "--swa-every",
+                min=1,
+                help="Updates between the averaged checkpoints.  [default: 1/40 of the run]",
+                show_default=False,
+            ),
+        ] = None,
+        swa_window: Annotated[
+            float, typer.Option("--swa-window", help="Fraction of the stable phase averaged, its end.")
+        ] = 0.5,
         out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
         sets: SetOpt = None,
     ) -> None:
-        """Train every schedule with every seed: final and best metric (mean ± std), time to target, cost.
+        """Train every schedule with every seed: final and best metric (mean ± 95% CI), time to target, cost.
 
         Writes summary.md, summary.json, lr_curves.png and val_curves.png into --output; each run
         directory is <output>/<schedule>/seed<k> and is resumed if the command is run again.
         """
         from rich.console import Console
 
-        from cosanneal.analysis.compare import CompareSettings, load_schedules, table_cells, table_header
+        from cosanneal.analysis.compare import CompareSettings, load_entries, table_cells, table_header
         from cosanneal.jobs.compare import run_compare
         from cosanneal.jobs.config import load_config
 
         out_dir = renamed(output, out, old="--out", new="--output") or Path("runs/compare")
         cfg = load_config(config, sets or [])
-        specs = load_schedules([*schedules, *(extra or [])])
+        specs = load_entries([*schedules, *(extra or [])])
         settings = CompareSettings(
             out_dir=out_dir,
             seeds=tuple(range(seeds)),
             metric=metric,
             mode=None if mode is None else mode.value,
             target=target,
+            swa=tuple(swa or ()),
+            swa_every=swa_every,
+            swa_window=swa_window,
         )
         err = Console(stderr=True)
         rows, _ = run_compare(
@@ -107,7 +135,7 @@ def register(app: typer.Typer) -> None:
         console = output_console()
         print_table(
             console,
-            f"{cfg.name}: {len(specs)} schedules x {seeds} seeds (mean ± std)",
+            f"{cfg.name}: {len(specs)} schedules x {seeds} seeds (mean ± 95% CI, Student t)",
             table_header(settings),
             [table_cells(row, settings) for row in rows],
         )

@@ -1,13 +1,18 @@
-"""Snapshot ensembles of a trained run: rebuild its model and validation data from the stored config.
+"""Snapshot ensembles and weight averages of a trained run: its model and data rebuilt from the stored config.
 
 :func:`evaluate_ensemble` reads the training config from a run's store, builds the model and the
 validation batches exactly as the trainer does, and hands them to
 :func:`cosanneal.analysis.ensemble.evaluate_snapshots`, which averages the run's cycle-end snapshots
 and scores them (formulas in :mod:`cosanneal.analysis.ensemble`).
+
+:func:`evaluate_average` averages the weights of the checkpoints of a run's stable phase (SWA) and
+evaluates the averaged model with the run's own task, as the trainer evaluates.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +24,7 @@ if TYPE_CHECKING:
     from cosanneal.jobs.config import TrainConfig
     from cosanneal.runtime.checkpoints import Checkpoints
 
-__all__ = ["evaluate_ensemble"]
+__all__ = ["AverageResult", "evaluate_average", "evaluate_ensemble"]
 
 
 def _config(run_dir: Path) -> TrainConfig:
@@ -108,3 +113,87 @@ def evaluate_ensemble(
             )
     finally:
         ckpts.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class AverageResult:
+    """An averaged model's evaluation (:func:`evaluate_average`).
+
+    Attributes:
+        run_dir: the run directory.
+        steps: the checkpoint steps averaged, oldest first.
+        metrics: the task's evaluation of the averaged weights, ``val_<name>`` as the trainer records them.
+    """
+
+    run_dir: Path
+    steps: tuple[int, ...]
+    metrics: dict[str, float]
+
+
+def evaluate_average(
+    run_dir: str | os.PathLike[str], window: float = 1.0, *, device: str = "auto"
+) -> AverageResult:
+    r"""Average the weights of a run's stable-phase checkpoints and evaluate that model with the run's task.
+
+    The checkpoints are those whose last update ran at the schedule's peak LR, the last ``window``
+    fraction of them (:func:`~cosanneal.analysis.ensemble.stable_phase_steps`); their weights are
+    averaged, :math:`\bar w = \frac1K \sum_k w_k` (:func:`~cosanneal.analysis.ensemble.average_weights`),
+    the batch-norm statistics re-estimated at :math:`\bar w` over the first training batches
+    (:func:`~cosanneal.jobs.optimizer_modes.recalibrate_norms`), and the model evaluated on the
+    validation set in eval mode. The caller's RNG state is left as it was.
+
+    Raises:
+        EnsembleError: no run store or config, no checkpoints, or none in the stable phase (the run
+            needs periodic checkpoints, ``checkpoint.every_steps``, kept with a large ``keep_last``).
+        CheckpointError: a checkpoint does not verify or does not fit the model.
+    """
+    import torch
+
+    from cosanneal import runs
+    from cosanneal.analysis.ensemble import average_weights, stable_phase_steps
+    from cosanneal.jobs.builders import build_data, build_model, pick_device
+    from cosanneal.jobs.loading import eval_batches
+    from cosanneal.jobs.optimizer_modes import CALIBRATION_BATCHES, recalibrate_norms
+    from cosanneal.jobs.tasks import build_task, check_metrics, to_device
+    from cosanneal.schedules import from_dict
+
+    root = Path(run_dir)
+    cfg = _config(root)
+    with runs.open(root) as run:
+        params = run.params
+    schedule = from_dict(params["schedule"]).bind(
+        total_steps=params.get("total_steps"), steps_per_epoch=params.get("steps_per_epoch")
+    )
+    ckpts = _open_checkpoints(root, cfg)
+    try:
+        infos = {info.step: info for info in ckpts.list()}
+        chosen = stable_phase_steps(schedule, list(infos), window)
+        if not chosen:
+            raise EnsembleError(
+                f"RUN: {root} kept no checkpoint of its stable phase (steps {sorted(infos)}); train it with "
+                "checkpoint.every_steps and a keep_last that keeps them"
+            )
+        dev = pick_device(device)
+        with torch.random.fork_rng(devices=[]):
+            states = []
+            for step in chosen:
+                model = build_model(cfg.model)
+                ckpts.load(infos[step], model, restore_rng=False)
+                states.append(model.state_dict())
+            model = build_model(cfg.model).to(dev)
+            model.load_state_dict(average_weights(states))
+            task = build_task(cfg.task)
+            train_set, val_set = build_data(cfg.data)
+            calibration = eval_batches(train_set, cfg.eval.batch_size, seed=cfg.seed)
+            recalibrate_norms(
+                model,
+                (to_device(b, dev) for b in itertools.islice(calibration, CALIBRATION_BATCHES)),
+                task.training_step,
+            )
+            model.eval()
+            batches = (to_device(b, dev) for b in eval_batches(val_set, cfg.eval.batch_size, seed=cfg.seed))
+            with torch.no_grad():
+                metrics = check_metrics(task.evaluate(model, batches))
+    finally:
+        ckpts.close()
+    return AverageResult(root, tuple(chosen), {f"val_{k}": float(v) for k, v in metrics.items()})

@@ -20,7 +20,7 @@ from cosanneal.jobs.checks import resolve_length
 from cosanneal.jobs.config import TrainConfig
 from cosanneal.schedules import Schedule, from_dict
 
-__all__ = ["RunShape", "bind_run", "bind_schedule", "run_length", "run_shape"]
+__all__ = ["RunShape", "bind_run", "bind_schedule", "run_length", "run_shape", "schedule_free"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,14 +89,14 @@ def bind_schedule(cfg: TrainConfig, total: int, shape: RunShape) -> Schedule:
         )
     except ScheduleError as exc:
         raise ConfigError(f"schedule.{exc}") from exc
-    if _schedule_free(cfg.optimizer.name):
+    if schedule_free(cfg.optimizer.name):
         from cosanneal.jobs.optimizer_modes import check_schedule
 
         check_schedule(schedule, total, cfg.optimizer.name)
     return schedule
 
 
-def _schedule_free(name: str) -> bool:
+def schedule_free(name: str) -> bool:
     """Whether ``optimizer.name`` is schedule-free (a name that does not resolve is not: the builder says why)."""
     from cosanneal.jobs.optimizer_modes import is_schedule_free
     from cosanneal.jobs.optimizers import SCHEDULE_FREE, optimizer_class
