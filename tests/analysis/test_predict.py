@@ -7,6 +7,7 @@ not a test.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from cosanneal.analysis.predict import (
     FittedLaw,
     LossTrace,
     PredictError,
+    choose_target,
     curve,
     fit,
     multipower_drop,
@@ -44,36 +46,48 @@ WSD = WarmupStableDecay(PEAK, 30, 450, 120, min_lr_ratio=0.1)
 #: held out: another peak and floor, warm restarts, a short WSD cool-down
 HELD_OUT = {
     "cosine-2e-3-floor0": Cosine(2e-3, warmup_steps=30, cycle_steps=T - 30),
-    "sgdr": Cosine(PEAK, warmup_steps=30, cycle_steps=190, cycle_mult=2, peak_decay=0.8, min_ratio=0.1),
+    "sgdr": Cosine(
+        PEAK, warmup_steps=30, cycle_steps=190, cycle_mult=2, peak_decay=0.8, min_ratio=0.1, max_cycles=None
+    ),
     "wsd-10%": WarmupStableDecay(PEAK, 30, 510, 60, min_lr_ratio=0.0),
 }
-MULTIPOWER = {"L0": 2.0, "A": 0.4, "alpha": 0.5, "B": 300.0, "C": 2.0, "beta": 0.6, "gamma": 0.5}
-TISSUE = {"L0": 2.0, "A": 0.4, "alpha": 0.5, "C": 0.3}
+MULTIPOWER = {"L0": 2.0, "A": 0.4, "alpha": 0.5, "zeta": 1.0, "B": 300.0, "C": 2.0, "beta": 0.6, "gamma": 0.5}
+TISSUE = {"L0": 2.0, "A": 0.4, "alpha": 0.5, "zeta": 1.0, "C": 0.3}
 
 
 def _lr(schedule: object, n: int = T) -> np.ndarray:
     return np.asarray(schedule(np.arange(n, dtype=np.float64)))  # type: ignore[operator]
 
 
-def _traces(law: str, params: dict[str, float], noise: float = 0.0, lam: float = 0.999) -> list[LossTrace]:
+def _traces(
+    law: str, params: dict[str, float], noise: float = 0.0, lam: float = 0.999, *, val_every: int = 0
+) -> list[LossTrace]:
+    """The cosine and WSD runs of ``law``; ``val_every``: a validation loss (the law) every so many steps,
+    and a training loss that falls away from it (memorisation: 0.3 lower by the end)."""
     rng = np.random.default_rng(0)
     out = []
     for name, schedule in (("cosine", COSINE), ("wsd", WSD)):
         lr = _lr(schedule)
-        loss = curve(law, params, lr, lam=lam) + noise * rng.standard_normal(T)
-        out.append(LossTrace(lr, np.arange(T), loss, name=name))
+        law_curve = curve(law, params, lr, lam=lam)
+        loss = law_curve + noise * rng.standard_normal(T)
+        if not val_every:
+            out.append(LossTrace(lr, np.arange(T), loss, name=name))
+            continue
+        at = np.arange(val_every - 1, T, val_every)
+        train = loss - 0.3 * (np.arange(T) / T) ** 2
+        out.append(LossTrace(lr, np.arange(T), train, at, law_curve[at], name=name))
     return out
 
 
 # ---- the laws ---------------------------------------------------------------------------------------
-@settings(max_examples=40)
+@settings(max_examples=60)
 @given(
     lr=st.lists(st.floats(1e-4, 1.0), min_size=1, max_size=25),
     c=st.floats(0.01, 10.0),
     beta=st.floats(0.05, 3.0),
     gamma=st.floats(0.0, 1.5),
 )
-def test_the_vectorised_multipower_drop_is_the_double_sum(
+def test_the_vectorised_multipower_drop_is_the_double_sum_and_lr_increases_keep_it_bounded(
     lr: list[float], c: float, beta: float, gamma: float
 ) -> None:
     arr = np.array(lr)
@@ -81,6 +95,9 @@ def test_the_vectorised_multipower_drop_is_the_double_sum(
     fast = multipower_drop(arr, at, b=1.7, c=c, beta=beta, gamma=gamma)
     naive = multipower_drop_naive(arr, at, b=1.7, c=c, beta=beta, gamma=gamma)
     np.testing.assert_allclose(fast, naive, rtol=1e-10, atol=1e-12)
+    # increases included: the bands left are disjoint LR levels between the LR and the peak, G < 1 each
+    assert np.all(fast >= 0.0)
+    assert np.all(fast <= 1.7 * (arr[warmup_end(arr)] - arr) + 1e-12)
 
 
 @settings(max_examples=40)
@@ -94,6 +111,30 @@ def test_tissue_momentum_is_its_recursion(lr: list[float], lam: float) -> None:
         total += m
         expected.append(total)
     np.testing.assert_allclose(tissue_momentum(arr, lam), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_a_warm_restart_takes_the_annealing_drop_back() -> None:
+    sgdr = Cosine(PEAK, warmup_steps=30, cycle_steps=190, cycle_mult=2, min_ratio=0.1, max_cycles=None)
+    lr = _lr(sgdr)
+    restart = 30 + 190  # the first update of the second cycle, back at the peak
+    drop = multipower_drop(lr, [restart - 1, restart, restart + 1], b=1.0, c=2.0, beta=0.6, gamma=0.5)
+    assert drop[0] > 0.5 * 0.9 * PEAK  # most of the first cycle's decrease is banked by its end
+    assert drop[1] == 0.0  # all of it is taken back at the restart: the loss returns to the power term
+    # after the restart the drop is the second cycle's own, as in a run that starts its decay there
+    fresh = np.concatenate([np.full(restart, PEAK), lr[restart:]])
+    at = np.arange(restart, T)
+    np.testing.assert_allclose(
+        multipower_drop(lr, at, b=1.0, c=2.0, beta=0.6, gamma=0.5, w=30),
+        multipower_drop(fresh, at, b=1.0, c=2.0, beta=0.6, gamma=0.5, w=30),
+        rtol=1e-12,
+        atol=1e-15,
+    )
+    # the predicted curve stays below the power term of the area covered, by at most B x the LR fallen
+    loss = curve("multipower", MULTIPOWER, lr)
+    power = curve("tissue", {**TISSUE, "C": 0.0}, lr)
+    assert np.all(loss[1:] <= power[1:] + 1e-12)
+    assert np.all(loss[1:] >= power[1:] - MULTIPOWER["B"] * (PEAK - lr[1:]) - 1e-12)
+    assert loss[restart - 1] < loss[restart] == pytest.approx(power[restart], rel=1e-12)  # the jump
 
 
 def test_a_constant_lr_has_no_annealing_term_and_a_cosine_drops_the_loss() -> None:
@@ -119,8 +160,8 @@ def test_the_tissue_fit_recovers_its_parameters_and_predicts_held_out_schedules(
         assert p.final_loss == pytest.approx(truth[-1], rel=1e-8)
 
 
-def test_the_tissue_fit_finds_lambda_when_asked() -> None:
-    law = fit(_traces("tissue", TISSUE, lam=0.995), law="tissue", lam=None)
+def test_the_tissue_fit_finds_lambda() -> None:
+    law = fit(_traces("tissue", TISSUE, lam=0.995), law="tissue")  # lam=None: fitted, the default
     assert law.lam == pytest.approx(0.995, abs=2e-4)
     assert law.params["alpha"] == pytest.approx(0.5, rel=1e-3)
 
@@ -151,6 +192,43 @@ def test_a_noisy_trace_with_spikes_still_ranks_the_held_out_schedules() -> None:
     for name in HELD_OUT:
         assert finals[name] == pytest.approx(truth[name], rel=0.02), name
     assert sorted(finals, key=finals.__getitem__) == sorted(truth, key=truth.__getitem__)
+
+
+def test_a_one_run_fit_recovers_the_law() -> None:
+    law = fit(_traces("tissue", TISSUE)[:1], law="tissue", lam=0.999)
+    assert law.params == pytest.approx(TISSUE, rel=1e-6) and law.runs == ("cosine",)
+
+
+def test_the_area_exponent_is_recovered_when_fitted() -> None:
+    truth = {**TISSUE, "zeta": 0.4}
+    law = fit(_traces("tissue", truth), law="tissue", zeta=None, lam=0.999)
+    assert law.params == pytest.approx(truth, rel=1e-4)
+    paper = fit(_traces("tissue", truth), law="tissue", lam=0.999)  # zeta = 1: the papers' area
+    assert paper.params["zeta"] == 1.0 and (paper.rmse or 0.0) > 100 * (law.rmse or 0.0)
+    p = law.predict(Cosine(PEAK / 2, warmup_steps=30, cycle_steps=T - 30), T)  # another peak
+    assert p.final_loss == pytest.approx(float(curve("tissue", truth, p.lr)[-1]), rel=1e-5)
+
+
+def test_a_fit_to_the_validation_loss_predicts_it_and_ignores_the_training_losss_drift() -> None:
+    traces = _traces("multipower", MULTIPOWER, val_every=20)  # 30 validation losses a run
+    assert choose_target(traces) == "val_loss"
+    law = fit(traces, law="multipower")
+    assert law.target == "val_loss" and law.val_offset == 0.0 and law.points == 58  # after the warmups
+    assert [law.params[k] for k in ("L0", "A", "alpha")] == pytest.approx([2.0, 0.4, 0.5], rel=0.02)
+    for name, schedule in HELD_OUT.items():
+        p = law.predict(schedule, T, name=name)
+        truth = float(curve("multipower", MULTIPOWER, p.lr)[-1])
+        assert p.final_val_loss == p.final_loss == pytest.approx(truth, rel=2e-3), name
+    on_train = fit(traces, law="multipower", target="loss")  # the drifting training loss + the last gap
+    assert on_train.target == "loss" and on_train.val_offset is not None
+    worst = max(abs(law.heldout_error(tr)["final_val_error"] or 0.0) for tr in traces)
+    assert worst < 1e-3
+    few = [dataclasses.replace(tr, val_steps=tr.val_steps[::6], val_loss=tr.val_loss[::6]) for tr in traces]
+    assert choose_target(few) == "loss" and fit(few, law="tissue").target == "loss"
+    with pytest.raises(
+        PredictError, match=r"\d+ validation losses recorded after the warmup, too few .* >= 12"
+    ):
+        fit(few, law="tissue", target="val_loss")
 
 
 def test_the_fit_is_deterministic_and_round_trips_through_json() -> None:
@@ -244,7 +322,7 @@ def test_predict_ranks_candidates_from_a_real_run(runs_dir: Path) -> None:
         "predict", "run", "--schedule", "wsd.toml", "--schedule", "cosine.toml", "-o", "c.csv", cwd=runs_dir
     )
     assert table.returncode == 0, table.stderr
-    assert "multipower law fitted to run: RMSE" in table.stdout and "wrote c.csv" in table.stdout
+    assert "multipower law fitted to the loss of run: RMSE" in table.stdout and "wrote c.csv" in table.stdout
     assert "final val_loss" in table.stdout  # the blobs job records val_loss, so it is predicted
     ranked = {
         line.split()[0]: line.split()[-1]
@@ -256,10 +334,12 @@ def test_predict_ranks_candidates_from_a_real_run(runs_dir: Path) -> None:
     assert rows[0] == "candidate,step,lr,loss" and rows[-1].startswith("cosine,159,")
 
     out = _cli("predict", "run", "--schedule", "wsd.toml", "--schedule", "cosine.toml", "--law", "tissue",
-               "--steps", "320", "--json", cwd=runs_dir)  # fmt: skip
+               "--steps", "320", "--zeta", "fit", "--json", cwd=runs_dir)  # fmt: skip
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["law"]["law"] == "tissue" and data["steps"] == 320 and data["law"]["runs"] == ["run"]
+    assert data["law"]["target"] == "loss"  # 8 validation losses: too few, so auto fits the training loss
+    assert 1e-3 <= data["law"]["params"]["zeta"] <= 1.5
     cands = data["candidates"]
     assert [c["name"] for c in cands] == ["wsd", "cosine"] and sorted(c["rank"] for c in cands) == [1, 2]
     assert all(c["steps"] == 320 and np.isfinite(c["final_loss"]) for c in cands)
@@ -273,6 +353,8 @@ def test_predict_ranks_candidates_from_a_real_run(runs_dir: Path) -> None:
         (["nowhere"], "no run store at nowhere: give a run directory written by `cosanneal train`"),
         (["flat", "--law", "tissue"], "flat: the LR never falls by 5% of its peak after the warmup"),
         (["run", "--schedule", "missing.toml"], "missing.toml"),
+        (["run", "--fit-to", "val_loss"], r"run: \d+ validation losses recorded after the warmup, too few"),
+        (["run", "--zeta", "0"], r"--zeta must be 'fit' or a number > 0"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_written(

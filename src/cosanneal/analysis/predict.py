@@ -75,10 +75,13 @@ if TYPE_CHECKING:
 __all__ = [
     "LAWS",
     "MIN_UPDATES",
+    "MIN_VAL_POINTS",
+    "TARGETS",
     "FittedLaw",
     "LossTrace",
     "PredictError",
     "Prediction",
+    "choose_target",
     "curve",
     "fit",
     "multipower_drop",
@@ -95,11 +98,15 @@ Law = Literal["multipower", "tissue"]
 
 #: The laws :func:`fit` knows, and their parameters in the order they are reported.
 LAWS: dict[str, tuple[str, ...]] = {
-    "multipower": ("L0", "A", "alpha", "B", "C", "beta", "gamma"),
-    "tissue": ("L0", "A", "alpha", "C"),
+    "multipower": ("L0", "A", "alpha", "zeta", "B", "C", "beta", "gamma"),
+    "tissue": ("L0", "A", "alpha", "zeta", "C"),
 }
+#: The series a law can be fitted to: the training loss of every update, or the validation loss.
+TARGETS = ("loss", "val_loss")
 #: Fewest recorded training-loss updates after the warmup a fit accepts (over all its runs).
 MIN_UPDATES = 50
+#: Fewest validation losses after the warmup (over all the runs) a fit to ``val_loss`` accepts.
+MIN_VAL_POINTS = 12
 #: The LR must fall by at least this fraction of its peak after the warmup in one of the fitted runs,
 #: or the annealing term cannot be identified.
 MIN_ANNEAL = 0.05
@@ -223,25 +230,80 @@ def _drops(lr: FloatArray, w: int) -> FloatArray:
     return d
 
 
+def _annealings(lr: FloatArray, w: int) -> tuple[npt.NDArray[np.int64], FloatArray, npt.NDArray[np.int64]]:
+    """The multi-power law's annealing terms ``(k, a, from)``, LR increases included (a stack of LR levels).
+
+    Every LR decrease ``d_k > 0`` at ``k > w`` is a term ``(k, d_k, k)``: the band of LR levels
+    ``[eta_k, eta_{k-1})`` left at step ``k``. An increase at step ``j`` (a warm restart, a re-warmup)
+    climbs back through the lowest bands first and undoes them: each band (or the part of one) below
+    ``eta_j`` is a term ``(k, -a, j)``, the same drop taken back from step ``j`` on. A band is only ever
+    undone from its bottom, so what is left of it is one interval, and a monotone schedule has no
+    undone terms (the paper's sum, unchanged). A full restart to the peak undoes every band: the loss
+    goes back to the power term of the area covered.
+    """
+    ks: list[int] = []
+    amounts: list[float] = []
+    froms: list[int] = []
+    stack: list[list[float]] = []  # [k, top, bottom] of the bands still left, the lowest last
+    for j in range(w + 1, len(lr)):
+        prev, cur = float(lr[j - 1]), float(lr[j])
+        if cur < prev:
+            stack.append([j, prev, cur])
+            ks.append(j)
+            amounts.append(prev - cur)
+            froms.append(j)
+        elif cur > prev:
+            while stack and stack[-1][2] < cur:
+                k, top, bottom = stack[-1]
+                undone = min(top, cur) - bottom
+                ks.append(int(k))
+                amounts.append(-undone)
+                froms.append(j)
+                if top <= cur:
+                    stack.pop()
+                else:
+                    stack[-1][2] = cur
+    return (
+        np.asarray(ks, dtype=np.int64),
+        np.asarray(amounts, dtype=np.float64),
+        np.asarray(froms, dtype=np.int64),
+    )
+
+
 def multipower_drop_naive(
     lr: FloatArray, at: Iterable[int], *, b: float, c: float, beta: float, gamma: float, w: int | None = None
 ) -> FloatArray:
     """The multi-power loss drop ``LD(t)`` by its definition, a double loop: O(T^2), for tests.
 
+    At each ``t`` the bands of LR levels left by the decreases up to ``t`` (less what the increases up
+    to ``t`` climbed back through) are summed: ``LD(t) = B * sum_bands width * G(eta_k^(-gamma) * S_k(t))``.
+
     Example:
         >>> lr = np.array([1.0, 1.0, 0.5, 0.25])
         >>> float(multipower_drop_naive(lr, [3], b=1.0, c=1.0, beta=1.0, gamma=0.0)[0])
         0.2642857142857143
+        >>> float(multipower_drop_naive(np.array([1.0, 0.5, 0.25, 1.0]), [3], b=1.0, c=1.0, beta=1.0, gamma=0.0)[0])
+        0.0
     """
     lr = np.asarray(lr, dtype=np.float64)
     w = warmup_end(lr) if w is None else w
     out = []
     for t in at:
+        bands: list[tuple[int, float, float]] = []  # (k, top, bottom)
+        for j in range(w + 1, t + 1):
+            prev, cur = float(lr[j - 1]), float(lr[j])
+            if cur < prev:
+                bands.append((j, prev, cur))
+            while cur > prev and bands and bands[-1][2] < cur:
+                k, top, _ = bands.pop()
+                if top > cur:
+                    bands.append((k, top, cur))
+                    break
         total = 0.0
-        for k in range(w + 1, t + 1):
+        for k, top, bottom in bands:
             s_k = sum(float(lr[tau]) for tau in range(k, t + 1))
             x = float(lr[k]) ** (-gamma) * s_k
-            total += (float(lr[k - 1]) - float(lr[k])) * (1.0 - (c * x + 1.0) ** (-beta))
+            total += (top - bottom) * (1.0 - (c * x + 1.0) ** (-beta))
         out.append(b * total)
     return np.array(out, dtype=np.float64)
 
@@ -251,34 +313,38 @@ def multipower_drop(
 ) -> FloatArray:
     """The multi-power loss drop ``LD(t)`` at the steps ``at``, exact and vectorised: O(K * len(at)).
 
-    ``S_k(t) = P(t) - P(k-1)`` from one cumulative sum ``P`` of the LRs; only the ``K`` steps whose LR
-    changed after the warmup (``d_k != 0``) contribute, in blocks of at most 4M elements.
+    ``S_k(t) = P(t) - P(k-1)`` from one cumulative sum ``P`` of the LRs; only the ``K`` annealing terms
+    (a step whose LR fell after the warmup, and the part of it an LR increase took back) contribute, in
+    blocks of at most 4M elements. An LR increase (a warm restart) takes back the most recent decreases
+    below the new LR, from that step on, so the drop is never negative and a restart to the peak
+    resets it to 0: :func:`multipower_drop_naive` has the definition.
 
     Example:
         >>> lr = np.array([1.0, 1.0, 0.5, 0.25])
         >>> multipower_drop(lr, [0, 2, 3], b=1.0, c=1.0, beta=1.0, gamma=0.0).round(6).tolist()
         [0.0, 0.166667, 0.264286]
+        >>> sgdr = np.array([1.0, 0.5, 0.25, 1.0, 0.5])
+        >>> multipower_drop(sgdr, [2, 3, 4], b=1.0, c=1.0, beta=1.0, gamma=0.0).round(6).tolist()
+        [0.264286, 0.0, 0.166667]
     """
     lr = np.asarray(lr, dtype=np.float64)
     at_arr = np.asarray(list(at) if not isinstance(at, np.ndarray) else at, dtype=np.int64)
     w = warmup_end(lr) if w is None else w
-    d = _drops(lr, w)
-    ks = np.flatnonzero(d)
+    ks, dk, froms = _annealings(lr, w)
     out = np.zeros(len(at_arr), dtype=np.float64)
     if len(ks) == 0 or len(at_arr) == 0:
         return out
     p = np.cumsum(lr)
     p_before = p[ks - 1]  # P(k-1); k >= 1 always
     scale = c * lr[ks] ** (-gamma)
-    dk = d[ks]
     width = max(1, _CHUNK // len(ks))
     for lo in range(0, len(at_arr), width):
         t = at_arr[lo : lo + width]
         s = p[t][None, :] - p_before[:, None]  # (K, m): S_k(t), meaningful where k <= t
         g = -np.expm1(-beta * np.log1p(scale[:, None] * np.maximum(s, 0.0)))
-        g *= ks[:, None] <= t[None, :]
+        g *= froms[:, None] <= t[None, :]
         out[lo : lo + width] = dk @ g
-    return b * out
+    return b * np.maximum(out, 0.0)
 
 
 def tissue_momentum(lr: FloatArray, lam: float, *, w: int | None = None) -> FloatArray:
@@ -320,7 +386,7 @@ def curve(
     t = np.arange(len(lr)) if at is None else np.asarray(list(at) if not isinstance(at, np.ndarray) else at)
     t = t.astype(np.int64)
     w = warmup_end(lr)
-    s1 = np.cumsum(lr)[t]
+    s1 = np.cumsum(lr ** params.get("zeta", 1.0))[t]
     with np.errstate(divide="ignore", invalid="ignore"):  # S1 = 0: inf (0 x inf with A = 0: nan)
         power = params["L0"] + params["A"] * np.where(s1 > 0, s1, 0.0) ** (-params["alpha"])
     if law == "tissue":
@@ -384,7 +450,8 @@ class FittedLaw:
         rmse: root-mean-square error of the law on those binned values.
         relative_rmse: ``rmse`` over the mean binned loss.
         val_offset: mean of ``val_loss - law`` at each run's last validation step (``None``: no
-            validation loss was recorded).
+            validation loss was recorded; 0 for a law fitted to the validation loss itself).
+        target: the series the law was fitted to, ``"loss"`` (training) or ``"val_loss"``.
     """
 
     law: str
@@ -395,6 +462,7 @@ class FittedLaw:
     rmse: float | None = None
     relative_rmse: float | None = None
     val_offset: float | None = None
+    target: str = "loss"
 
     def curve(self, lr: FloatArray, at: Iterable[int] | None = None) -> FloatArray:
         """The law's loss for the LR trace ``lr`` at ``at`` (default every step): :func:`curve`."""
@@ -410,18 +478,20 @@ class FittedLaw:
         """How far the law is from a run it was not fitted to.
 
         Returns:
-            ``rmse`` and ``relative_rmse`` on the run's binned training loss, ``final_loss_error`` (relative
-            error of the last binned loss), and ``final_val_error`` (relative error of the last recorded
+            ``rmse`` and ``relative_rmse`` on the run's series the law was fitted to (its binned training
+            loss, or its validation losses), ``final_loss_error`` (relative error of that series' last
+            bin), and ``final_val_error`` (relative error of the last recorded
             validation loss, when both the run and the law have one).
         """
-        bins = _bins(trace, _fit_start(trace), 200)
+        series = _val_trace(trace) if self.target == "val_loss" else trace
+        bins = _bins(series, _fit_start(series), 200)
         y = bins.y
         pred = bins.mean(self.curve(trace.lr, bins.steps))
-        rmse = float(np.sqrt(np.mean((pred - y) ** 2)))
+        rmse = float(np.sqrt(np.mean((pred - y) ** 2))) if len(y) else math.nan
         out: dict[str, float | None] = {
             "rmse": rmse,
-            "relative_rmse": rmse / float(np.mean(y)),
-            "final_loss_error": float((pred[-1] - y[-1]) / y[-1]),
+            "relative_rmse": rmse / float(np.mean(y)) if len(y) else math.nan,
+            "final_loss_error": float((pred[-1] - y[-1]) / y[-1]) if len(y) else math.nan,
             "final_val_error": None,
         }
         if self.val_offset is not None and len(trace.val_loss):
@@ -440,6 +510,7 @@ class FittedLaw:
             "rmse": self.rmse,
             "relative_rmse": self.relative_rmse,
             "val_offset": self.val_offset,
+            "target": self.target,
         }
 
     def to_json(self) -> str:
@@ -458,7 +529,9 @@ class FittedLaw:
         law = str(data["law"])
         if law not in LAWS:
             raise PredictError(f"law must be one of {', '.join(LAWS)}, got {law!r}")
-        params = {k: float(data["params"][k]) for k in LAWS[law]}
+        params = {
+            k: float(data["params"].get(k, 1.0) if k == "zeta" else data["params"][k]) for k in LAWS[law]
+        }
         offset = data.get("val_offset")
         return cls(
             law=law,
@@ -469,6 +542,7 @@ class FittedLaw:
             rmse=None if data.get("rmse") is None else float(data["rmse"]),
             relative_rmse=None if data.get("relative_rmse") is None else float(data["relative_rmse"]),
             val_offset=None if offset is None else float(offset),
+            target=str(data.get("target", "loss")),
         )
 
 
@@ -600,16 +674,52 @@ def _bins(trace: LossTrace, start: int, points: int) -> _Bins:
     return dataclasses.replace(out, mid=mid, y=out.mean(loss), sub=sub)
 
 
-def _check(traces: Sequence[LossTrace]) -> None:
+def _val_trace(trace: LossTrace) -> LossTrace:
+    """``trace`` with its validation losses as the series a law is fitted to."""
+    return dataclasses.replace(trace, steps=trace.val_steps, loss=trace.val_loss)
+
+
+def _usable(trace: LossTrace) -> int:
+    return int(np.sum(trace.steps >= _fit_start(trace)))
+
+
+def choose_target(traces: Sequence[LossTrace]) -> str:
+    """The series :func:`fit` fits with ``target="auto"``: ``"val_loss"`` or ``"loss"``.
+
+    ``"val_loss"`` when every run recorded validation losses after its warmup and they number at least
+    :data:`MIN_VAL_POINTS` together (the law then predicts the validation loss itself, whatever gap the
+    training loss has to it); else ``"loss"``, the training loss of every update.
+
+    Example:
+        >>> lr = np.linspace(1.0, 0.1, 400)
+        >>> every_20 = np.arange(19, 400, 20)
+        >>> tr = LossTrace(lr, np.arange(400), np.linspace(3, 2, 400), every_20, np.linspace(3, 2, 20))
+        >>> choose_target([tr]), choose_target([dataclasses.replace(tr, val_steps=every_20[:5])])
+        ('val_loss', 'loss')
+    """
+    vals = [_usable(_val_trace(tr)) for tr in traces]
+    return "val_loss" if traces and min(vals) > 0 and sum(vals) >= MIN_VAL_POINTS else "loss"
+
+
+def _check(traces: Sequence[LossTrace], target: str) -> None:
     if not traces:
         raise PredictError("fit needs at least one run's trace")
-    usable = sum(int(np.sum(tr.steps >= _fit_start(tr))) for tr in traces)
     names = ", ".join(tr.name for tr in traces)
-    if usable < MIN_UPDATES:
-        raise PredictError(
-            f"{names}: {usable} recorded updates after the warmup, too short to fit a loss law (needs "
-            f">= {MIN_UPDATES}); fit a longer run, or add a second run"
-        )
+    if target == "val_loss":
+        usable = sum(_usable(_val_trace(tr)) for tr in traces)
+        if usable < MIN_VAL_POINTS:
+            raise PredictError(
+                f"{names}: {usable} validation losses recorded after the warmup, too few to fit a loss law "
+                f"to (needs >= {MIN_VAL_POINTS}); fit to the training loss (target 'loss'), or evaluate "
+                "more often (eval.every_steps)"
+            )
+    else:
+        usable = sum(_usable(tr) for tr in traces)
+        if usable < MIN_UPDATES:
+            raise PredictError(
+                f"{names}: {usable} recorded updates after the warmup, too short to fit a loss law (needs "
+                f">= {MIN_UPDATES}); fit a longer run, or add a second run"
+            )
     anneal = 0.0
     for tr in traces:
         w = warmup_end(tr.lr)
@@ -631,21 +741,29 @@ class _Problem:
     lrs: list[FloatArray]
     bins: list[_Bins]
     y: FloatArray
-    s1: list[FloatArray]  # S1 at the recorded steps of the bins
     ws: list[int]
+    areas: dict[float, list[FloatArray]] = dataclasses.field(default_factory=dict)
+
+    def s1(self, zeta: float) -> list[FloatArray]:
+        """``S1`` with the area exponent ``zeta`` at the recorded steps of the bins (cached by ``zeta``)."""
+        if zeta not in self.areas:
+            if len(self.areas) > 64:
+                self.areas.clear()
+            self.areas[zeta] = [
+                np.cumsum(lr**zeta)[b.steps] for lr, b in zip(self.lrs, self.bins, strict=True)
+            ]
+        return self.areas[zeta]
 
 
 def _problem(traces: Sequence[LossTrace], points: int, scale: float) -> _Problem:
     per = max(8, points // len(traces))
-    lrs, bins, s1s, ws = [], [], [], []
+    lrs, bins, ws = [], [], []
     for tr in traces:
-        b = _bins(tr, _fit_start(tr), per)
         lr = tr.lr / scale
         lrs.append(lr)
-        bins.append(b)
-        s1s.append(np.cumsum(lr)[b.steps])
+        bins.append(_bins(tr, _fit_start(tr), per))
         ws.append(warmup_end(lr))
-    return _Problem(lrs, bins, np.concatenate([b.y for b in bins]), s1s, ws)
+    return _Problem(lrs, bins, np.concatenate([b.y for b in bins]), ws)
 
 
 def _columns(
@@ -656,7 +774,9 @@ def _columns(
     Both are the bin's means over its recorded steps; the multi-power drop (the costly term) is the mean
     of at most :data:`_SUB` evenly spaced steps of each bin.
     """
-    u = np.concatenate([b.mean(s1 ** (-shape["alpha"])) for b, s1 in zip(prob.bins, prob.s1, strict=True)])
+    u = np.concatenate(
+        [b.mean(s1 ** (-shape["alpha"])) for b, s1 in zip(prob.bins, prob.s1(shape["zeta"]), strict=True)]
+    )
     if law == "tissue":
         v = np.concatenate(
             [
@@ -695,7 +815,13 @@ def _linear(y: FloatArray, u: FloatArray, v: FloatArray) -> tuple[FloatArray, fl
 
 
 _SHAPES = {"multipower": ("alpha", "C", "beta", "gamma"), "tissue": ("alpha",)}
-_BOUNDS = {"alpha": (1e-3, 5.0), "C": (1e-4, 1e4), "beta": (1e-3, 20.0), "gamma": (1e-3, 3.0)}
+_BOUNDS = {
+    "alpha": (1e-3, 5.0),
+    "C": (1e-4, 1e4),
+    "beta": (1e-3, 20.0),
+    "gamma": (1e-3, 3.0),
+    "zeta": (1e-3, 1.5),
+}
 _GRID = {
     "multipower": [
         {"alpha": a, "C": c, "beta": b, "gamma": g}
@@ -706,27 +832,43 @@ _GRID = {
     ],
     "tissue": [{"alpha": a} for a in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)],
 }
+_ZETAS = (1.0, 0.3)  # the starts of a fitted area exponent
 
 
 def fit(
     traces: Sequence[LossTrace],
     law: str = "multipower",
     *,
+    target: str = "auto",
+    zeta: float | None = 1.0,
+    lam: float | None = None,
     points: int = 200,
-    lam: float | None = 0.999,
 ) -> FittedLaw:
-    """Fit ``law`` to the training loss of one or more runs (shared parameters).
+    """Fit ``law`` to the loss of one or more runs (shared parameters).
+
+    Least squares by variable projection: the shape parameters in log space by
+    :func:`scipy.optimize.least_squares`, ``L0``, ``A`` and the annealing coefficient by non-negative
+    least squares at every evaluation, from a fixed grid of starts (no random ones: the same runs give
+    the same law, bit for bit), then two soft-L1 reweighted passes so a loss spike does not pull the fit.
 
     Args:
-        traces: the runs (:func:`trace_from_run`, or a :class:`LossTrace` built by hand).
+        traces: the runs (:func:`trace_from_run`, or a :class:`LossTrace` built by hand), e.g. one cosine
+            and one WSD run; one run works if its LR anneals.
         law: ``"multipower"`` or ``"tissue"`` (module docstring).
-        points: the loss trace is averaged into at most this many bins (split over the runs): the
+        target: the series fitted: ``"val_loss"`` (the recorded validation losses: the law predicts the
+            validation loss itself), ``"loss"`` (the training loss of every update, binned; the validation
+            loss is then predicted as the law plus the runs' last gap), or ``"auto"``
+            (:func:`choose_target`: ``val_loss`` when the runs recorded enough of them).
+        zeta: the area exponent ``zeta`` of ``S1 = sum eta^zeta``; ``None`` fits it in ``[0.001, 1.5]``,
+            ``1.0`` is both papers' forward area.
+        lam: tissue's momentum decay ``lambda``; ``None`` fits it in ``[0.9, 0.99999]`` (0.999 in the paper).
+        points: the training loss is averaged into at most this many bins (split over the runs): the
             smoothing of a noisy training loss, and the evaluation cost of the fit.
-        lam: tissue's momentum decay ``lambda``; ``None`` fits it in ``[0.9, 0.99999]``.
 
     Raises:
-        PredictError: fewer than :data:`MIN_UPDATES` recorded updates after the warmup, or no run whose
-            LR falls after the warmup (the annealing term cannot be identified), or an unknown law.
+        PredictError: too few losses to fit (fewer than :data:`MIN_UPDATES` recorded updates, or
+            :data:`MIN_VAL_POINTS` validation losses, after the warmup), or no run whose LR falls after the
+            warmup (the annealing term cannot be identified), or an unknown law or target.
 
     Example:
         >>> from cosanneal.schedules import Cosine
@@ -740,21 +882,28 @@ def fit(
 
     if law not in LAWS:
         raise PredictError(f"law must be one of {', '.join(LAWS)}, got {law!r}")
-    _check(traces)
+    if target not in ("auto", *TARGETS):
+        raise PredictError(f"target must be one of auto, {', '.join(TARGETS)}, got {target!r}")
+    chosen = choose_target(traces) if target == "auto" else target
+    _check(traces, chosen)
+    fitted_traces = [_val_trace(tr) for tr in traces] if chosen == "val_loss" else list(traces)
     scale = max(float(np.max(tr.lr)) for tr in traces)
-    prob = _problem(traces, points, scale)
+    prob = _problem(fitted_traces, points, scale)
     y = prob.y
-    shape_names = _SHAPES[law]
+    fit_zeta = zeta is None
+    shape_names = _SHAPES[law] + (("zeta",) if fit_zeta else ())
+    zetas = _ZETAS if fit_zeta else (float(zeta),)  # type: ignore[arg-type]
     fit_lam = law == "tissue" and lam is None
     lams = (0.99, 0.999, 0.9999) if fit_lam else (0.999 if lam is None else lam,)
 
     # stage 1: the linear parameters by NNLS at every grid start
-    starts: list[tuple[float, dict[str, float], float, FloatArray]] = []
+    starts: list[tuple[float, dict[str, float], float]] = []
     for lam0 in lams:
-        for shape in _GRID[law]:
-            u, v = _columns(law, prob, shape, lam0)
-            coef, sse = _linear(y, u, v)
-            starts.append((sse, shape, lam0, coef))
+        for z0 in zetas:
+            for grid_shape in _GRID[law]:
+                shape = {**grid_shape, "zeta": z0}
+                u, v = _columns(law, prob, shape, lam0)
+                starts.append((_linear(y, u, v)[1], shape, lam0))
     starts.sort(key=lambda s: s[0])
 
     # stage 2: variable projection: the shape parameters (log space) by least squares, L0, A and the
@@ -767,6 +916,7 @@ def fit(
 
     def unpack(x: FloatArray) -> tuple[dict[str, float], float]:
         shape = {k: float(math.exp(x[i])) for i, k in enumerate(shape_names)}
+        shape.setdefault("zeta", zetas[0])
         return shape, (1.0 - math.exp(x[-1]) if fit_lam else lams[0])
 
     def solve(x: FloatArray, weights: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -783,7 +933,7 @@ def fit(
 
     ones = np.ones_like(y)
     best: tuple[float, FloatArray] | None = None
-    for _, shape, lam0, _ in starts[:3]:
+    for _, shape, lam0 in starts[:3]:
         x0 = [math.log(shape[k]) for k in shape_names] + ([math.log(1.0 - lam0)] if fit_lam else [])
         x = refine(np.array(x0), ones)
         r = solve(x, ones)[1]
@@ -801,9 +951,8 @@ def fit(
     coef, r = solve(x, ones)
     shape, lam_fit = unpack(x)
     p = {"L0": float(coef[0]), "A": float(coef[1]), "K": float(coef[2]), **shape}
-    best = (float(r @ r), x)
     params = _raw_params(law, p, scale)
-    rmse = math.sqrt(best[0] / len(y))
+    rmse = math.sqrt(float(r @ r) / len(y))
     fitted = FittedLaw(
         law=law,
         params=params,
@@ -812,13 +961,15 @@ def fit(
         points=len(y),
         rmse=rmse,
         relative_rmse=rmse / float(np.mean(y)),
+        target=chosen,
     )
-    return dataclasses.replace(fitted, val_offset=_val_offset(fitted, traces))
+    offset = 0.0 if chosen == "val_loss" else _val_offset(fitted, traces)
+    return dataclasses.replace(fitted, val_offset=offset)
 
 
 def _raw_params(law: str, p: Mapping[str, float], r: float) -> dict[str, float]:
     """Parameters fitted on ``lr / r`` in the units of ``lr`` (the same curves)."""
-    out = {"L0": p["L0"], "A": p["A"] * r ** p["alpha"], "alpha": p["alpha"]}
+    out = {"L0": p["L0"], "A": p["A"] * r ** (p["alpha"] * p["zeta"]), "alpha": p["alpha"], "zeta": p["zeta"]}
     if law == "tissue":
         out["C"] = p["K"] / r
     else:

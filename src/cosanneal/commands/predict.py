@@ -11,6 +11,7 @@ one ``error:`` line, and nothing written.
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -22,7 +23,7 @@ from cosanneal.commands.options import StepsOpt, StepsPerEpochOpt, atomic_write,
 if TYPE_CHECKING:
     from cosanneal.analysis.predict import FittedLaw, Prediction
 
-__all__ = ["LawChoice", "register"]
+__all__ = ["LawChoice", "TargetChoice", "parse_zeta", "register"]
 
 EXAMPLES = examples(
     "cosanneal predict runs/cosine --schedule examples/compare/gpt/wsd.toml --schedule examples/compare/gpt/sgdr.toml",
@@ -36,6 +37,36 @@ class LawChoice(StrEnum):
 
     multipower = "multipower"
     tissue = "tissue"
+
+
+class TargetChoice(StrEnum):
+    """The series ``predict`` fits the law to."""
+
+    auto = "auto"
+    loss = "loss"
+    val_loss = "val_loss"
+
+
+def parse_zeta(text: str) -> float | None:
+    """``--zeta``: ``"fit"`` (``None``: fitted) or a number > 0.
+
+    Example:
+        >>> parse_zeta("fit"), parse_zeta("0.5")
+        (None, 0.5)
+    """
+    from cosanneal.analysis.predict import PredictError
+
+    if text.strip().lower() == "fit":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise PredictError(
+            f"--zeta must be 'fit' or a number > 0 (1: the papers' forward area), got {text!r}"
+        )
+    return value
 
 
 def _names(paths: list[Path]) -> list[str]:
@@ -59,9 +90,10 @@ def _ranked(predictions: list[Prediction]) -> list[int]:
 
 def _fit_line(law: FittedLaw) -> str:
     rel = law.relative_rmse or 0.0
+    what = "validation losses" if law.target == "val_loss" else "binned training losses"
     return (
-        f"{law.law} law fitted to {', '.join(law.runs)}: RMSE {law.rmse or 0.0:.4g} ({100 * rel:.2f}% of the "
-        f"loss) on {law.points} binned training losses"
+        f"{law.law} law fitted to the {law.target} of {', '.join(law.runs)}: RMSE {law.rmse or 0.0:.4g} "
+        f"({100 * rel:.2f}% of it) on {law.points} {what}"
     )
 
 
@@ -69,7 +101,7 @@ def _params_line(law: FittedLaw) -> str:
     text = ", ".join(f"{k} {v:.4g}" for k, v in law.params.items())
     if law.law == "tissue":
         text += f", lambda {law.lam:.6g}"
-    if law.val_offset is not None:
+    if law.val_offset is not None and law.target != "val_loss":
         text += f"; val_loss = law + {law.val_offset:.4g}"
     return text
 
@@ -105,6 +137,22 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         law: Annotated[LawChoice, typer.Option("--law", help="The loss law to fit.")] = LawChoice.multipower,
+        fit_to: Annotated[
+            TargetChoice,
+            typer.Option(
+                "--fit-to",
+                help="The series to fit: val_loss, loss (training), or auto (val_loss when the runs "
+                "recorded at least 12 after the warmup).",
+            ),
+        ] = TargetChoice.auto,
+        zeta: Annotated[
+            str,
+            typer.Option(
+                "--zeta",
+                metavar="Z|fit",
+                help="The area exponent of S1 = sum lr^Z: a number (1: the papers'), or fit.",
+            ),
+        ] = "1",
         steps: StepsOpt = None,
         steps_per_epoch: StepsPerEpochOpt = None,
         as_json: Annotated[
@@ -129,11 +177,12 @@ def register(app: typer.Typer) -> None:
         from cosanneal.commands.schedules_input import bind_spec
         from cosanneal.schedules.spec import load_spec
 
+        zeta_value = parse_zeta(zeta)
         traces = [trace_from_run(run) for run in runs]
         n = steps if steps is not None else len(traces[0].lr)
         paths = list(schedules or [])
         bound = [bind_spec(load_spec(path), str(path), n, steps_per_epoch)[0] for path in paths]
-        fitted = fit(traces, law=law.value)
+        fitted = fit(traces, law=law.value, target=fit_to.value, zeta=zeta_value)
         predictions = [
             fitted.predict(schedule, n, name=name)
             for schedule, name in zip(bound, _names(paths), strict=True)
@@ -159,12 +208,19 @@ def register(app: typer.Typer) -> None:
         console.print(_params_line(fitted), highlight=False, markup=False)
         if predictions:
             has_val = fitted.val_offset is not None
-            header = ["candidate", "steps", "final loss", *(["final val_loss"] if has_val else []), "rank"]
+            has_loss = fitted.target != "val_loss"
+            header = [
+                "candidate",
+                "steps",
+                *(["final loss"] if has_loss else []),
+                *(["final val_loss"] if has_val else []),
+                "rank",
+            ]
             rows = [
                 [
                     p.name,
                     fmt_number(len(p.lr)),
-                    f"{p.final_loss:.4f}",
+                    *([f"{p.final_loss:.4f}"] if has_loss else []),
                     *([f"{p.final_val_loss:.4f}"] if p.final_val_loss is not None else []),
                     str(rank),
                 ]
