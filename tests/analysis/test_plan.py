@@ -16,7 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cosanneal.analysis.plan import (
+    branch_plan,
     fit_cycle_steps,
+    measured_branch_plan,
     parse_seconds,
     plan,
     young_daly_seconds,
@@ -331,3 +333,49 @@ def test_cli_measure_and_errors(tmp_path: Path) -> None:
     out = _cli("plan", "--steps", "100", "--step-seconds", "0.1", "--measure", str(config), cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.startswith("error: --measure and --step-seconds")
     assert not (tmp_path / "plan.toml").exists()
+
+
+# ---- one stable run + cooldown branches vs separate cosine runs -------------------------------------
+def test_branch_plan_counts_the_stable_run_once() -> None:
+    p = branch_plan(20000, cooldown=0.2, step_seconds=0.36)
+    assert [(r.budget, r.at, r.cooldown) for r in p.rows] == [
+        (5000, 4000, 1000), (10000, 8000, 2000), (15000, 12000, 3000), (20000, 16000, 4000)
+    ]  # fmt: skip
+    assert (p.stable_updates, p.branch_updates, p.cosine_updates) == (16000, 26000, 50000)
+    assert p.saved_fraction == pytest.approx(0.48) and p.hours(26000) == pytest.approx(2.6)
+    fixed = branch_plan(1000, cooldown=100)
+    assert [r.cooldown for r in fixed.rows] == [100] * 4 and fixed.branch_updates == 900 + 400
+    assert branch_plan(1000).hours(10) is None
+
+
+@given(st.integers(400, 10**7), st.floats(0.01, 0.6))
+@settings(max_examples=200, deadline=None)
+def test_branches_never_cost_more_than_the_separate_runs(total: int, f: float) -> None:
+    p = branch_plan(total, cooldown=f)
+    assert p.stable_updates == p.rows[-1].at
+    assert all(r.at + r.cooldown == r.budget and r.cooldown >= 1 for r in p.rows)
+    assert p.branch_updates == p.stable_updates + sum(r.cooldown for r in p.rows) <= p.cosine_updates
+
+
+def test_branch_plan_refusals() -> None:
+    for kwargs, message in [
+        ({"cooldown": 1.5}, "whole updates or a fraction"),
+        ({"cooldown": 250}, "must leave the stable run"),
+        ({"fractions": (0.5, 2.0)}, "fractions must be in"),
+    ]:
+        with pytest.raises(ScheduleError, match=message):
+            branch_plan(1000, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ScheduleError, match="matches no branch"):
+        measured_branch_plan([(40, 10, 0.5)], cosine={60: 0.4})
+    with pytest.raises(ScheduleError, match="cosanneal branch"):
+        measured_branch_plan([])
+
+
+def test_cli_plans_branches_against_cosine_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "cosanneal", "plan", "--steps", "20000", "--cooldown", "0.2", "--step-seconds", "0.36"],
+        capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "160"},
+    ).stdout  # fmt: skip
+    assert "stable run + 4 branches: 26000 updates = 2.6 device-hours" in out
+    assert "4 separate cosine runs: 50000 updates = 5 device-hours" in out
+    assert "branches save 24000 updates (48.0%)" in out

@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -130,9 +131,16 @@ def test_a_second_run_reuses_finished_branches(branched: Path) -> None:
     assert db.stat().st_mtime_ns == before
 
 
+def own_copy(parent: Path, tmp_path: Path) -> Path:
+    """A copy of the parent, so the branches a test adds are not the module parent's."""
+    shutil.copytree(parent, tmp_path / "wsd")
+    return tmp_path / "wsd"
+
+
 def test_an_interrupted_branch_resumes_to_the_same_weights(
     parent: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    parent = own_copy(parent, tmp_path)
     whole = branch(parent, at=120, cooldown=30, shape="cosine", out=tmp_path / "whole", log=lambda _: None)
     assert [r.status for r in whole] == ["trained"]
 
@@ -158,7 +166,7 @@ def test_an_interrupted_branch_resumes_to_the_same_weights(
     a, b = last_weights(ref), last_weights(got)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [e["step"] for e in events(got, "schedule_replanned")] == [120]
-    assert len(find_branches(parent, search=[tmp_path / "whole", tmp_path / "cut"])) >= 2
+    assert [b.run_dir.parent.name for b in find_branches(parent)] == ["cut", "whole"]  # from branches.json
 
 
 def test_bad_input_is_one_line_exit_2_and_nothing_written(branched: Path, tmp_path: Path) -> None:
@@ -210,8 +218,25 @@ def test_plot_overlays_parent_and_branches(branched: Path, tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_workers_train_branches_in_parallel_processes(parent: Path, tmp_path: Path) -> None:
-    results = branch(parent, at=[60, 100], cooldown=0.2, out=tmp_path, workers=2, log=lambda _: None)
+    parent = own_copy(parent, tmp_path)
+    results = branch(parent, at=[60, 100], cooldown=0.2, out=tmp_path / "b", workers=2, log=lambda _: None)
     assert [r.status for r in results] == ["trained", "trained"]
     for r, (at, length) in zip(results, ((60, 15), (100, 25)), strict=True):
         steps, lr = lr_trace(r.run_dir)
         np.testing.assert_array_equal(lr, cooled(at, length)(steps))
+
+
+def test_plan_reads_the_branches_and_a_cosine_run_of_a_branchs_length(branched: Path, tmp_path: Path) -> None:
+    cosine = tmp_path / "cos-100"
+    cfg = blobs_config(
+        epochs=5, schedule={"kind": "cosine", "peak_lr": 0.2, "warmup_steps": 10, "cycle_steps": 90}
+    )
+    assert Trainer(config_from_dict(cfg), cosine, progress=False, log=lambda _: None).run().steps == 100
+    code, out, err = cli("plan", "--branches", branched, "--cosine", cosine)
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if line.strip("│ ").startswith("100 "))
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert cells[:5] == ["100", "80", "20 (0.2)", "20", "100"] and cells[6] != "-"
+    assert "stable run + 2 branches: 110 updates" in out and "2 separate cosine runs: 150 updates" in out
+    code, _, err = cli("plan", "--branches", branched, "--cosine", branched)
+    assert code == 2 and "--cosine: a run of 160 updates matches no branch" in err

@@ -65,12 +65,16 @@ from cosanneal.schedules.cycles import choose_cycles, fit_cycle_steps, floor_lr,
 from cosanneal.schedules.lint import MIN_CYCLE_STEPS
 
 __all__ = [
+    "BranchPlan",
+    "BranchRow",
     "CheckpointPlan",
     "CycleRow",
     "Plan",
     "fit_cycle_steps",
     "parse_seconds",
     "plan",
+    "branch_plan",
+    "measured_branch_plan",
     "young_daly_seconds",
 ]
 
@@ -516,3 +520,149 @@ def _checkpoint_plan(
         preemptions = wall / m_s
         overhead = wall * (delta / tau + lost / m_s)
     return CheckpointPlan(delta, m_s, restart, tau, steps, lost, preemptions, overhead)
+
+
+# ---- cooldown branches vs separate cosine runs ------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class BranchRow:
+    """One budget of :class:`BranchPlan`: a cooldown branch of the stable run, and the cosine run it replaces.
+
+    Attributes:
+        budget: ``T_k``, the branch's total (= the length of the separate cosine run).
+        at: ``d_k = T_k - L_k``, the stable run's update the branch starts from.
+        cooldown: ``L_k``, the branch's own updates.
+        branch_loss: the branch's measured final ``val_loss`` (``None``: not trained).
+        cosine_loss: the separate cosine run's measured final ``val_loss`` (``None``: not trained).
+    """
+
+    budget: int
+    at: int
+    cooldown: int
+    branch_loss: float | None = None
+    cosine_loss: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BranchPlan:
+    r"""The compute of one stable run with cooldown branches vs one cosine run per budget.
+
+    With budgets :math:`T_k`, cooldowns :math:`L_k` and branch points :math:`d_k = T_k - L_k`, the
+    stable run trains :math:`\max_k d_k` updates once and each branch :math:`L_k` (Hägele et al.
+    2024), against :math:`\sum_k T_k` for separate runs:
+
+    .. math:: U_{branch} = \max_k d_k + \sum_k L_k, \qquad U_{cosine} = \sum_k T_k.
+
+    Attributes:
+        rows: one per budget, by budget.
+        step_seconds: seconds per update (for device-hours), or ``None``.
+    """
+
+    rows: tuple[BranchRow, ...]
+    step_seconds: float | None = None
+
+    @property
+    def stable_updates(self) -> int:
+        """The stable run's updates: up to the last branch point, ``max(d_k)``."""
+        return max(r.at for r in self.rows)
+
+    @property
+    def branch_updates(self) -> int:
+        """``U_branch``: the stable run plus every branch's cooldown."""
+        return self.stable_updates + sum(r.cooldown for r in self.rows)
+
+    @property
+    def cosine_updates(self) -> int:
+        """``U_cosine``: one separate run per budget."""
+        return sum(r.budget for r in self.rows)
+
+    @property
+    def saved_fraction(self) -> float:
+        """``1 - U_branch / U_cosine``."""
+        return 1.0 - self.branch_updates / self.cosine_updates
+
+    def hours(self, updates: int) -> float | None:
+        """Device-hours of ``updates`` at :attr:`step_seconds` (``None`` without a step time)."""
+        return None if self.step_seconds is None else updates * self.step_seconds / 3600.0
+
+
+def _cooldown_of(budget: int, cooldown: float | int) -> int:
+    if isinstance(cooldown, bool) or not isinstance(cooldown, (int, float)) or not math.isfinite(cooldown):
+        raise ScheduleError(f"cooldown must be updates or a fraction below 1, got {cooldown!r}")
+    if 0 < cooldown < 1:
+        length = round(cooldown * budget)
+    elif cooldown >= 1 and float(cooldown).is_integer():
+        length = int(cooldown)
+    else:
+        raise ScheduleError(f"cooldown must be whole updates or a fraction below 1, got {cooldown!r}")
+    if not 1 <= length < budget:
+        raise ScheduleError(
+            f"cooldown {cooldown!r} is {length} updates of a {budget}-update branch; it must leave the stable "
+            "run at least one update and last at least one"
+        )
+    return length
+
+
+def branch_plan(
+    total_steps: int,
+    *,
+    fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
+    cooldown: float | int = 0.2,
+    step_seconds: float | None = None,
+) -> BranchPlan:
+    """One stable run with cooldown branches at ``fractions`` of the budget vs a cosine run for each.
+
+    Each budget is ``T_k = round(f_k T)``; its cooldown ``L_k`` is ``round(cooldown * T_k)`` for a
+    fraction below 1, else ``cooldown`` updates; the branch starts at ``d_k = T_k - L_k``.
+
+    Raises:
+        ScheduleError: a budget, fraction or cooldown that leaves no stable phase or no cooldown.
+
+    Example:
+        >>> p = branch_plan(1000, cooldown=0.2)
+        >>> [(r.budget, r.at, r.cooldown) for r in p.rows]
+        [(250, 200, 50), (500, 400, 100), (750, 600, 150), (1000, 800, 200)]
+        >>> p.stable_updates, p.branch_updates, p.cosine_updates, round(p.saved_fraction, 3)
+        (800, 1300, 2500, 0.48)
+    """
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 2:
+        raise ScheduleError(f"total must be a whole number of updates >= 2, got {total_steps!r}")
+    if not fractions or any(not 0 < f <= 1 for f in fractions):
+        raise ScheduleError(f"fractions must be in (0, 1], got {fractions!r}")
+    rows = []
+    for budget in sorted({round(f * total_steps) for f in fractions}):
+        length = _cooldown_of(budget, cooldown)
+        rows.append(BranchRow(budget, budget - length, length))
+    return BranchPlan(tuple(rows), step_seconds)
+
+
+def measured_branch_plan(
+    branches: list[tuple[int, int, float | None]],
+    *,
+    cosine: dict[int, float | None] | None = None,
+    step_seconds: float | None = None,
+) -> BranchPlan:
+    """The plan of branches that exist: ``(at, cooldown, final val_loss)`` each, and cosine runs by budget.
+
+    Raises:
+        ScheduleError: no branch, or a cosine run whose length is not the total of a branch.
+
+    Example:
+        >>> p = measured_branch_plan([(40, 10, 0.5), (80, 20, 0.4)], cosine={100: 0.41})
+        >>> [(r.budget, r.branch_loss, r.cosine_loss) for r in p.rows], p.branch_updates, p.cosine_updates
+        ([(50, 0.5, None), (100, 0.4, 0.41)], 110, 150)
+    """
+    if not branches:
+        raise ScheduleError("no branches to plan with; train some with `cosanneal branch RUN --at STEP`")
+    cosine = dict(cosine or {})
+    totals = sorted(at + length for at, length, _ in branches)
+    for budget in cosine:
+        if budget not in totals:
+            raise ScheduleError(
+                f"--cosine: a run of {budget} updates matches no branch (they end at "
+                f"{', '.join(map(str, totals))}); compare runs of a branch's length"
+            )
+    rows = [
+        BranchRow(at + length, at, length, loss, cosine.get(at + length))
+        for at, length, loss in sorted(branches, key=lambda b: (b[0] + b[1], b[0]))
+    ]
+    return BranchPlan(tuple(rows), step_seconds)

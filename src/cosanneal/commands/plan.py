@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cosanneal.commands.options import UsageError, examples, renamed
 
 if TYPE_CHECKING:
-    from cosanneal.analysis.plan import Plan
+    from cosanneal.analysis.plan import BranchPlan, Plan
 
 __all__ = ["format_seconds", "register"]
 
@@ -121,10 +121,100 @@ def _print_plan(p: Plan) -> None:
         console.print(line)
 
 
+def _loss(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def _print_branch_plan(p: BranchPlan, parent: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+    source = (
+        f"the branches of {parent}" if parent is not None else f"budgets up to {p.rows[-1].budget} updates"
+    )
+    console.print(f"plan: one stable run + cooldown branches vs a cosine run per budget ({source})")
+    measured = any(r.branch_loss is not None or r.cosine_loss is not None for r in p.rows)
+    table = Table()
+    columns = ["budget", "branch at", "cooldown", "branch updates", "cosine run updates"]
+    columns += ["branch val_loss", "cosine val_loss"] if measured else []
+    for column in columns:
+        table.add_column(column, justify="right")
+    for r in p.rows:
+        cells = [str(r.budget), str(r.at), f"{r.cooldown} ({r.cooldown / r.budget:.3g})", str(r.cooldown)]
+        cells.append(str(r.budget))
+        if measured:
+            cells += [_loss(r.branch_loss), _loss(r.cosine_loss)]
+        table.add_row(*cells)
+    console.print(table, soft_wrap=False)
+
+    def hours(updates: int) -> str:
+        h = p.hours(updates)
+        return "" if h is None else f" = {h:.3g} device-hours"
+
+    console.print(
+        f"stable run: {p.stable_updates} updates (to the last branch point){hours(p.stable_updates)}"
+    )
+    console.print(f"stable run + {len(p.rows)} branches: {p.branch_updates} updates{hours(p.branch_updates)}")
+    console.print(f"{len(p.rows)} separate cosine runs: {p.cosine_updates} updates{hours(p.cosine_updates)}")
+    saved = p.cosine_updates - p.branch_updates
+    console.print(f"branches save {saved} updates ({100.0 * p.saved_fraction:.1f}%){hours(saved)}")
+
+
+def _run_length(run: Path) -> tuple[int, float | None]:
+    """A run's trained updates and its median step time (``None``: not recorded)."""
+    import numpy as np
+
+    from cosanneal import runs
+    from cosanneal.errors import ConfigError
+
+    if not (run / "run.db").is_file():
+        raise ConfigError(
+            f"{run} is not a run directory (no run.db); pass the directory `cosanneal train` wrote"
+        )
+    with runs.open(run) as store:
+        names = store.scalar_names()
+        steps: Any = store.scalar("lr", 0)[0] if "lr" in names else []
+        times: Any = store.scalar("step_time")[1] if "step_time" in names else []
+    seconds = float(np.nanmedian(times)) if len(times) else None
+    return (int(steps[-1]) + 1 if len(steps) else 0), seconds
+
+
+def _measured(parent: Path, cosine: list[Path], step_seconds: float | None) -> BranchPlan:
+    from cosanneal.analysis.branches import final_metric, find_branches
+    from cosanneal.analysis.plan import measured_branch_plan
+    from cosanneal.errors import ConfigError
+
+    try:
+        _, measured_seconds = _run_length(parent)
+    except ConfigError as exc:
+        raise ConfigError(f"--branches: {exc}") from None
+    found = find_branches(parent)
+    if not found:
+        raise ConfigError(
+            f"--branches: {parent} has no cooldown branches; train them with "
+            f"`cosanneal branch {parent} --at STEP --cooldown 0.2`"
+        )
+    losses: dict[int, float | None] = {}
+    for run in cosine:
+        try:
+            length, _ = _run_length(run)
+        except ConfigError as exc:
+            raise ConfigError(f"--cosine: {exc}") from None
+        losses[length] = final_metric(run)
+    return measured_branch_plan(
+        [(b.at, b.cooldown, final_metric(b.run_dir)) for b in found],
+        cosine=losses,
+        step_seconds=step_seconds if step_seconds is not None else measured_seconds,
+    )
+
+
 EXAMPLES = examples(
     "cosanneal plan --steps 35100 --cycles 3 --cycle-mult 2 --warmup 500 --peak 0.1",
     "cosanneal plan --steps 90ep --steps-per-epoch 390 --cycle-mult 2 --step-seconds 0.12 --price-per-hour 2.5",
     "cosanneal plan --steps 20000 --warmup 0.05dur --mtbf 6h --checkpoint-seconds 20 -o plan.toml",
+    "cosanneal plan --steps 20000 --cooldown 0.2 --step-seconds 0.3   # stable run + branches vs cosine runs",
+    "cosanneal plan --branches runs/wsd --cosine runs/cos-5000 --cosine runs/cos-10000",
 )
 
 
@@ -191,6 +281,28 @@ def register(app: typer.Typer) -> None:
         output: Annotated[
             Path | None, typer.Option("-o", "--output", help="Write the plan as a [schedule] TOML file.")
         ] = None,
+        cooldown: Annotated[
+            str | None,
+            typer.Option(
+                "--cooldown",
+                help="Plan one stable run + cooldown branches at 1/4, 1/2, 3/4 and 1 of --steps instead: "
+                "each cooldown in updates (200) or as a fraction of its branch (0.2).",
+            ),
+        ] = None,
+        branches: Annotated[
+            Path | None,
+            typer.Option(
+                "--branches",
+                metavar="RUN",
+                help="The same table from a run and its `cosanneal branch` branches, with their final val_loss.",
+            ),
+        ] = None,
+        cosine: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--cosine", metavar="RUN", help="With --branches: a cosine run to compare (repeat)."
+            ),
+        ] = None,
     ) -> None:
         """Plan warmup + cosine (+ warm restarts) so the last cycle ends exactly at the budget.
 
@@ -202,6 +314,28 @@ def register(app: typer.Typer) -> None:
         from cosanneal.io import atomic_write_text
 
         budget = renamed(steps, total, old="--total", new="--steps")
+        if cosine and branches is None:
+            raise ConfigError(
+                "--cosine compares runs with the branches of --branches RUN; pass --branches too"
+            )
+        if branches is not None:
+            _print_branch_plan(_measured(branches, list(cosine or []), step_seconds), branches)
+            return
+        if cooldown is not None:
+            from cosanneal.analysis.plan import branch_plan
+
+            if budget is None:
+                raise UsageError("plan --cooldown needs the budget: --steps N (the longest branch's total)")
+            try:
+                length = float(cooldown)
+            except ValueError:
+                raise ConfigError(
+                    f"--cooldown: {cooldown!r} is not a length; pass updates (200) or a fraction (0.2)"
+                ) from None
+            updates = plan(budget, steps_per_epoch=steps_per_epoch).total_steps
+            value: float | int = int(length) if length >= 1 and length.is_integer() else length
+            _print_branch_plan(branch_plan(updates, cooldown=value, step_seconds=step_seconds), None)
+            return
         if budget is None:
             raise UsageError(
                 "plan needs the budget: --steps N (updates) or --steps 90ep (with --steps-per-epoch)"
