@@ -3,7 +3,7 @@
 Checks the new plan against the run's schedule where the switch can happen (the running job's next
 update, and the newest checkpoint a stopped job resumes from), prints the hand-off and the lint of
 the new plan, and leaves the request in the run directory (:mod:`cosanneal.jobs.replan`): a running
-job takes it at its next update, a stopped one when ``cosanneal train`` resumes it.
+job takes it within a second, a stopped one when ``cosanneal train`` resumes it.
 
 Exit codes: 0 written (or checked, with ``--dry-run``); 2 bad input (a plan that would jump the LR, a
 mode that cannot continue the schedule, a finished run), as one ``error:`` line, and nothing written.
@@ -40,15 +40,15 @@ def _summary(plan: Any, new: Any, lints: list[Any], written: Path | None) -> lis
     ]
     if len(plan.switches) > 1:
         lines.append(
-            f"checked at updates {', '.join(map(str, plan.switches))} (a running job switches at its next update, "
-            "a stopped one where it resumes)"
+            f"checked at updates {', '.join(map(str, plan.switches))} (a running job switches at the update it "
+            "takes the request, a stopped one where it resumes)"
         )
     lines += [f"lint {w.code}: {w.message}" for w in lints] or ["lint: no warnings"]
     if written is None:
         lines.append("dry run: nothing written")
     else:
         lines.append(
-            f"wrote {written}: a running job takes it at its next update; a stopped one when `cosanneal train` "
+            f"wrote {written}: a running job takes it within a second; a stopped one when `cosanneal train` "
             "resumes it"
         )
     return lines

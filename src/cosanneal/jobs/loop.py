@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -120,7 +121,8 @@ class Loop:
         )
         self._stream: Generator[Any, None, None] | None = None
         self.replans: list[str] = []  # the replan requests this run has taken (ids), kept by its checkpoints
-        self._request_seen: tuple[int, int] | None = None  # (mtime_ns, size) of the request file last read
+        self._request_seen: tuple[int, int] | None = None  # (mtime_ns, size) of the request file last parsed
+        self._next_look = 0.0  # time.monotonic() from which one process looks for a request again
         amp = self.cfg.amp
         self.scaler = torch.amp.GradScaler(parts.device.type) if amp == "fp16" else None
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
@@ -332,14 +334,21 @@ class Loop:
     def check_replan(self, force: bool = False) -> None:
         """Take a waiting ``cosanneal replan`` request at this step boundary (:mod:`cosanneal.jobs.replan`).
 
-        One process looks at every update (a ``stat`` of the request file; it is read only when it
-        changed); under torchrun rank 0 looks every :data:`~cosanneal.jobs.replan.POLL_EVERY` updates
-        (and at a resume) and broadcasts what it read, so every rank switches at the same update.
+        One process looks at the first update after every evaluation and at least every
+        :data:`~cosanneal.jobs.replan.POLL_SECONDS` (a clock read per update, a ``stat`` of the request
+        file per look; it is parsed only when it changed); under torchrun rank 0 looks every
+        :data:`~cosanneal.jobs.replan.POLL_EVERY` updates (and at a resume) and broadcasts what it read,
+        so every rank switches at the same update.
         """
         p, pos = self.p, self.position
         many = p.world.size > 1
         if many and not force and pos.updates % replans.POLL_EVERY:
             return
+        if not many and not force:
+            now = time.monotonic()
+            if now < self._next_look:
+                return
+            self._next_look = now + replans.POLL_SECONDS
         request = self._read_request(force) if p.world.is_main else None
         if many:
             request = distributed.broadcast_object(request, p.world)
@@ -348,10 +357,10 @@ class Loop:
         self._take(request)
 
     def _read_request(self, force: bool) -> replans.ReplanRequest | None:
-        path = self.p.run_dir / replans.REQUEST
+        """The request file, parsed only when it changed since the last look (or ``force``)."""
         try:
-            st = path.stat()
-        except FileNotFoundError:
+            st = os.stat(self.p.run_dir / replans.REQUEST)
+        except OSError:
             return None
         seen = (st.st_mtime_ns, st.st_size)
         if seen == self._request_seen and not force:
@@ -425,6 +434,7 @@ class Loop:
         finally:
             model.train(was_training)
         self.last_eval_at = self.position.updates
+        self._next_look = 0.0  # a request written during an evaluation is taken at the next update
         assert self.telemetry is not None
         self.telemetry.on_eval(self.position.updates, metrics)
         val = {f"val_{k}": v for k, v in metrics.items()}

@@ -2,8 +2,9 @@
 
 ``cosanneal replan RUN --total N ...`` (or :func:`request_replan`) checks the new plan against the run's
 schedule now and writes ``RUN/replan.json`` atomically: a :class:`ReplanRequest` with an id. The job takes
-it at a step boundary (:meth:`cosanneal.jobs.loop.Loop.check_replan`; every update in one process, every
-:data:`POLL_EVERY` updates under torchrun, rank 0 reading and broadcasting it), or when it resumes:
+it at a step boundary (:meth:`cosanneal.jobs.loop.Loop.check_replan`: in one process within
+:data:`POLL_SECONDS` and right after each evaluation; every :data:`POLL_EVERY` updates under torchrun,
+rank 0 reading and broadcasting it), or when it resumes:
 
 1. it builds the new plan at the switch ``d`` = its update count
    (:func:`cosanneal.schedules.replan.replan`), which refuses an LR jump above ``1e-12`` relative;
@@ -44,6 +45,7 @@ from cosanneal.schedules.replan import MODES, SHAPES, ReplanError, Replanned, re
 
 __all__ = [
     "POLL_EVERY",
+    "POLL_SECONDS",
     "REFUSED",
     "REQUEST",
     "ReplanRequest",
@@ -63,6 +65,8 @@ REQUEST = "replan.json"
 REFUSED = "replan.refused.json"
 #: Under torchrun, the updates between two looks for a request (one broadcast each).
 POLL_EVERY = 16
+#: One process: the most seconds between two looks for a request (and one right after each evaluation).
+POLL_SECONDS = 0.25
 
 
 def _cooldown_text(value: Any) -> str | None:
