@@ -274,3 +274,15 @@ def test_prometheus_sees_the_new_length_and_the_new_plans_restarts(tmp_path: Pat
     assert samples["cosanneal_planned_steps"] == 240
     assert samples["cosanneal_configured_restarts"] == len(plan.restarts(plan.horizon))
     assert samples["cosanneal_restarts_total"] == len(plan.restarts(240))
+
+
+def test_a_corrupt_request_file_is_reported_once_and_training_goes_on(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / REQUEST).write_text('{"total": "lots"')  # half a file, as an editor's crash leaves it
+    lines: list[str] = []
+    cfg = config_from_dict(blobs_config())
+    result = Trainer(cfg, run_dir, progress=False, log=lines.append).run()
+    assert result.status == "finished" and result.steps == 160
+    np.testing.assert_array_equal(lr_trace(run_dir)[1], SCHEDULE(np.arange(160)))
+    assert len([line for line in lines if line.startswith("replan:") and "not JSON" in line]) == 1

@@ -196,3 +196,35 @@ def test_a_wsd_run_cooled_down_early_and_stretched() -> None:
     grown = replan(s, at=400, total=2000, mode="stretch")
     assert grown(400) == 0.01 and grown.horizon == pytest.approx(2000)
     assert isinstance(grown, Replanned) and grown.mode == "stretch"
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+request_fields = st.sampled_from(
+    ["total", "mode", "cycles", "cooldown", "shape", "floor", "expect", "id", "other"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(json_values, st.dictionaries(request_fields, json_values, max_size=6)))
+def test_any_request_file_content_is_a_request_or_one_config_error(data: object) -> None:
+    from cosanneal.errors import ConfigError
+    from cosanneal.jobs.replan import ReplanRequest
+
+    try:
+        request = ReplanRequest.from_dict(data)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert request.total >= 1 and request.mode in ("stretch", "cycles", "cooldown")
+    try:
+        request.plan(Cosine(0.1, cycle_steps=100), at=10)
+    except (ReplanError, ConfigError) as exc:  # a request that parses may still not fit this schedule
+        assert "\n" not in str(exc)

@@ -117,6 +117,14 @@ class ReplanRequest:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.shape not in SHAPES:
             raise ConfigError(f"--shape must be one of {', '.join(SHAPES)}, got {self.shape!r}")
+        if (
+            not isinstance(self.id, str)
+            or not self.id
+            or (self.expect is not None and not isinstance(self.expect, str))
+        ):
+            raise ConfigError(
+                f"{REQUEST}: id and expect must be strings; write the request with `cosanneal replan`"
+            )
         object.__setattr__(self, "cooldown", _cooldown_text(self.cooldown))
         if self.cooldown is not None and self.mode != "cooldown":
             raise ConfigError(f"--cooldown is the length of --mode cooldown, not of --mode {self.mode}")
