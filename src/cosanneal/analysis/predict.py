@@ -522,7 +522,7 @@ class FittedLaw:
         """The law :meth:`to_dict` wrote.
 
         Example:
-            >>> law = FittedLaw("tissue", {"L0": 2.0, "A": 0.5, "alpha": 0.4, "C": 30.0})
+            >>> law = FittedLaw("tissue", {"L0": 2.0, "A": 0.5, "alpha": 0.4, "zeta": 1.0, "C": 30.0})
             >>> FittedLaw.from_dict(json.loads(law.to_json())) == law
             True
         """
@@ -694,7 +694,7 @@ def choose_target(traces: Sequence[LossTrace]) -> str:
         >>> lr = np.linspace(1.0, 0.1, 400)
         >>> every_20 = np.arange(19, 400, 20)
         >>> tr = LossTrace(lr, np.arange(400), np.linspace(3, 2, 400), every_20, np.linspace(3, 2, 20))
-        >>> choose_target([tr]), choose_target([dataclasses.replace(tr, val_steps=every_20[:5])])
+        >>> choose_target([tr]), choose_target([dataclasses.replace(tr, val_steps=every_20[:5], val_loss=np.ones(5))])
         ('val_loss', 'loss')
     """
     vals = [_usable(_val_trace(tr)) for tr in traces]

@@ -10,7 +10,7 @@ trains the predicted best first and its pruner judges the rest.
 ``cosanneal sweep --predict-from RUN --prescreen N --keep K`` does this before its workers start;
 from Python::
 
-    law = fit([trace_from_run("runs/cosine"), trace_from_run("runs/constant")])
+    law = fit([trace_from_run("runs/cosine"), trace_from_run("runs/wsd")])
     best = prescreen(config, load_space("space.toml"), law, candidates=64, keep=8)
     enqueue(study, best)
 """
