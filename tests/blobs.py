@@ -116,3 +116,20 @@ def wait_for_updates(
         if time.monotonic() > deadline:
             raise AssertionError(f"the job never reached update {at_least} in {timeout:g} s")
         time.sleep(0.05)
+
+
+def run_cli(*args: str | Path) -> tuple[int, str, str]:
+    """``cosanneal.cli.main(args)`` in this process: ``(exit code, stdout, stderr)``."""
+    import contextlib
+    import io
+
+    from cosanneal.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code: Any = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+    return int(code or 0), out.getvalue(), err.getvalue()

@@ -8,8 +8,6 @@ switch is one recorded event, ``verify`` passes on the run and fails once the ev
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import signal
 import sqlite3
@@ -20,26 +18,15 @@ import numpy as np
 import pytest
 import torch
 from blobs import BLOBS, blobs_config, events, last_weights, lr_trace
+from blobs import run_cli as cli
 
 from cosanneal import from_dict, runs
-from cosanneal.cli import main
 from cosanneal.jobs.config import config_from_dict
 from cosanneal.jobs.replan import REFUSED, REQUEST, ReplanRequest, write_request
 from cosanneal.jobs.trainer import Trainer
 from cosanneal.schedules.replan import Replanned, replan
 
 SCHEDULE = from_dict(BLOBS["schedule"])
-
-
-def cli(*args: str | Path) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code: Any = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    return int(code or 0), out.getvalue(), err.getvalue()
 
 
 def train(run_dir: Path, on_eval: Any = None, **changes: Any) -> Any:

@@ -2,10 +2,13 @@
 
 Exit codes: 0 written; 2 bad input (a path without a run store, or a run.db that is not an SQLite run
 store), as one ``error:`` line.
+
+A run's cooldown branches (``cosanneal branch``) are overlaid on it unless ``--no-branches``.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -52,6 +55,13 @@ def register(app: typer.Typer) -> None:
                 "--max-points", min=16, help="Points per series in the page (every kept point is exact)."
             ),
         ] = 10_000,
+        branches: Annotated[
+            bool,
+            typer.Option(
+                "--branches/--no-branches",
+                help="Overlay the cooldown branches of each RUN (`cosanneal branch`) on it.",
+            ),
+        ] = True,
     ) -> None:
         """Write one self-contained HTML report of RUN..., plus its charts as PNG files.
 
@@ -63,6 +73,8 @@ def register(app: typer.Typer) -> None:
 
         from cosanneal.analysis.report import build_report
 
+        if branches:
+            runs = _with_branches(runs)
         info = build_report(runs, output, title=title, smoothing=smoothing, max_points=max_points)
         console = Console(stderr=False, highlight=False)
         for s in info.runs:
@@ -71,3 +83,19 @@ def register(app: typer.Typer) -> None:
                 f"{s.checkpoints} checkpoints, {s.nonfinite} non-finite"
             )
         console.print(f"wrote {info.html} and {len(info.pngs)} charts in {info.html.stem}_files/")
+
+
+def _with_branches(runs: list[Path]) -> list[Path]:
+    """``runs``, each followed by its cooldown branches that are not listed already (in branch-step order)."""
+    from cosanneal.analysis.branches import find_branches
+
+    seen = {Path(os.path.abspath(r)) for r in runs}
+    out: list[Path] = []
+    for run in runs:
+        out.append(run)
+        for branch in find_branches(run):
+            where = Path(os.path.abspath(branch.run_dir))
+            if where not in seen and (where / "run.db").exists():
+                seen.add(where)
+                out.append(branch.run_dir)
+    return out
