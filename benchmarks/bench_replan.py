@@ -8,7 +8,7 @@
 3. **Quality.** The digits job (``digits_sgdr.toml``'s CNN, one cosine cycle, 1 warmup epoch), 3 seeds:
    a run planned for 12 epochs from the start, against runs planned for 6 epochs and given 12 at the
    end of epoch 3 by ``replan`` (``stretch``; ``cooldown`` with a 20% 1-sqrt cooldown). Final validation
-   accuracy, mean and 95% CI (Student t).
+   ``val_loss`` and accuracy, mean and 95% CI (Student t).
 
 Usage: python benchmarks/bench_replan.py [--seeds 3] [--out runs/bench-replan] [--skip-quality]
 """
@@ -105,8 +105,8 @@ def _ci(values: list[float]) -> tuple[float, float]:
     return mean, half
 
 
-def quality(out: Path, seeds: int) -> dict[str, list[float]]:
-    """Final val accuracy per variant and seed (see the module docstring)."""
+def quality(out: Path, seeds: int) -> dict[str, dict[str, list[float]]]:
+    """Final ``val_loss`` and ``val_acc`` per variant and seed (see the module docstring)."""
     from cosanneal import runs
     from cosanneal.jobs.config import config_from_dict, load_config
     from cosanneal.jobs.replan import ReplanRequest, request_replan, run_plan
@@ -120,7 +120,10 @@ def quality(out: Path, seeds: int) -> dict[str, list[float]]:
         "warmup_steps": "1ep",
         "cycle_steps": "0.0dur",
     }
-    results: dict[str, list[float]] = {"planned-12ep": [], "replan-stretch": [], "replan-cooldown-20%": []}
+    results: dict[str, dict[str, list[float]]] = {
+        name: {"val_loss": [], "val_acc": []}
+        for name in ("planned-12ep", "replan-stretch", "replan-cooldown-20%")
+    }
     for seed in range(seeds):
         for name in results:
             epochs = 12 if name == "planned-12ep" else 6
@@ -152,7 +155,8 @@ def quality(out: Path, seeds: int) -> dict[str, list[float]]:
             ).run()
             assert result.steps == 12 * 22, (name, result.steps)
             with runs.open(run_dir) as run:
-                results[name].append(float(run.scalar("val_accuracy")[1][-1]))
+                for metric, values in results[name].items():
+                    values.append(float(run.scalar(metric)[1][-1]))
     return results
 
 
@@ -172,10 +176,11 @@ def main(argv: list[str] | None = None) -> int:
           f"({time.perf_counter() - t0:.1f} s)")  # fmt: skip
     if not args.skip_quality:
         results = quality(args.out, args.seeds)
-        for name, values in results.items():
-            mean, half = _ci(values)
-            print(f"{name:22s} val_accuracy {mean:.4f} ± {half:.4f} (95% CI, n={len(values)}): "
-                  + ", ".join(f"{v:.4f}" for v in values))  # fmt: skip
+        for name, metrics in results.items():
+            for metric, values in metrics.items():
+                mean, half = _ci(values)
+                print(f"{name:22s} {metric:8s} {mean:.4f} ± {half:.4f} (95% CI, n={len(values)}): "
+                      + ", ".join(f"{v:.4f}" for v in values))  # fmt: skip
     print(f"cpus {os.cpu_count()}, numpy {np.__version__}")
     return 0
 
