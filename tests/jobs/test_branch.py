@@ -9,8 +9,6 @@ second run of the command reuses it, an interrupted one resumes, bad input write
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -22,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 from blobs import blobs_config, events, last_weights, lr_trace
+from blobs import run_cli as cli
 
 from cosanneal import from_dict, runs
 from cosanneal.analysis.branches import BRANCH_FILE, find_branches, read_branch
-from cosanneal.cli import main
 from cosanneal.jobs import trainer as trainer_module
 from cosanneal.jobs.branch import branch, cooldown_steps
 from cosanneal.jobs.config import config_from_dict
@@ -38,17 +36,6 @@ WSD = {
     "min_lr_ratio": 0.01,
 }  # fmt: skip
 SCHEDULE = from_dict(WSD)
-
-
-def cli(*args: str | Path) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code: Any = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    return int(code or 0), out.getvalue(), err.getvalue()
 
 
 def cooled(at: int, length: int, shape: str = "linear") -> Any:
@@ -240,3 +227,32 @@ def test_plan_reads_the_branches_and_a_cosine_run_of_a_branchs_length(branched: 
     assert "stable run + 2 branches: 110 updates" in out and "2 separate cosine runs: 150 updates" in out
     code, _, err = cli("plan", "--branches", branched, "--cosine", branched)
     assert code == 2 and "--cosine: a run of 160 updates matches no branch" in err
+
+
+def test_the_report_overlays_the_parent_and_its_branches(branched: Path, tmp_path: Path) -> None:
+    import re
+
+    page = tmp_path / "report.html"
+    code, out, err = cli("report", branched, "-o", page)
+    assert code == 0, err
+    names = [line.split(":")[0] for line in out.splitlines() if ": finished" in line]
+    assert names == ["wsd", "wsd-branch-40", "wsd-branch-80"]
+    found = re.search(
+        r'<script type="application/json" id="report-data">(.*?)</script>', page.read_text(), re.S
+    )
+    assert found is not None
+    doc = json.loads(found.group(1))
+    lr = [s for c in doc["charts"] for p in c["panels"] if p["id"].startswith("lr-") for s in p["series"]]
+    by_run = {s["run"]: s for s in lr if s["label"].endswith(" lr")}
+    assert sorted(by_run) == [0, 1, 2]
+    assert by_run[2]["x"][-1] == 99 and by_run[2]["y"][-1] == cooled(80, 20)(99)  # the branch's own cooldown
+    replans = [
+        v["x"]
+        for c in doc["charts"]
+        for p in c["panels"]
+        for v in p.get("vlines", [])
+        if "replan" in v["label"]
+    ]
+    assert sorted(set(replans)) == [40, 80]
+    code, out, _ = cli("report", branched, "-o", tmp_path / "alone.html", "--no-branches")
+    assert code == 0 and out.count(": finished") == 1
