@@ -390,7 +390,9 @@ class Loop:
         self._set_total(new.total)
         self._guard_follows()
         self.rebuild_scheduler(at)
-        self.on_event("schedule_replanned", step=at, **replans.replan_event(before, new, request, total_before))
+        self.on_event(
+            "schedule_replanned", step=at, **replans.replan_event(before, new, request, total_before)
+        )
         if p.world.is_main:
             p.log(
                 f"replanned at update {at} ({request.mode}): {total_before} -> {new.total} updates, "
