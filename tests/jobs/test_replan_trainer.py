@@ -273,3 +273,43 @@ def test_a_corrupt_request_file_is_reported_once_and_training_goes_on(tmp_path: 
     assert result.status == "finished" and result.steps == 160
     np.testing.assert_array_equal(lr_trace(run_dir)[1], SCHEDULE(np.arange(160)))
     assert len([line for line in lines if line.startswith("replan:") and "not JSON" in line]) == 1
+
+
+@pytest.mark.slow
+def test_two_torchrun_ranks_take_the_request_at_the_same_update(tmp_path: Path) -> None:
+    """2 gloo ranks stopped by max_steps at 12, replanned, resumed: rank 0 broadcasts, both switch at 12."""
+    import json
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "cfg.json"
+    traces = tmp_path / "traces"
+    cfg.write_text(
+        json.dumps(
+            blobs_config(epochs=3, max_steps=12, debug__lr_trace_dir=str(traces), checkpoint__every_steps=4)
+        )
+    )
+    run_dir = tmp_path / "run"
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    assert torchrun is not None
+    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", str(port), "-m", "cosanneal", "train", str(cfg),
+           "--run-dir", str(run_dir), "--no-progress"]  # fmt: skip
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    code, out, err = cli("replan", run_dir, "--total", "40", "--mode", "cooldown", "--cooldown", "10")
+    assert code == 0 and "cosanneal train` on it again" in out, out + err
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    plan = replan(SCHEDULE, at=12, total=40, mode="cooldown", cooldown_steps=10)
+    steps, lr = lr_trace(run_dir)
+    assert steps.tolist() == list(range(40))
+    np.testing.assert_array_equal(lr, plan(steps))
+    ranks = [json.loads((traces / f"lr-rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1] and [row[0] for row in ranks[0]] == list(range(12, 40))  # the resumed session
+    assert [e["step"] for e in events(run_dir, "schedule_replanned")] == [12]
+    assert cli("verify", run_dir)[0] == 0

@@ -104,10 +104,11 @@ def register(app: typer.Typer) -> None:
             total=total, mode=mode, cycles=cycles, cooldown=cooldown, shape=shape, floor=floor
         )
         plan = run_plan(run)
-        if plan.finished:
+        at = plan.checkpoint if plan.checkpoint is not None else plan.next_update
+        if plan.finished and plan.schedule.phase(at) == "hold":
             raise ConfigError(
-                f"RUN: {run} finished its {plan.total} updates; a finished run holds its final LR, so a replan "
-                f"cannot continue it without a jump; train a cooldown from one of its checkpoints with "
+                f"RUN: {run} finished its {plan.total} updates and holds its final LR, so a replan cannot "
+                f"continue it without a jump; train a cooldown from one of its checkpoints with "
                 f"`cosanneal branch {run} --at STEP`"
             )
         new = request_replan(run, request, schedule=plan.schedule, at=plan.switches, write=False)
@@ -133,3 +134,5 @@ def register(app: typer.Typer) -> None:
             return
         for line in _summary(plan, new, lints, written):
             typer.echo(line)
+        if plan.finished and written is not None:
+            typer.echo("the run had finished (max_steps): run `cosanneal train` on it again to continue it")
