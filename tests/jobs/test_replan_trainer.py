@@ -313,3 +313,15 @@ def test_two_torchrun_ranks_take_the_request_at_the_same_update(tmp_path: Path) 
     assert ranks[0] == ranks[1] and [row[0] for row in ranks[0]] == list(range(12, 40))  # the resumed session
     assert [e["step"] for e in events(run_dir, "schedule_replanned")] == [12]
     assert cli("verify", run_dir)[0] == 0
+
+
+def test_a_run_of_another_loop_is_refused_with_the_python_way(tmp_path: Path) -> None:
+    from cosanneal.runtime.runstore import RunStore, run_params
+
+    run_dir = tmp_path / "lightning-run"
+    with RunStore(run_dir) as store:  # what the Lightning and HF callbacks record: no trainer length
+        store.log_params(run_params({"trainer": "lightning"}, schedule=SCHEDULE))
+        store.log_scalars(0, {"lr": SCHEDULE(0), "lr_expected": SCHEDULE(0)}, group=0)
+    code, _, err = cli("replan", run_dir, "--total", "400")
+    assert code == 2 and "not written by `cosanneal train`" in err and "replan()" in err
+    assert not (run_dir / REQUEST).exists()

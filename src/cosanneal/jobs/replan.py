@@ -358,8 +358,12 @@ def run_plan(run_dir: str | os.PathLike[str]) -> RunPlan:
     with runs.open(path) as run:
         params = run.params
         stored = params.get("schedule")
-        if not isinstance(stored, Mapping):
-            raise ConfigError(f"RUN: {path} has no stored schedule; it was not written by `cosanneal train`")
+        if not isinstance(stored, Mapping) or "total_steps" not in params:
+            raise ConfigError(
+                f"RUN: {path} was not written by `cosanneal train` (no stored schedule and length), so no job "
+                "will take a request; in your own loop (or a Lightning / HF run) build the new plan with "
+                "cosanneal.schedules.replan.replan() and give it to the Scheduler"
+            )
         events = run.events()
         lr_steps: Any = run.scalar("lr", 0)[0] if "lr" in run.scalar_names() else []
     schedule = apply_changes(from_dict(stored), [e for e in events if e.get("kind") in CHANGE_EVENTS])
