@@ -133,3 +133,12 @@ def run_cli(*args: str | Path) -> tuple[int, str, str]:
         except SystemExit as exc:
             code = exc.code
     return int(code or 0), out.getvalue(), err.getvalue()
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago (bound to port 0 by the OS, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

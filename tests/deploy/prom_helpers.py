@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from blobs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "prometheus"
@@ -42,13 +42,6 @@ PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 #: What a job that could not bind its exporter port prints (cosanneal.sinks.prometheus) before exit 2.
 BIND_ERROR = "telemetry.prometheus_port: cannot serve /metrics"
-
-
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago (bound to port 0, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get_json(url: str, timeout: float = 10) -> Any:

@@ -18,24 +18,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from blobs import free_port
 from matrix_worker import ATTEMPTS, KILLED, POISONED, SUBCASES, schedule
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CELLS = {"own": ["own", "accelerate"], "lightning": ["lightning"], "hf": ["hf"]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def launch(frameworks: list[str], processes: int, out: Path) -> subprocess.CompletedProcess[str]:

@@ -280,13 +280,12 @@ def test_two_torchrun_ranks_take_the_request_at_the_same_update(tmp_path: Path) 
     """2 gloo ranks stopped by max_steps at 12, replanned, resumed: rank 0 broadcasts, both switch at 12."""
     import json
     import shutil
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from blobs import free_port
+
+    port = free_port()
     cfg = tmp_path / "cfg.json"
     traces = tmp_path / "traces"
     cfg.write_text(

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from blobs import BLOBS, blobs_config, last_weights, lr_trace, spawn_train, wait_for_updates
+from blobs import BLOBS, blobs_config, free_port, last_weights, lr_trace, spawn_train, wait_for_updates
 
 from cosanneal import ConfigError, from_dict, runs
 from cosanneal.jobs.config import config_from_dict, load_config
@@ -224,7 +224,7 @@ def test_torchrun_two_ranks_agree_and_resume(tmp_path: Path, sharded: bool) -> N
     )
     cfg_path = _write_config(tmp_path / "cfg.json", cfg)
     run_dir = tmp_path / "run"
-    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", str(29500 + os.getpid() % 1000),
+    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", str(free_port()),
            "-m", "cosanneal", "train", str(cfg_path), "--run-dir", str(run_dir), "--no-progress"]  # fmt: skip
     first = subprocess.run([*cmd, "--set", "max_steps=12"], capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from blobs import blobs_config, events, last_weights, lr_trace, spawn_train, wait_for_updates
+from blobs import blobs_config, events, free_port, last_weights, lr_trace, spawn_train, wait_for_updates
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.utils.data import TensorDataset
@@ -55,7 +55,7 @@ def _write(path: Path, data: dict[str, Any]) -> Path:
 def _torchrun(cfg_path: Path, run_dir: Path, *sets: str) -> subprocess.CompletedProcess[str]:
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     assert torchrun is not None
-    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", str(29500 + (os.getpid() + len(sets)) % 1000),
+    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", str(free_port()),
            "-m", "cosanneal", "train", str(cfg_path), "--run-dir", str(run_dir), "--no-progress"]  # fmt: skip
     for pair in sets:
         cmd += ["--set", pair]

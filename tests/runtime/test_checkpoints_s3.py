@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import socket
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
+from blobs import free_port as _free_port
 
 from cosanneal.runtime.checkpoints import CheckpointError, Checkpoints
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is needed for the S3 tests")
 s3fs = pytest.importorskip("s3fs", reason="s3fs is needed for the S3 tests")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from blobs import free_port as _free_port
 
 from cosanneal.runtime.ckpt_commit import (
     TMP_PREFIX,
@@ -225,10 +225,6 @@ def test_local_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ---- object store: the manifest written last is the commit marker -------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

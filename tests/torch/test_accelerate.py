@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,15 +21,10 @@ import pytest
 pytest.importorskip("accelerate")
 
 from accelerate_worker import GRID, POISONED, UPDATES, schedule
+from blobs import free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def launch(script: Path, processes: int, *args: str, home: Path, timeout: float = 300) -> str:
