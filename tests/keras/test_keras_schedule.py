@@ -268,7 +268,9 @@ def test_keras_float32_restart_misplacement_does_not_happen_here() -> None:
     steps = np.array([24, 25, 26])
     peer32 = _keras_peer("CosineDecayRestarts", kwargs, steps, "float32")
     ours = _values(LearningRateSchedule(s), steps)
-    assert peer32[1] == pytest.approx(0.001, rel=1e-5)  # Keras float32: still the floor of cycle 1 at 25
+    # Keras float32 finds the cycle with a float32 log; on some CPUs (their vectorised log rounds down)
+    # it leaves step 25 in cycle 1, at its floor, on others it restarts there. Ours restarts on every one.
+    assert peer32[1] == pytest.approx(0.001, rel=1e-5) or peer32[1] == pytest.approx(s(25), rel=1e-5)
     assert ours[1] == pytest.approx(s(25), rel=1e-6) and s(25) == pytest.approx(
         0.001 + 0.099 * 0.64, rel=1e-12
     )

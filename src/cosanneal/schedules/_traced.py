@@ -403,9 +403,9 @@ def refused_kinds() -> list[str]:
     """The kinds a graph cannot hold, each refused with its own reason (e.g. ``rebatch``), sorted.
 
     Example:
-        >>> import cosanneal.schedules.rebatch  # registers its kind
+        >>> import cosanneal.schedules  # registers every kind
         >>> refused_kinds()
-        ['rebatch']
+        ['rebatch', 'replan']
     """
     return sorted(cls.kind for cls in _REFUSED)
 
