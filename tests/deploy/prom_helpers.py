@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from blobs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "prometheus"
@@ -67,6 +67,17 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, every: fl
             return
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago (bound to port 0, then released).
+
+    Kept here, not imported from ``tests/blobs.py``: the fork server runs this file as a script, where
+    ``tests/`` is not on the path.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def stop(proc: subprocess.Popen[Any] | None) -> None:
