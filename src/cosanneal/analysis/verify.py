@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from cosanneal.analysis.diagnose import LR_READS, Diagnosis, Fitter, diagnose
 from cosanneal.errors import ScheduleError
-from cosanneal.schedules.rebatch import rebound
+from cosanneal.schedules.replan import apply_changes
 
 __all__ = ["Gaps", "Mismatch", "Verdict", "apply_world_size_changes", "find_gaps", "format_gaps", "verify"]
 
@@ -174,13 +174,8 @@ def apply_world_size_changes(schedule: Any, events: Sequence[Mapping[str, Any]])
         >>> changed(39) == s(39), changed(60) == 0.5 * s(50)
         (True, True)
     """
-    changes = sorted(
-        (e for e in events if e.get("kind", "world_size_changed") == "world_size_changed"),
-        key=lambda e: int(e["step"]),
-    )
-    for event in changes:
-        schedule = rebound(schedule, int(event["step"]), event.get("ratio", 1.0), event.get("lr_factor", 1.0))
-    return schedule
+    resizes = [e for e in events if e.get("kind", "world_size_changed") == "world_size_changed"]
+    return apply_changes(schedule, [{**e, "kind": "world_size_changed"} for e in resizes])
 
 
 @dataclasses.dataclass(frozen=True)

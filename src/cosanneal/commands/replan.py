@@ -111,12 +111,9 @@ def register(app: typer.Typer) -> None:
                 f"continue it without a jump; train a cooldown from one of its checkpoints with "
                 f"`cosanneal branch {run} --at STEP`"
             )
-        new = request_replan(run, request, schedule=plan.schedule, at=plan.switches, write=False)
+        new = request_replan(run, request, schedule=plan.schedule, at=plan.switches, write=not dry_run)
         lints = lint(new, new.total, steps_per_epoch=plan.steps_per_epoch)
-        written = None
-        if not dry_run:
-            request_replan(run, request, schedule=plan.schedule, at=plan.switches)
-            written = run / REQUEST
+        written = None if dry_run else run / REQUEST
         if as_json:
             payload = {
                 "request": request.to_dict(),

@@ -375,17 +375,15 @@ class Loop:
     def _take(self, request: replans.ReplanRequest) -> None:
         """Switch to the request's plan at the current update, or set it aside with the reason."""
         p, at = self.p, self.position.updates
-        reason = replans.refusal(request, self.schedule, at)
-        if reason is not None:
-            self.on_event("replan_refused", step=at, request=request.id, reason=reason)
-            if p.world.is_main:
-                p.log(f"replan refused at update {at}: {reason}")
-                replans.remove_request(p.run_dir, request.id, refused=True)
-            self.replans.append(request.id)  # never looked at again in this session
-            return
         before, total_before = self.schedule, p.total
-        new = request.plan(before, at)
-        self.replans.append(request.id)
+        new = replans.take(request, before, at)
+        self.replans.append(request.id)  # taken or refused, never looked at again in this session
+        if isinstance(new, str):
+            self.on_event("replan_refused", step=at, request=request.id, reason=new)
+            if p.world.is_main:
+                p.log(f"replan refused at update {at}: {new}")
+                replans.remove_request(p.run_dir, request.id, refused=True)
+            return
         self.schedule = new
         self._set_total(new.total)
         self._guard_follows()

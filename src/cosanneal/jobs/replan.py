@@ -51,11 +51,11 @@ __all__ = [
     "ReplanRequest",
     "RunPlan",
     "read_request",
-    "refusal",
     "remove_request",
     "replan_event",
     "request_replan",
     "run_plan",
+    "take",
     "write_request",
 ]
 
@@ -302,18 +302,17 @@ def request_replan(
     return planned[-1]
 
 
-def refusal(request: ReplanRequest, schedule: Schedule, at: int) -> str | None:
-    """Why the job at update ``at`` on ``schedule`` cannot take ``request`` (``None``: it can)."""
+def take(request: ReplanRequest, schedule: Schedule, at: int) -> Replanned | str:
+    """The plan the job at update ``at`` on ``schedule`` switches to, or why it cannot take ``request``."""
     if request.expect is not None and request.expect != schedule.fingerprint():
         return (
             f"the request was checked against schedule {request.expect}, the run now follows "
             f"{schedule.fingerprint()}; run `cosanneal replan` again"
         )
     try:
-        request.plan(schedule, at)
+        return request.plan(schedule, at)
     except (ReplanError, ConfigError) as exc:
         return str(exc)
-    return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any, TypeVar
 
@@ -40,7 +40,7 @@ from cosanneal.schedules.base import (
 
 R = TypeVar("R", bound="Rebatch")
 
-__all__ = ["Rebatch", "base_schedule", "map_base", "rebatch_factors", "rebound"]
+__all__ = ["Rebatch", "base_schedule", "rebatch_factors", "rebound"]
 
 
 def _positive(name: str, value: Any) -> float:
@@ -246,21 +246,6 @@ def base_schedule(schedule: Schedule) -> Schedule:
     while isinstance(schedule, Rebatch):
         schedule = schedule.schedule
     return schedule
-
-
-def map_base(schedule: Schedule, change: Callable[[Schedule], Schedule]) -> Schedule:
-    """``schedule`` with ``change`` applied to its base, every :class:`Rebatch` layer kept around it.
-
-    (The non-finite guard lowers the peak of the schedule a resized run was bound with.)
-
-    Example:
-        >>> from cosanneal import Constant
-        >>> map_base(Rebatch(Constant(1.0), 2, 2.0, 0.5), lambda s: Constant(0.5))(3)
-        0.25
-    """
-    if isinstance(schedule, Rebatch):
-        return dataclasses.replace(schedule, schedule=map_base(schedule.schedule, change))
-    return change(schedule)
 
 
 def rebatch_factors(schedule: Schedule) -> tuple[float, float]:

@@ -68,7 +68,6 @@ __all__ = [
     "map_plans",
     "replan",
     "stretch",
-    "unreplanned",
 ]
 
 #: The largest relative LR jump at the switch a replan accepts.
@@ -201,20 +200,6 @@ def _untraceable(s: Replanned, wide: bool, sub: Fraction) -> Any:
         f"a replanned schedule (changed at update {s.at}) is not traced for Keras or jax; trace its "
         "new plan (Replanned.after) or run it through the PyTorch adapter"
     )
-
-
-def unreplanned(schedule: Schedule) -> Schedule:
-    """The schedule under every :class:`Replanned` layer: the plan the run started with.
-
-    Example:
-        >>> from cosanneal import Cosine
-        >>> s = Cosine(1.0, cycle_steps=100)
-        >>> unreplanned(replan(s, at=40, total=160, mode="stretch")) == s
-        True
-    """
-    while isinstance(schedule, Replanned):
-        schedule = schedule.before
-    return schedule
 
 
 def plan_origin(schedule: Schedule) -> Schedule:
