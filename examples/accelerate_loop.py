@@ -50,3 +50,4 @@ print(
     f"rank {accelerator.process_index}/{accelerator.num_processes}: {len(used)} updates, "
     f"t = {scheduler.scheduler.last_epoch}, last loss {loss.item():.4f}, max |dLR| = {max_dlr}"
 )
+accelerator.end_training()  # leave the process group: live gloo threads at exit can abort a rank
