@@ -11,6 +11,8 @@ after an update that ran, so each update uses the closed form of the updates don
 """
 
 import argparse
+import os
+import sys
 
 import torch
 from accelerate import Accelerator
@@ -50,4 +52,8 @@ print(
     f"rank {accelerator.process_index}/{accelerator.num_processes}: {len(used)} updates, "
     f"t = {scheduler.scheduler.last_epoch}, last loss {loss.item():.4f}, max |dLR| = {max_dlr}"
 )
-accelerator.end_training()  # leave the process group: live gloo threads at exit can abort a rank
+accelerator.end_training()  # leave the process group
+# torch 2.13 on gloo: a worker thread that frees the last DDP all-reduce after Python began shutting
+# down aborts the rank (SIGABRT) after all the work is done; end without that shutdown (docs/torch.md)
+sys.stdout.flush()
+os._exit(0)

@@ -12,6 +12,7 @@ Usage: ``accelerate launch ... accelerate_worker.py OUT_DIR``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -132,12 +133,20 @@ def main(out_dir: str) -> None:
     path = Path(out_dir) / f"rank{rank}.json"
     path.write_text(json.dumps(results))
     PartialState().wait_for_everyone()
-    # leave the gloo group before the interpreter exits: a rank whose gloo threads are still alive at
-    # teardown can abort ("terminate called without an active exception"), seen once in CI under load
     import torch.distributed as dist
 
     if dist.is_initialized():
         dist.destroy_process_group()
+    # End without Python's finalization: torch's gloo worker threads can still hold the last
+    # collective of a backward pass, whose captured thread-local state keeps a Python object; if a
+    # worker frees it after finalization began, it cannot take the GIL and the rank aborts
+    # ("terminate called without an active exception", SIGABRT; a gdb backtrace shows
+    # ~AsyncAllreduceWork -> ~ThreadLocalState -> decref in ProcessGroupGloo::runLoop). The DDP
+    # module keeps the process group alive past destroy_process_group, so its threads live on.
+    # The results are written and flushed above; nothing is left to finalize.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
