@@ -292,7 +292,12 @@ def main(out: str, frameworks: str) -> None:
             RUNNERS[framework](run_dir, acc, amp, kill)
             (run_dir / f"done-rank{rank()}").write_text("done\n")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()  # no live gloo threads at interpreter teardown
+        torch.distributed.destroy_process_group()
+    # end without Python's shutdown: a gloo worker thread freeing the last DDP all-reduce after it
+    # began aborts the rank (docs/torch.md, "A torch teardown abort"); every result is written above
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
