@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from blobs import blobs_config, events, last_weights, lr_trace, updates_done
+from blobs import blobs_config, events, free_port, last_weights, lr_trace, updates_done
 
 from cosanneal.jobs.config import config_from_dict
 
@@ -42,12 +41,6 @@ pytestmark = [
 ]
 
 TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _job(cwd: Path) -> Path:
@@ -107,7 +100,7 @@ def test_a_rank_killed_mid_run_is_restarted_by_the_agents_and_resumes_exactly(tm
     assert done.returncode == 0, done.stderr[-3000:]
 
     cwd = _job(tmp_path / "elastic")
-    port = _port()
+    port = free_port()
     agent_cmd = [
         TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--max-restarts", "2",
         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "elastic-test",

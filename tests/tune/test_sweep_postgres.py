@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import optuna
 import pytest
 import sqlalchemy
 import torch
+from blobs import free_port
 from optuna.trial import FrozenTrial, TrialState
 from pg_server import PgServer
 from sweep_blobs import sweep_blobs, sweep_worker
@@ -47,12 +47,6 @@ def _trials(url: str, study: str) -> list[FrozenTrial]:
         return []
     except sqlalchemy.exc.SQLAlchemyError:  # a worker is creating the schema this instant: ask again
         return []
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:  # a port that was free a moment ago and that nothing listens on now
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---- URLs ----------------------------------------------------------------------------------------
@@ -119,9 +113,9 @@ def test_an_unreachable_server_exits_2_with_one_line_and_writes_nothing(
 ) -> None:
     closed = tmp_path / "no-server"  # a socket directory where no server listens
     closed.mkdir()
-    url = {
+    url = {  # free_port(): free a moment ago, nothing listens on it now
         "socket": f"postgresql://postgres@/sweeps?host={closed}",
-        "port": f"postgresql+psycopg://postgres:secret@127.0.0.1:{_closed_port()}/sweeps",
+        "port": f"postgresql+psycopg://postgres:secret@127.0.0.1:{free_port()}/sweeps",
     }[where]
     with pytest.raises(SystemExit) as exit_:
         main(_cli(tmp_path, "--storage", url))
