@@ -50,8 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from cosanneal.analysis.branches import BRANCH_FILE, REGISTRY_FILE, final_metric, read_branch
 from cosanneal.errors import ConfigError, ScheduleError
-from cosanneal.jobs.replan import ReplanRequest, write_request
-from cosanneal.schedules.replan import SHAPES
+from cosanneal.jobs.replan import ReplanRequest, check_shape, write_request
 
 if TYPE_CHECKING:
     from cosanneal.jobs.trainer import TrainResult
@@ -290,8 +289,7 @@ def plan_branches(
     """
     parent = Path(run_dir)
     params, _ = _parent(parent)
-    if shape not in SHAPES:
-        raise ConfigError(f"--shape must be one of {', '.join(SHAPES)}, got {shape!r}")
+    check_shape(shape)  # before the checkpoints are read: a bad --shape is named first
     steps = _parse_at(at)
     have = checkpoint_steps(parent)
     if not have:

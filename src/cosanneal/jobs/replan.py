@@ -54,6 +54,7 @@ __all__ = [
     "remove_request",
     "replan_event",
     "request_replan",
+    "check_shape",
     "run_plan",
     "take",
     "write_request",
@@ -67,6 +68,20 @@ REFUSED = "replan.refused.json"
 POLL_EVERY = 16
 #: One process: the most seconds between two looks for a request (and one right after each evaluation).
 POLL_SECONDS = 0.25
+
+
+def check_shape(shape: Any) -> None:
+    """Raise :class:`ConfigError` naming ``--shape`` unless ``shape`` is a cooldown shape.
+
+    Example:
+        >>> check_shape("1-sqrt")
+        >>> check_shape("square")
+        Traceback (most recent call last):
+        ...
+        cosanneal.errors.ConfigError: --shape must be one of linear, cosine, 1-sqrt, got 'square'
+    """
+    if shape not in SHAPES:
+        raise ConfigError(f"--shape must be one of {', '.join(SHAPES)}, got {shape!r}")
 
 
 def _cooldown_text(value: Any) -> str | None:
@@ -115,8 +130,7 @@ class ReplanRequest:
             raise ConfigError(f"--total must be a whole number of updates >= 1, got {total!r}")
         if self.mode not in MODES:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.shape not in SHAPES:
-            raise ConfigError(f"--shape must be one of {', '.join(SHAPES)}, got {self.shape!r}")
+        check_shape(self.shape)
         if (
             not isinstance(self.id, str)
             or not self.id

@@ -45,6 +45,7 @@ from cosanneal.errors import ConfigError
 from cosanneal.jobs.config import BUILTIN_SINKS, SinkEntry, TrainConfig
 from cosanneal.runtime.runstore import Sink
 from cosanneal.schedules.base import Schedule
+from cosanneal.schedules.replan import CHANGE_EVENTS
 
 __all__ = ["SinkContext", "build_sinks", "cost_plan", "previous_seconds", "sink_entries", "sink_labels"]
 
@@ -169,8 +170,9 @@ def previous_seconds(run_dir: Path) -> float:
 def _planned_steps(run_dir: Path) -> Callable[[], int | None]:
     """A function returning the run's length once the trainer has recorded it.
 
-    The ``total_steps`` param, or the ``total_steps`` of the run's latest ``schedule_replanned`` or
-    ``world_size_changed`` event when it has one.
+    The ``total_steps`` param, or the ``total_steps`` of the run's latest schedule change (a
+    ``schedule_replanned`` or ``world_size_changed`` event, ``CHANGE_EVENTS``) when it has one; the
+    rule of :func:`cosanneal.jobs.replan.run_plan`, read with one query since it runs at every scrape.
     """
 
     def read() -> int | None:
@@ -181,8 +183,9 @@ def _planned_steps(run_dir: Path) -> Callable[[], int | None]:
             try:
                 row = conn.execute("SELECT value FROM params WHERE key = 'total_steps'").fetchone()
                 changed = conn.execute(
-                    "SELECT payload FROM events WHERE kind IN ('schedule_replanned', 'world_size_changed')"
-                    " ORDER BY step DESC, rowid DESC LIMIT 1"
+                    f"SELECT payload FROM events WHERE kind IN ({', '.join('?' * len(CHANGE_EVENTS))})"
+                    " ORDER BY step DESC, rowid DESC LIMIT 1",
+                    CHANGE_EVENTS,
                 ).fetchone()
             finally:
                 conn.close()

@@ -49,7 +49,7 @@ from cosanneal.schedules.base import CycleInfo, FloatArray, Schedule, check_step
 from cosanneal.schedules.cosine import Cosine
 from cosanneal.schedules.join import Join
 from cosanneal.schedules.rebatch import Rebatch, rebound
-from cosanneal.schedules.wsd import WarmupStableDecay
+from cosanneal.schedules.wsd import SHAPES, WarmupStableDecay
 
 R = TypeVar("R", bound="Replanned")
 
@@ -74,8 +74,6 @@ __all__ = [
 MAX_JUMP = 1e-12
 #: The replan modes.
 MODES = ("stretch", "cycles", "cooldown")
-#: The cooldown shapes.
-SHAPES = ("linear", "cosine", "1-sqrt")
 
 
 class ReplanError(ScheduleError):

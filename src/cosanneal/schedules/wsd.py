@@ -22,7 +22,8 @@ from cosanneal.schedules import _validate as v
 from cosanneal.schedules import durations
 from cosanneal.schedules.base import FloatArray, Schedule, check_step, register
 
-_SHAPES = ("linear", "cosine", "1-sqrt")
+#: The warmup and decay shapes (also the shapes of a replan's or a branch's cooldown).
+SHAPES = ("linear", "cosine", "1-sqrt")
 
 
 def _warmup_factor_scalar(shape: str, p: float) -> float:
@@ -95,8 +96,8 @@ class WarmupStableDecay(Schedule):
     def __post_init__(self) -> None:
         v.number("peak_lr", self.peak_lr, gt=0.0)
         v.number("min_lr_ratio", self.min_lr_ratio, ge=0.0, le=1.0)
-        v.choice("warmup_shape", self.warmup_shape, _SHAPES)
-        v.choice("decay_shape", self.decay_shape, _SHAPES)
+        v.choice("warmup_shape", self.warmup_shape, SHAPES)
+        v.choice("decay_shape", self.decay_shape, SHAPES)
         for name in self.duration_fields:
             value = durations.parse(name, getattr(self, name))
             if not durations.is_unbound(value):
