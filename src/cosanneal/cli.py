@@ -106,11 +106,32 @@ for _module in COMMANDS:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the CLI; a cosanneal error prints ``error: <one line>`` to stderr and exits 2."""
+    """Run the CLI; a cosanneal error prints ``error: <one line>`` to stderr and exits 2.
+
+    A command that joined a ``torchrun`` process group (``train`` under ``torchrun``) ends through
+    :func:`~cosanneal.runtime.distributed.exit_process`, so torch's gloo teardown race cannot turn a
+    finished job's exit status into an abort.
+    """
     try:
         app(args=list(argv) if argv is not None else None, prog_name="cosanneal")
+        code: int | str | None = 0
     except CosannealError as exc:
         text = str(exc).strip()
         message = text.splitlines()[0] if text else type(exc).__name__
         sys.stderr.write(f"error: {message}\n")
-        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+        code = getattr(exc, "exit_code", 2)
+    except SystemExit as exc:
+        code = exc.code
+    _end_a_distributed_process(code)
+    raise SystemExit(code) from None
+
+
+def _end_a_distributed_process(code: int | str | None) -> None:
+    """``os._exit`` with the command's status if it ran collectives; otherwise nothing (returns)."""
+    distributed = sys.modules.get("cosanneal.runtime.distributed")  # imported only by such commands
+    if distributed is None or not distributed.joined_a_group():
+        return
+    if isinstance(code, str):  # SystemExit("message") prints the message and exits 1
+        sys.stderr.write(code + "\n")
+        code = 1
+    distributed.exit_process(0 if code is None else code)

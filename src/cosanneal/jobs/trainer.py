@@ -340,7 +340,7 @@ class Trainer:
                 raise
             raise self._io_error(exc, "closing the run", ckpts) from exc
         finally:
-            distributed.shutdown(world)
+            distributed.shutdown(world, drain=True)
 
         if cfg.debug.lr_trace_dir is not None:
             from cosanneal.io import atomic_write_json

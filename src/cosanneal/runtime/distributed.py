@@ -5,15 +5,20 @@ Every helper degrades to the single-process answer when ``torch.distributed`` is
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import datetime
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
 
 from cosanneal.runtime.ckpt_dist import collective_device
+
+_joined = False  # set once this process has joined a process group (read by the CLI at exit)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ def init_from_env(device: torch.device, timeout_seconds: float | None = None) ->
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
+    global _joined
+    _joined = True
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if timeout_seconds is None:
@@ -83,7 +90,40 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
-def shutdown(world: World) -> None:
-    """Leave the process group if this process joined one."""
+def shutdown(world: World, *, drain: bool = False) -> None:
+    """Leave the process group if this process joined one.
+
+    Args:
+        world: this process's place in the job.
+        drain: first wait at a barrier for every rank, so no collective is still in flight here
+            when the group goes (the normal end of a job; not after a failure, when a peer may never
+            reach the barrier).
+    """
     if world.size > 1 and dist.is_initialized():
+        if drain:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+def joined_a_group() -> bool:
+    """True once :func:`init_from_env` has joined a ``torchrun`` process group in this process."""
+    return _joined
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a process that ran collectives: exit handlers, flushed streams, then ``os._exit(code)``.
+
+    torch 2.13's gloo worker threads free the last collective's work a moment after it completes;
+    when that lands after Python's shutdown has begun, the thread cannot take the GIL and the C++
+    runtime aborts the process (exit -6, ``terminate called without an active exception``) after the
+    job has succeeded. Skipping the interpreter's shutdown, once everything the job wrote is closed
+    and the ``atexit`` handlers (logging, the run stores) have run, keeps the exit code the job's.
+
+    Args:
+        code: the exit status.
+    """
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe: nothing reaches it
+            stream.flush()
+    os._exit(code)
