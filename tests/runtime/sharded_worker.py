@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
+from cosanneal.runtime import distributed
 from cosanneal.runtime.checkpoints import Checkpoints
 
 
@@ -117,8 +118,12 @@ def main(opts: dict[str, Any]) -> None:
         with open(os.path.join(out, f"events-{opts['role']}.json"), "w") as handle:
             json.dump(events, handle, default=str)
     if world > 1:
+        dist.barrier()  # no collective still in flight here when the group goes
         dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     main(json.loads(sys.argv[1]))
+    # torch 2.13's gloo threads can free DCP's last broadcast after Python's shutdown began and abort
+    # the rank (docs/torch.md); end as `cosanneal train` under torchrun does
+    distributed.exit_process(0)
